@@ -1,0 +1,142 @@
+//! `-c`: find what changed since the last check and mark it dirty for peers.
+
+use std::path::PathBuf;
+
+use super::{Error, Node};
+use crate::index::{Batch, IndexedFile, OwnedMark, Scope};
+use crate::scan::{self, Delta, Root, ScanError};
+use crate::types::{Changes, IgnoreFields};
+
+/// What to check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Paths from the command line; empty means every include root.
+    pub paths: Vec<PathBuf>,
+    /// Descend into directories given as paths (always true without paths).
+    pub recursive: bool,
+    /// `-I`: record the current state without marking anything dirty.
+    pub init: bool,
+}
+
+/// What a check found.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// `(DB path, changes)` for every entry found new, changed or deleted.
+    pub changed: Vec<(Vec<u8>, Changes)>,
+    /// Number of dirty marks written.
+    pub marks: usize,
+    /// Number of managed entries seen on disk.
+    pub seen: usize,
+    /// Problems with single paths (the check went on).
+    pub errors: Vec<ScanError>,
+    /// Command-line paths that no group manages.
+    pub ignored_args: Vec<PathBuf>,
+}
+
+impl Node {
+    /// Walks, compares with the index, and stores the result with its dirty
+    /// marks in one transaction.
+    ///
+    /// # Errors
+    /// When the index fails or the roots cannot be resolved; per-path problems
+    /// are in the report instead.
+    pub fn check(&mut self, opts: &CheckOptions) -> Result<CheckReport, Error> {
+        let mut report = CheckReport::default();
+        let mut jobs: Vec<(Vec<Root>, bool, Option<Vec<u8>>)> = Vec::new();
+        if opts.paths.is_empty() {
+            jobs.push((self.roots()?, true, None));
+        } else {
+            for arg in &opts.paths {
+                match self.db_form_of(arg) {
+                    Some((db, real)) => {
+                        jobs.push((vec![Root { real, db: db.clone() }], opts.recursive, Some(db)))
+                    }
+                    None => report.ignored_args.push(arg.clone()),
+                }
+            }
+        }
+        let ignore = IgnoreFields {
+            uid: self.config.ignore.uid,
+            gid: self.config.ignore.gid,
+            mode: self.config.ignore.mode,
+        };
+        let mut batch = Batch::default();
+        for (roots, recursive, scope_path) in jobs {
+            let scope = match &scope_path {
+                None => Scope::All,
+                Some(p) => Scope::Path { path: p, recursive },
+            };
+            // Read the index while the tree is walked: the two are independent,
+            // and on two cores this hides most of the database read.
+            let (walk, known) = {
+                let groups = &self.groups;
+                let roots = &roots;
+                std::thread::scope(|s| {
+                    let walker = s.spawn(move || {
+                        scan::walk(roots, recursive, |p| super::level_of(groups, p))
+                    });
+                    let known = self.index.files(scope);
+                    (walker.join().expect("walker panicked"), known)
+                })
+            };
+            let known: Vec<IndexedFile> = match scope {
+                // A full check only owns what lies under its roots; rows elsewhere
+                // (e.g. a root that is gone from the config) are left for `-R`.
+                Scope::All => known?
+                    .into_iter()
+                    .filter(|f| {
+                        roots
+                            .iter()
+                            .any(|r| f.path == r.db || crate::index::is_below(&f.path, &r.db))
+                    })
+                    .collect(),
+                Scope::Path { .. } => known?,
+            };
+            report.seen += walk.observed.len();
+            let (deltas, errors) =
+                scan::compare(walk, &roots, &known, ignore, |p| self.is_managed(p));
+            report.errors.extend(errors);
+            self.collect(deltas, opts.init, &mut batch, &mut report);
+        }
+        report.marks = batch.marks.len();
+        self.index.apply(&batch)?;
+        Ok(report)
+    }
+
+    fn collect(&self, deltas: Vec<Delta>, init: bool, batch: &mut Batch, report: &mut CheckReport) {
+        for d in deltas {
+            let (path, changes) = match d {
+                Delta::Refreshed(o) => {
+                    batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
+                    continue;
+                }
+                Delta::New(o) => {
+                    let p = o.path.clone();
+                    batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
+                    (p, Changes::NEW)
+                }
+                Delta::Changed(o, c) => {
+                    let p = o.path.clone();
+                    batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
+                    (p, c)
+                }
+                Delta::Deleted(p) => {
+                    batch.removals.push(p.clone());
+                    (p, Changes::DELETE)
+                }
+            };
+            if !init {
+                for (peer, myname) in self.peers_for(&path) {
+                    batch.marks.push(OwnedMark {
+                        path: path.clone(),
+                        peer: peer.to_string(),
+                        myname: myname.to_string(),
+                        changes,
+                        forced: false,
+                    });
+                }
+            }
+            report.changed.push((path, changes));
+        }
+    }
+}

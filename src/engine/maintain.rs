@@ -1,0 +1,79 @@
+//! `-m`, `-f` and `-R`: marking by hand and pruning what the config no longer wants.
+
+use std::path::PathBuf;
+
+use super::{CheckOptions, Error, Node};
+use crate::index::{Mark, Scope};
+use crate::types::Changes;
+
+/// Marks `paths` (and with `recursive` everything indexed below them) dirty for
+/// every peer; with `force` this node's version also wins the next push over a
+/// conflict. The paths are checked first, so the marks describe what is on
+/// disk now, and a path that was never indexed can be forced too. Returns the
+/// number of marks written and the arguments no group manages.
+///
+/// # Errors
+/// When the index fails.
+pub fn mark_paths(
+    node: &mut Node,
+    paths: &[PathBuf],
+    recursive: bool,
+    force: bool,
+) -> Result<(usize, Vec<PathBuf>), Error> {
+    let report = node.check(&CheckOptions { paths: paths.to_vec(), recursive, init: false })?;
+    let mut targets: Vec<Vec<u8>> = Vec::new();
+    for arg in paths {
+        let Some((db, _)) = node.db_form_of(arg) else { continue };
+        let scope = Scope::Path { path: &db, recursive };
+        targets.extend(node.index.files(scope)?.into_iter().map(|f| f.path));
+        // Pending deletes have no file row but must be forceable as well.
+        targets.extend(
+            node.index.dirty()?.into_iter().filter(|d| scope.contains(&d.path)).map(|d| d.path),
+        );
+    }
+    targets.sort();
+    targets.dedup();
+    let mut owned: Vec<(Vec<u8>, String, String)> = Vec::new();
+    for t in &targets {
+        for (peer, me) in node.peers_for(t) {
+            owned.push((t.clone(), peer.to_string(), me.to_string()));
+        }
+    }
+    let marks: Vec<Mark<'_>> = owned
+        .iter()
+        .map(|(p, peer, me)| Mark {
+            path: p,
+            peer,
+            myname: me,
+            changes: Changes::MARKED,
+            forced: force,
+        })
+        .collect();
+    node.index.mark(&marks)?;
+    Ok((marks.len(), report.ignored_args))
+}
+
+/// `-R`: removes index rows no member group manages any more, and dirty rows
+/// towards hosts that are no longer peers for that path. Returns
+/// `(file rows removed, dirty rows removed)`.
+///
+/// # Errors
+/// When the index fails.
+pub fn prune(node: &mut Node) -> Result<(usize, usize), Error> {
+    let files: Vec<Vec<u8>> = node
+        .index
+        .files(Scope::All)?
+        .into_iter()
+        .filter(|f| !node.is_managed(&f.path))
+        .map(|f| f.path)
+        .collect();
+    let dirty: Vec<(Vec<u8>, String)> = node
+        .index
+        .dirty()?
+        .into_iter()
+        .filter(|d| !node.peers_for(&d.path).iter().any(|(p, _)| *p == d.peer))
+        .map(|d| (d.path, d.peer))
+        .collect();
+    node.index.prune(&dirty, &files)?;
+    Ok((files.len(), dirty.len()))
+}

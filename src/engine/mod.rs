@@ -1,0 +1,196 @@
+//! The orchestrator: joins the config, the pattern matchers, the scanner and
+//! the index into the operations the CLI offers (check, mark, force, prune,
+//! listings). It is the only layer that knows all of them.
+
+mod check;
+mod maintain;
+
+use std::path::{Path, PathBuf};
+
+pub use check::{CheckOptions, CheckReport};
+pub use maintain::{mark_paths, prune};
+
+use crate::config::{Config, Group};
+use crate::index::{Index, IndexedFile};
+use crate::pattern::{GroupMatcher, Level};
+use crate::scan::{Known, Root};
+use crate::types::Meta;
+
+/// Errors that stop an operation (soft, per-path problems are reported instead).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] crate::index::Error),
+    /// A group's patterns could not be compiled (the config check should have caught it).
+    #[error("group '{group}': pattern '{pattern}': {message}")]
+    Pattern {
+        /// Group name.
+        group: String,
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        message: String,
+    },
+    /// An include root uses a prefix this node does not define.
+    #[error("group '{group}': prefix '%{prefix}%' is not defined for host '{host}'")]
+    Prefix {
+        /// Group name.
+        group: String,
+        /// Prefix name.
+        prefix: String,
+        /// This node.
+        host: String,
+    },
+}
+
+/// A member group, ready to match paths.
+#[derive(Debug)]
+pub struct ActiveGroup {
+    /// Index into `Config::groups`.
+    pub index: usize,
+    /// Compiled include/exclude rules.
+    pub matcher: GroupMatcher,
+    /// `(peer, myname)` pairs this node pushes its changes to. Empty when this
+    /// node is receive-only in the group: its own changes are never queued.
+    pub push_to: Vec<(String, String)>,
+}
+
+/// One node: its resolved config, compiled groups and open index.
+#[derive(Debug)]
+pub struct Node {
+    /// The resolved configuration.
+    pub config: Config,
+    /// The groups this node is a member of (and active under `-G`).
+    pub groups: Vec<ActiveGroup>,
+    /// The node's index.
+    pub index: Index,
+}
+
+impl Node {
+    /// Compiles the member groups of `config` and takes the index.
+    ///
+    /// # Errors
+    /// When a group's patterns do not compile.
+    pub fn new(config: Config, index: Index) -> Result<Node, Error> {
+        let mut groups = Vec::new();
+        for (i, g) in config.groups.iter().enumerate() {
+            if !g.is_member {
+                continue;
+            }
+            let matcher = GroupMatcher::new(&g.rules).map_err(|(ri, message)| Error::Pattern {
+                group: g.name.clone(),
+                pattern: g.rules.get(ri).map(|r| r.pattern.clone()).unwrap_or_default(),
+                message,
+            })?;
+            let me = g.me(&config.myname);
+            let receive_only = me.is_some_and(|h| h.receive_only);
+            let push_to = if receive_only {
+                Vec::new()
+            } else {
+                g.peers(&config.myname).map(|h| (h.name.clone(), config.myname.clone())).collect()
+            };
+            groups.push(ActiveGroup { index: i, matcher, push_to });
+        }
+        Ok(Node { config, groups, index })
+    }
+
+    /// The config group behind an active group.
+    pub fn group(&self, g: &ActiveGroup) -> &Group {
+        &self.config.groups[g.index]
+    }
+
+    /// The strongest match level any member group gives `path`.
+    pub fn level(&self, path: &[u8]) -> Level {
+        level_of(&self.groups, path)
+    }
+
+    /// True when some member group manages `path`.
+    pub fn is_managed(&self, path: &[u8]) -> bool {
+        self.groups.iter().any(|g| g.matcher.is_managed(path))
+    }
+
+    /// `(peer, myname)` pairs a change of `path` must be pushed to: the peers of
+    /// every member group that manages it, each once, in group order.
+    pub fn peers_for(&self, path: &[u8]) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = Vec::new();
+        for g in &self.groups {
+            if g.push_to.is_empty() || !g.matcher.is_managed(path) {
+                continue;
+            }
+            for (peer, me) in &g.push_to {
+                if !out.iter().any(|(p, _)| p == peer) {
+                    out.push((peer, me));
+                }
+            }
+        }
+        out
+    }
+
+    /// The walk roots of all member groups, mapped to real paths, overlaps removed.
+    ///
+    /// # Errors
+    /// When a root uses a prefix this node does not define.
+    pub fn roots(&self) -> Result<Vec<Root>, Error> {
+        let mut roots: Vec<Root> = Vec::new();
+        for g in &self.groups {
+            for r in g.matcher.walk_roots() {
+                let db = r.into_bytes();
+                let real = crate::paths::real_path(&self.config, &db).ok_or_else(|| {
+                    let name = String::from_utf8_lossy(&db[1..])
+                        .split('%')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    Error::Prefix {
+                        group: self.group(g).name.clone(),
+                        prefix: name,
+                        host: self.config.myname.clone(),
+                    }
+                })?;
+                roots.push(Root { real, db });
+            }
+        }
+        roots.sort_by(|a, b| a.db.cmp(&b.db));
+        let mut kept: Vec<Root> = Vec::new();
+        for r in roots {
+            if !kept.iter().any(|k| k.db == r.db || crate::index::is_below(&r.db, &k.db)) {
+                kept.push(r);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Maps a command-line path to the DB form some member group cares about.
+    /// `None` when no group manages or walks through it (csync2: "Parameter
+    /// will be ignored").
+    pub fn db_form_of(&self, arg: &Path) -> Option<(Vec<u8>, PathBuf)> {
+        let real = crate::paths::absolute(arg);
+        crate::paths::db_forms(&self.config, &real)
+            .into_iter()
+            .find(|db| self.level(db) != Level::Ignore)
+            .map(|db| (db, real))
+    }
+}
+
+/// The strongest match level any of `groups` gives `path`.
+fn level_of(groups: &[ActiveGroup], path: &[u8]) -> Level {
+    let mut best = Level::Ignore;
+    for g in groups {
+        match g.matcher.level(path) {
+            Level::Managed => return Level::Managed,
+            Level::StepInto => best = Level::StepInto,
+            Level::Ignore => {}
+        }
+    }
+    best
+}
+
+impl Known for IndexedFile {
+    fn path(&self) -> &[u8] {
+        &self.path
+    }
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+}

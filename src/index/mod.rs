@@ -1,0 +1,517 @@
+//! The node's SQLite index: the last seen state of every managed entry, the
+//! dirty marks still to push, and what each peer was last known to have.
+//!
+//! The index knows nothing of the config, the scanner or the network: callers
+//! hand it rows and marks in domain terms. Every multi-row change runs in one
+//! transaction, so a crash leaves either the old or the new state.
+
+mod rows;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+pub use rows::{DirtyRow, IndexedFile};
+
+use crate::types::{Changes, Meta};
+
+/// The numbered schema files, applied in order (see `schema/README.md`).
+const MIGRATIONS: &[(&str, &str)] =
+    &[("001-initial.sql", include_str!("../../schema/001-initial.sql"))];
+
+/// `PRAGMA application_id`: lets `file(1)` and we ourselves recognise an index ("CSYN").
+const APPLICATION_ID: i64 = 0x4353_594E;
+
+/// Errors from the index.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// SQLite reported an error.
+    #[error("index {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The directory of the index could not be created.
+    #[error("cannot create index directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is a SQLite database but not a csync index, or from a newer csync.
+    #[error("index {path}: {reason}")]
+    Incompatible {
+        /// The database file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+}
+
+/// Result alias for index operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Which part of the index an operation looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every row.
+    All,
+    /// One path, and with `recursive` everything below it.
+    Path {
+        /// DB-form path.
+        path: &'a [u8],
+        /// Include the subtree.
+        recursive: bool,
+    },
+}
+
+impl Scope<'_> {
+    /// True when `p` lies in this scope.
+    pub fn contains(&self, p: &[u8]) -> bool {
+        match *self {
+            Scope::All => true,
+            Scope::Path { path, recursive } => p == path || (recursive && is_below(p, path)),
+        }
+    }
+}
+
+/// True when `p` is strictly below directory `dir` (`dir/…`).
+pub fn is_below(p: &[u8], dir: &[u8]) -> bool {
+    if dir == b"/" {
+        return p.len() > 1 && p[0] == b'/';
+    }
+    p.len() > dir.len() + 1 && p.starts_with(dir) && p[dir.len()] == b'/'
+}
+
+/// One dirty mark to record: push `path` to `peer`.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark<'a> {
+    /// DB-form path.
+    pub path: &'a [u8],
+    /// Peer host name.
+    pub peer: &'a str,
+    /// This node's name in the group linking it to the peer.
+    pub myname: &'a str,
+    /// What changed (accumulated with any earlier unpushed mark).
+    pub changes: Changes,
+    /// Set the force flag (never cleared by a later plain mark).
+    pub forced: bool,
+}
+
+/// A batch of scan results to store in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Entries to insert or replace.
+    pub upserts: Vec<IndexedFile>,
+    /// Entries that no longer exist (or are no longer managed) to remove.
+    pub removals: Vec<Vec<u8>>,
+    /// Dirty marks to add.
+    pub marks: Vec<OwnedMark>,
+}
+
+/// An owned [`Mark`], for batches built before the transaction starts.
+#[derive(Debug, Clone)]
+pub struct OwnedMark {
+    /// DB-form path.
+    pub path: Vec<u8>,
+    /// Peer host name.
+    pub peer: String,
+    /// This node's name in the group linking it to the peer.
+    pub myname: String,
+    /// What changed.
+    pub changes: Changes,
+    /// Force flag.
+    pub forced: bool,
+}
+
+impl Batch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removals.is_empty() && self.marks.is_empty()
+    }
+}
+
+/// An open index.
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("path", &self.path).finish()
+    }
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path`, applying missing migrations.
+    ///
+    /// `busy_timeout` is how long a writer waits for another process (the daemon,
+    /// a concurrent run) before giving up; WAL lets readers proceed meanwhile.
+    ///
+    /// # Errors
+    /// When the directory cannot be created, the file is not a csync index, or
+    /// SQLite fails.
+    pub fn open(path: &Path, busy_timeout: Duration) -> Result<Index> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| Error::CreateDir { path: dir.to_path_buf(), source })?;
+        }
+        let sql = |source| Error::Sqlite { path: path.to_path_buf(), source };
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(busy_timeout).map_err(sql)?;
+        // WAL: the daemon and a local run read and write without "database is locked";
+        // NORMAL: durable at checkpoints, consistent always (no fsync per commit).
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        let mut index = Index { conn, path: path.to_path_buf() };
+        index.migrate()?;
+        Ok(index)
+    }
+
+    /// Opens a private in-memory index (tests).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn open_in_memory() -> Result<Index> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory()
+            .map_err(|source| Error::Sqlite { path: path.clone(), source })?;
+        let mut index = Index { conn, path };
+        index.migrate()?;
+        Ok(index)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        move |source| Error::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let app: i64 =
+            self.conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(sql)?;
+        let version: i64 =
+            self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
+        if app != 0 && app != APPLICATION_ID {
+            return Err(Error::Incompatible {
+                path: path.clone(),
+                reason: "this SQLite file is not a csync index".into(),
+            });
+        }
+        if version > MIGRATIONS.len() as i64 {
+            return Err(Error::Incompatible {
+                path: path.clone(),
+                reason: format!(
+                    "schema version {version} is newer than this csync knows ({}); upgrade csync",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        for (n, (_name, text)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(sql)?;
+            tx.execute_batch(text).map_err(sql)?;
+            tx.pragma_update(None, "user_version", (n + 1) as i64).map_err(sql)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql)?;
+            tx.commit().map_err(sql)?;
+        }
+        Ok(())
+    }
+
+    /// The schema version (number of migrations applied).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(self.sql())
+    }
+
+    /// Entries in `scope`, in byte order of their paths: the one ordered pass a
+    /// check needs.
+    ///
+    /// # Errors
+    /// When SQLite fails or a row is corrupt.
+    pub fn files(&self, scope: Scope<'_>) -> Result<Vec<IndexedFile>> {
+        let mut out = Vec::new();
+        let sql = self.sql();
+        match scope {
+            Scope::All => {
+                let mut st = self
+                    .conn
+                    .prepare_cached(&format!("SELECT {} FROM file ORDER BY path", rows::FILE_COLS))
+                    .map_err(&sql)?;
+                let it = st.query_map([], rows::file_from_row).map_err(&sql)?;
+                for r in it {
+                    out.push(r.map_err(&sql)?);
+                }
+            }
+            Scope::Path { path, recursive } => {
+                let mut st = self
+                    .conn
+                    .prepare_cached(&format!(
+                        "SELECT {} FROM file WHERE path = ?1",
+                        rows::FILE_COLS
+                    ))
+                    .map_err(&sql)?;
+                if let Some(f) =
+                    st.query_row([path], rows::file_from_row).optional().map_err(&sql)?
+                {
+                    out.push(f);
+                }
+                if recursive {
+                    let (lo, hi) = subtree_range(path);
+                    let mut st = self
+                        .conn
+                        .prepare_cached(&format!(
+                            "SELECT {} FROM file WHERE path > ?1 AND path < ?2 ORDER BY path",
+                            rows::FILE_COLS
+                        ))
+                        .map_err(&sql)?;
+                    let it = st.query_map(params![lo, hi], rows::file_from_row).map_err(&sql)?;
+                    for r in it {
+                        out.push(r.map_err(&sql)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One entry, if indexed.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn file(&self, path: &[u8]) -> Result<Option<Meta>> {
+        let sql = self.sql();
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("SELECT {} FROM file WHERE path = ?1", rows::FILE_COLS))
+            .map_err(&sql)?;
+        Ok(st.query_row([path], rows::file_from_row).optional().map_err(&sql)?.map(|f| f.meta))
+    }
+
+    /// Stores a batch (upserts, removals, marks) in one transaction.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing of the batch is then stored.
+    pub fn apply(&mut self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut up = tx.prepare_cached(rows::UPSERT_FILE).map_err(sql)?;
+            for f in &batch.upserts {
+                rows::upsert_file(&mut up, f).map_err(sql)?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM file WHERE path = ?1").map_err(sql)?;
+            for p in &batch.removals {
+                del.execute([p]).map_err(sql)?;
+            }
+            let now = unix_now();
+            let mut mark = tx.prepare_cached(rows::UPSERT_DIRTY).map_err(sql)?;
+            for m in &batch.marks {
+                mark.execute(params![
+                    m.path,
+                    m.peer,
+                    m.myname,
+                    m.forced as i64,
+                    i64::from(m.changes.0),
+                    now
+                ])
+                .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Adds dirty marks (in one transaction).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn mark(&mut self, marks: &[Mark<'_>]) -> Result<()> {
+        let batch = Batch {
+            marks: marks
+                .iter()
+                .map(|m| OwnedMark {
+                    path: m.path.to_vec(),
+                    peer: m.peer.to_string(),
+                    myname: m.myname.to_string(),
+                    changes: m.changes,
+                    forced: m.forced,
+                })
+                .collect(),
+            ..Batch::default()
+        };
+        self.apply(&batch)
+    }
+
+    /// Every dirty row, ordered by peer then path.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn dirty(&self) -> Result<Vec<DirtyRow>> {
+        let sql = self.sql();
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, peer, myname, forced, changes, marked_at FROM dirty ORDER BY peer, path",
+            )
+            .map_err(&sql)?;
+        let it = st.query_map([], rows::dirty_from_row).map_err(&sql)?;
+        it.map(|r| r.map_err(&sql)).collect()
+    }
+
+    /// Removes the given dirty rows `(path, peer)` and every `file` row whose path
+    /// `drop_file` accepts, in one transaction. Used by `-R`.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn prune(&mut self, dirty: &[(Vec<u8>, String)], files: &[Vec<u8>]) -> Result<()> {
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut d = tx
+                .prepare_cached("DELETE FROM dirty WHERE path = ?1 AND peer = ?2")
+                .map_err(sql)?;
+            for (p, peer) in dirty {
+                d.execute(params![p, peer]).map_err(sql)?;
+            }
+            let mut f = tx.prepare_cached("DELETE FROM file WHERE path = ?1").map_err(sql)?;
+            let mut s = tx.prepare_cached("DELETE FROM peer_state WHERE path = ?1").map_err(sql)?;
+            for p in files {
+                f.execute([p]).map_err(sql)?;
+                s.execute([p]).map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+}
+
+/// The `(lo, hi)` exclusive byte range holding everything below directory `p`:
+/// `p/` < x < `p0`, since `0` follows `/` in byte order.
+fn subtree_range(p: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let base: &[u8] = if p == b"/" { b"" } else { p };
+    let mut lo = base.to_vec();
+    lo.push(b'/');
+    let mut hi = base.to_vec();
+    hi.push(b'0');
+    (lo, hi)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::FileKind;
+
+    fn meta(size: u64) -> Meta {
+        Meta {
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime_ns: 1_700_000_000_123_456_789,
+            ino: u64::MAX - 3,
+            ctime_ns: 5,
+            rdev: 0,
+            target: None,
+            hash: Some([7; 32]),
+        }
+    }
+
+    fn file(p: &str, size: u64) -> IndexedFile {
+        IndexedFile { path: p.as_bytes().to_vec(), meta: meta(size) }
+    }
+
+    #[test]
+    fn migrations_apply_once_and_record_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/n1.db");
+        let idx = Index::open(&p, Duration::from_secs(1)).unwrap();
+        assert_eq!(idx.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        drop(idx);
+        let idx = Index::open(&p, Duration::from_secs(1)).unwrap();
+        assert_eq!(idx.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let mode: String = idx.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn refuses_foreign_sqlite_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("other.db");
+        let c = Connection::open(&p).unwrap();
+        c.pragma_update(None, "application_id", 42).unwrap();
+        drop(c);
+        let err = Index::open(&p, Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("not a csync index"), "{err}");
+    }
+
+    #[test]
+    fn round_trips_rows_in_byte_order_and_scopes_subtrees() {
+        let mut idx = Index::open_in_memory().unwrap();
+        let batch = Batch {
+            upserts: vec![
+                file("%p%/a", 1),
+                file("%p%/a.txt", 2),
+                file("%p%/a/b", 3),
+                file("%p%", 0),
+            ],
+            ..Batch::default()
+        };
+        idx.apply(&batch).unwrap();
+        let all: Vec<_> = idx.files(Scope::All).unwrap();
+        let names: Vec<_> =
+            all.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
+        assert_eq!(names, ["%p%", "%p%/a", "%p%/a.txt", "%p%/a/b"]);
+        assert_eq!(all[1].meta, meta(1));
+        let sub = idx.files(Scope::Path { path: b"%p%/a", recursive: true }).unwrap();
+        let names: Vec<_> =
+            sub.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
+        assert_eq!(names, ["%p%/a", "%p%/a/b"]);
+        let one = idx.files(Scope::Path { path: b"%p%/a", recursive: false }).unwrap();
+        assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn marks_accumulate_changes_and_keep_force() {
+        let mut idx = Index::open_in_memory().unwrap();
+        let m = |changes, forced| Mark { path: b"/x", peer: "n2", myname: "n1", changes, forced };
+        idx.mark(&[m(Changes::CONTENT, true)]).unwrap();
+        idx.mark(&[m(Changes::MODE, false)]).unwrap();
+        let rows = idx.dirty().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].changes, Changes::CONTENT | Changes::MODE);
+        assert!(rows[0].forced);
+    }
+
+    #[test]
+    fn below_is_component_wise() {
+        assert!(is_below(b"/a/b", b"/a"));
+        assert!(!is_below(b"/ab", b"/a"));
+        assert!(!is_below(b"/a", b"/a"));
+        assert!(is_below(b"/a", b"/"));
+    }
+}

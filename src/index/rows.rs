@@ -1,0 +1,115 @@
+//! Row decoding and encoding for the index tables: the only place that knows
+//! column order and how domain types map onto SQLite values.
+
+use rusqlite::{CachedStatement, Row, params};
+
+use crate::types::{Changes, FileKind, Meta};
+
+/// One entry of the `file` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedFile {
+    /// DB-form path.
+    pub path: Vec<u8>,
+    /// Its last seen state.
+    pub meta: Meta,
+}
+
+/// One entry of the `dirty` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyRow {
+    /// DB-form path.
+    pub path: Vec<u8>,
+    /// The peer to push to.
+    pub peer: String,
+    /// This node's name in the group linking it to the peer.
+    pub myname: String,
+    /// This node's version wins over a conflict.
+    pub forced: bool,
+    /// Changes accumulated since the last push.
+    pub changes: Changes,
+    /// Unix seconds of the first unpushed mark.
+    pub marked_at: i64,
+}
+
+pub(super) const FILE_COLS: &str =
+    "path, kind, mode, uid, gid, size, mtime_ns, ino, ctime_ns, rdev, target, hash";
+
+pub(super) const UPSERT_FILE: &str = "INSERT OR REPLACE INTO file \
+     (path, kind, mode, uid, gid, size, mtime_ns, ino, ctime_ns, rdev, target, hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// A new mark ORs its changes into an existing one; force is sticky; the first
+/// mark's time is kept so `--status` can tell how long a peer has been behind.
+pub(super) const UPSERT_DIRTY: &str = "INSERT INTO dirty (path, peer, myname, forced, changes, marked_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (path, peer) DO UPDATE SET myname = excluded.myname, \
+     forced = max(forced, excluded.forced), changes = changes | excluded.changes";
+
+pub(super) fn file_from_row(r: &Row<'_>) -> rusqlite::Result<IndexedFile> {
+    let kind: i64 = r.get(1)?;
+    let kind = FileKind::from_code(kind).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Integer,
+            format!("unknown file kind {kind}").into(),
+        )
+    })?;
+    let hash: Option<Vec<u8>> = r.get(11)?;
+    let hash = match hash {
+        Some(h) => Some(<[u8; 32]>::try_from(h.as_slice()).map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                11,
+                rusqlite::types::Type::Blob,
+                "hash is not 32 bytes".into(),
+            )
+        })?),
+        None => None,
+    };
+    Ok(IndexedFile {
+        path: r.get(0)?,
+        meta: Meta {
+            kind,
+            mode: r.get::<_, i64>(2)? as u32,
+            uid: r.get::<_, i64>(3)? as u32,
+            gid: r.get::<_, i64>(4)? as u32,
+            size: r.get::<_, i64>(5)? as u64,
+            mtime_ns: r.get(6)?,
+            // Inode and device numbers are u64; SQLite integers are i64: bit-cast both ways.
+            ino: r.get::<_, i64>(7)? as u64,
+            ctime_ns: r.get(8)?,
+            rdev: r.get::<_, i64>(9)? as u64,
+            target: r.get(10)?,
+            hash,
+        },
+    })
+}
+
+pub(super) fn upsert_file(st: &mut CachedStatement<'_>, f: &IndexedFile) -> rusqlite::Result<()> {
+    let m = &f.meta;
+    st.execute(params![
+        f.path,
+        i64::from(m.kind.code()),
+        i64::from(m.mode),
+        i64::from(m.uid),
+        i64::from(m.gid),
+        m.size as i64,
+        m.mtime_ns,
+        m.ino as i64,
+        m.ctime_ns,
+        m.rdev as i64,
+        m.target,
+        m.hash.as_ref().map(|h| h.as_slice()),
+    ])?;
+    Ok(())
+}
+
+pub(super) fn dirty_from_row(r: &Row<'_>) -> rusqlite::Result<DirtyRow> {
+    Ok(DirtyRow {
+        path: r.get(0)?,
+        peer: r.get(1)?,
+        myname: r.get(2)?,
+        forced: r.get::<_, i64>(3)? != 0,
+        changes: Changes(r.get::<_, i64>(4)? as u32),
+        marked_at: r.get(5)?,
+    })
+}

@@ -1,0 +1,37 @@
+//! csync keeps chosen files identical across the servers of a cluster and runs
+//! a command on each server whose files changed. It reads csync2's config file
+//! unchanged and accepts csync2's command line.
+//!
+//! # Layout
+//!
+//! Dependencies point one way, top to bottom:
+//!
+//! ```text
+//! cli ─▶ engine ─▶ { index, scan, pattern, paths } ─▶ config ─▶ { diag, types }
+//! ```
+//!
+//! - [`config`]: csync2 syntax → [`config::Config`], every error with `file:line:col`.
+//! - [`pattern`]: csync2's include/exclude rules (which paths a group manages).
+//! - [`scan`]: walks include roots, hashes what may have changed, compares with
+//!   the previous state. Never touches the database.
+//! - [`index`]: the SQLite index: file states, dirty marks, peer states. Knows
+//!   nothing of the config.
+//! - [`engine`]: joins them into check, mark, force, prune.
+//! - [`cli`]: arguments, output, exit codes.
+//!
+//! # Words
+//!
+//! *node*: one server. *group*: a `group { }` block. *peer*: another host of a
+//! group this node is in. *DB form*: a path as stored and sent, `%prefix%/rest`
+//! where a prefix applies. *dirty*: an entry still to be pushed to a peer.
+
+pub mod cli;
+pub mod config;
+pub mod diag;
+pub mod engine;
+pub mod index;
+pub mod keygen;
+pub mod paths;
+pub mod pattern;
+pub mod scan;
+pub mod types;

@@ -1,0 +1,514 @@
+//! The scanner: walks include roots, `lstat`s what the config manages, hashes
+//! only what may have changed, and compares with the indexed state.
+//!
+//! It never touches the database: previous state comes in as a sorted slice
+//! and changes go out as [`Delta`]s. One walk plus one ordered merge, no
+//! per-file queries: that is what keeps a no-change check near `find`'s cost.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::pattern::Level;
+use crate::types::{Changes, FileKind, IgnoreFields, Meta, classify};
+
+/// Where a walk starts: a real directory (or file) and its DB-form name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    /// The real path on this node.
+    pub real: PathBuf,
+    /// The same path in DB form (`%prefix%/…` or the real path).
+    pub db: Vec<u8>,
+}
+
+impl Root {
+    /// The real path of a DB-form path below (or at) this root.
+    pub fn real_of(&self, db: &[u8]) -> PathBuf {
+        let rest = &db[self.db.len()..];
+        let mut p = self.real.as_os_str().as_bytes().to_vec();
+        p.extend_from_slice(rest);
+        PathBuf::from(OsStr::from_bytes(&p))
+    }
+}
+
+/// One managed entry found on disk.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// DB-form path.
+    pub path: Vec<u8>,
+    /// Index into the roots slice the walk got: maps back to the real path.
+    pub root: usize,
+    /// What `lstat` said (the hash is filled in later, only when needed).
+    pub meta: Meta,
+}
+
+/// A problem met during a walk; the walk goes on without that entry.
+#[derive(Debug, Clone)]
+pub struct ScanError {
+    /// The real path.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The result of a walk.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Managed entries, sorted by DB path.
+    pub observed: Vec<Observed>,
+    /// DB paths of directories not descended into (excluded or unreadable):
+    /// indexed entries below them are not seen, and must not count as deleted.
+    pub pruned: HashSet<Vec<u8>>,
+    /// Problems met.
+    pub errors: Vec<ScanError>,
+}
+
+/// Walks `roots` (recursively, or just the roots themselves), keeping entries
+/// whose `level` is `Managed` and descending into directories whose level is at
+/// least `StepInto`. Symlinks are never followed, not even at a root.
+pub fn walk<F>(roots: &[Root], recursive: bool, level: F) -> Walk
+where
+    F: Fn(&[u8]) -> Level,
+{
+    let mut out = Walk::default();
+    for (ri, root) in roots.iter().enumerate() {
+        let it = walkdir::WalkDir::new(&root.real)
+            .follow_links(false)
+            .follow_root_links(false)
+            .max_depth(if recursive { usize::MAX } else { 0 });
+        let mut it = it.into_iter();
+        while let Some(item) = it.next() {
+            let entry = match item {
+                Ok(e) => e,
+                Err(e) => {
+                    // A vanished entry is not an error: it is simply not there any more.
+                    let vanished =
+                        e.io_error().is_some_and(|io| io.kind() == io::ErrorKind::NotFound);
+                    if let (Some(p), false) = (e.path(), vanished) {
+                        // Unreadable: its indexed children must not look deleted.
+                        out.pruned.insert(db_path(root, p));
+                        {
+                            out.errors.push(ScanError {
+                                path: p.to_path_buf(),
+                                message: e
+                                    .io_error()
+                                    .map_or_else(|| e.to_string(), |io| io.to_string()),
+                            });
+                        }
+                    }
+                    continue;
+                }
+            };
+            let db = db_path(root, entry.path());
+            let is_dir = entry.file_type().is_dir();
+            match level(&db) {
+                Level::Ignore => {
+                    if is_dir {
+                        it.skip_current_dir();
+                        out.pruned.insert(db);
+                    }
+                    continue;
+                }
+                Level::StepInto => continue,
+                Level::Managed => {}
+            }
+            let md = match entry.metadata() {
+                Ok(md) => md,
+                Err(e) => {
+                    if e.io_error().is_none_or(|io| io.kind() != io::ErrorKind::NotFound) {
+                        out.errors.push(ScanError {
+                            path: entry.path().to_path_buf(),
+                            message: e.to_string(),
+                        });
+                    }
+                    continue;
+                }
+            };
+            let mut meta = meta_of(&md);
+            if meta.kind == FileKind::Symlink {
+                match fs::read_link(entry.path()) {
+                    Ok(t) => meta.target = Some(t.into_os_string().into_vec_bytes()),
+                    Err(e) => {
+                        out.errors.push(ScanError {
+                            path: entry.path().to_path_buf(),
+                            message: format!("cannot read link: {e}"),
+                        });
+                        continue;
+                    }
+                }
+            }
+            out.observed.push(Observed { path: db, root: ri, meta });
+        }
+    }
+    // Roots may overlap (a path given twice, or under another root): keep one copy.
+    out.observed.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    out.observed.dedup_by(|a, b| a.path == b.path);
+    out
+}
+
+trait IntoVecBytes {
+    fn into_vec_bytes(self) -> Vec<u8>;
+}
+
+impl IntoVecBytes for std::ffi::OsString {
+    fn into_vec_bytes(self) -> Vec<u8> {
+        std::os::unix::ffi::OsStringExt::into_vec(self)
+    }
+}
+
+fn db_path(root: &Root, real: &Path) -> Vec<u8> {
+    let rel = real.strip_prefix(&root.real).unwrap_or(Path::new(""));
+    let mut db = root.db.clone();
+    let rel = rel.as_os_str().as_bytes();
+    if !rel.is_empty() {
+        if db.last() != Some(&b'/') {
+            db.push(b'/');
+        }
+        db.extend_from_slice(rel);
+    }
+    db
+}
+
+/// The metadata csync tracks, from an `lstat` result (no hash, no link target).
+pub fn meta_of(md: &Metadata) -> Meta {
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        FileKind::File
+    } else if ft.is_dir() {
+        FileKind::Dir
+    } else if ft.is_symlink() {
+        FileKind::Symlink
+    } else if ft.is_fifo() {
+        FileKind::Fifo
+    } else if ft.is_char_device() {
+        FileKind::CharDevice
+    } else if ft.is_block_device() {
+        FileKind::BlockDevice
+    } else {
+        FileKind::Socket
+    };
+    let is_dev = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
+    Meta {
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        size: if kind == FileKind::File { md.size() } else { 0 },
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        ino: md.ino(),
+        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        rdev: if is_dev { md.rdev() } else { 0 },
+        target: None,
+        hash: None,
+    }
+}
+
+/// BLAKE3 of a file's content, read in 64 KiB chunks (as fast as mmap here, and
+/// never holds a large file in memory).
+///
+/// # Errors
+/// When the file cannot be opened or read.
+pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut f = fs::File::open(path)?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+/// What the comparison found for one path.
+#[derive(Debug, Clone)]
+pub enum Delta {
+    /// Not indexed before.
+    New(Observed),
+    /// Indexed, and something a peer should know changed.
+    Changed(Observed, Changes),
+    /// Only change hints (inode, ctime) moved: store silently, mark nothing.
+    Refreshed(Observed),
+    /// Indexed, managed, and gone from disk.
+    Deleted(Vec<u8>),
+}
+
+/// A previously indexed entry, as the comparison needs it.
+pub trait Known {
+    /// DB-form path.
+    fn path(&self) -> &[u8];
+    /// Last seen state.
+    fn meta(&self) -> &Meta;
+}
+
+/// Compares a walk with the previously indexed entries of the same scope.
+///
+/// `known` must be sorted by path. Entries not seen on disk count as deleted
+/// only when `still_managed` says the config still wants them and they do not
+/// lie below a pruned directory. Files whose stat says the content may have
+/// changed are hashed (in parallel) before classification.
+pub fn compare<K, M>(
+    walk: Walk,
+    roots: &[Root],
+    known: &[K],
+    ignore: IgnoreFields,
+    still_managed: M,
+) -> (Vec<Delta>, Vec<ScanError>)
+where
+    K: Known + Sync,
+    M: Fn(&[u8]) -> bool,
+{
+    let Walk { mut observed, pruned, mut errors } = walk;
+
+    // Pass 1: find what needs hashing (new files, or stat hints moved).
+    let mut need_hash = Vec::new();
+    {
+        let mut k = 0;
+        for (i, o) in observed.iter().enumerate() {
+            while k < known.len() && known[k].path() < o.path.as_slice() {
+                k += 1;
+            }
+            if o.meta.kind != FileKind::File {
+                continue;
+            }
+            let old = known.get(k).filter(|e| e.path() == o.path.as_slice());
+            if old.is_none_or(|e| o.meta.content_may_differ(e.meta())) {
+                need_hash.push(i);
+            }
+        }
+    }
+    let failed = hash_all(&mut observed, roots, &need_hash, &mut errors);
+
+    // Pass 2: merge.
+    let mut out = Vec::new();
+    let mut k = 0;
+    let gone = |p: &[u8], out: &mut Vec<Delta>| {
+        if still_managed(p) && !below_pruned(p, &pruned) {
+            out.push(Delta::Deleted(p.to_vec()));
+        }
+    };
+    for (i, o) in observed.into_iter().enumerate() {
+        while k < known.len() && known[k].path() < o.path.as_slice() {
+            gone(known[k].path(), &mut out);
+            k += 1;
+        }
+        if failed.contains(&i) {
+            // Unreadable or vanished while hashing: leave the index as it was.
+            if k < known.len() && known[k].path() == o.path.as_slice() {
+                k += 1;
+            }
+            continue;
+        }
+        if k < known.len() && known[k].path() == o.path.as_slice() {
+            let old = known[k].meta();
+            k += 1;
+            let mut o = o;
+            if o.meta.kind == FileKind::File && o.meta.hash.is_none() {
+                o.meta.hash = old.hash;
+            }
+            let changes = classify(old, &o.meta, ignore);
+            if !changes.is_empty() {
+                out.push(Delta::Changed(o, changes));
+            } else if o.meta != *old {
+                out.push(Delta::Refreshed(o));
+            }
+        } else {
+            out.push(Delta::New(o));
+        }
+    }
+    while k < known.len() {
+        gone(known[k].path(), &mut out);
+        k += 1;
+    }
+    (out, errors)
+}
+
+fn below_pruned(p: &[u8], pruned: &HashSet<Vec<u8>>) -> bool {
+    if pruned.is_empty() {
+        return false;
+    }
+    let mut end = p.len();
+    while let Some(slash) = p[..end].iter().rposition(|&b| b == b'/') {
+        if slash == 0 {
+            return pruned.contains(&b"/"[..]);
+        }
+        if pruned.contains(&p[..slash]) {
+            return true;
+        }
+        end = slash;
+    }
+    false
+}
+
+/// Hashes the selected files, spreading the work over a few threads: warm files
+/// hash at GB/s on one core, but cold ones are I/O-latency bound and gain from
+/// several reads in flight. Returns the indices that could not be hashed.
+fn hash_all(
+    observed: &mut [Observed],
+    roots: &[Root],
+    which: &[usize],
+    errors: &mut Vec<ScanError>,
+) -> HashSet<usize> {
+    let mut failed = HashSet::new();
+    if which.is_empty() {
+        return failed;
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    let threads = threads.min(which.len().div_ceil(64)).max(1);
+    let jobs: Vec<(usize, PathBuf)> =
+        which.iter().map(|&i| (i, roots[observed[i].root].real_of(&observed[i].path))).collect();
+    let chunk = jobs.len().div_ceil(threads);
+    let results: Vec<(usize, io::Result<[u8; 32]>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || part.iter().map(|(i, p)| (*i, hash_file(p))).collect::<Vec<_>>())
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("hash thread panicked")).collect()
+    });
+    for (i, r) in results {
+        match r {
+            Ok(h) => observed[i].meta.hash = Some(h),
+            Err(e) => {
+                if e.kind() != io::ErrorKind::NotFound {
+                    errors.push(ScanError {
+                        path: roots[observed[i].root].real_of(&observed[i].path),
+                        message: format!("cannot read: {e}"),
+                    });
+                }
+                failed.insert(i);
+            }
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct K(Vec<u8>, Meta);
+    impl Known for K {
+        fn path(&self) -> &[u8] {
+            &self.0
+        }
+        fn meta(&self) -> &Meta {
+            &self.1
+        }
+    }
+
+    fn managed(_: &[u8]) -> Level {
+        Level::Managed
+    }
+
+    fn setup() -> (tempfile::TempDir, Vec<Root>) {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("a/b")).unwrap();
+        fs::write(d.path().join("a/f"), b"hello").unwrap();
+        fs::write(d.path().join("a/b/g"), b"world").unwrap();
+        std::os::unix::fs::symlink("f", d.path().join("a/l")).unwrap();
+        let roots = vec![Root { real: d.path().join("a"), db: b"%p%".to_vec() }];
+        (d, roots)
+    }
+
+    fn known_from(deltas: &[Delta]) -> Vec<K> {
+        deltas
+            .iter()
+            .filter_map(|d| match d {
+                Delta::New(o) | Delta::Changed(o, _) | Delta::Refreshed(o) => {
+                    Some(K(o.path.clone(), o.meta.clone()))
+                }
+                Delta::Deleted(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn walk_maps_to_db_form_and_reads_links() {
+        let (_d, roots) = setup();
+        let w = walk(&roots, true, managed);
+        let names: Vec<_> =
+            w.observed.iter().map(|o| String::from_utf8_lossy(&o.path).into_owned()).collect();
+        assert_eq!(names, ["%p%", "%p%/b", "%p%/b/g", "%p%/f", "%p%/l"]);
+        let l = w.observed.iter().find(|o| o.path == b"%p%/l").unwrap();
+        assert_eq!(l.meta.target.as_deref(), Some(&b"f"[..]));
+    }
+
+    #[test]
+    fn second_compare_of_unchanged_tree_is_empty() {
+        let (_d, roots) = setup();
+        let (d1, e) = compare::<K, _>(
+            walk(&roots, true, managed),
+            &roots,
+            &[],
+            IgnoreFields::default(),
+            |_| true,
+        );
+        assert!(e.is_empty());
+        assert_eq!(d1.len(), 5);
+        assert!(d1.iter().all(|d| matches!(d, Delta::New(_))));
+        let f = d1.iter().find_map(|d| match d {
+            Delta::New(o) if o.path == b"%p%/f" => Some(o.meta.hash),
+            _ => None,
+        });
+        assert_eq!(f.unwrap().unwrap(), *blake3::hash(b"hello").as_bytes());
+        let known = known_from(&d1);
+        let (d2, _) =
+            compare(walk(&roots, true, managed), &roots, &known, IgnoreFields::default(), |_| true);
+        assert!(d2.is_empty(), "{d2:?}");
+    }
+
+    #[test]
+    fn content_change_delete_and_pruned_subtree() {
+        let (d, roots) = setup();
+        let (d1, _) = compare::<K, _>(
+            walk(&roots, true, managed),
+            &roots,
+            &[],
+            IgnoreFields::default(),
+            |_| true,
+        );
+        let known = known_from(&d1);
+        fs::write(d.path().join("a/f"), b"HELLO").unwrap();
+        fs::remove_file(d.path().join("a/l")).unwrap();
+        // b is now excluded: its indexed child must not count as deleted.
+        let lvl = |p: &[u8]| if p == b"%p%/b" { Level::Ignore } else { Level::Managed };
+        let (d2, _) =
+            compare(walk(&roots, true, lvl), &roots, &known, IgnoreFields::default(), |p| {
+                p != b"%p%/b"
+            });
+        let summary: Vec<String> = d2
+            .iter()
+            .map(|d| match d {
+                Delta::New(o) => format!("new {}", String::from_utf8_lossy(&o.path)),
+                Delta::Changed(o, c) => format!("{c} {}", String::from_utf8_lossy(&o.path)),
+                Delta::Refreshed(o) => format!("refresh {}", String::from_utf8_lossy(&o.path)),
+                Delta::Deleted(p) => format!("delete {}", String::from_utf8_lossy(p)),
+            })
+            .collect();
+        assert!(summary.contains(&"delete %p%/l".to_string()), "{summary:?}");
+        assert!(
+            summary.iter().any(|s| s.starts_with("content") && s.ends_with("%p%/f")),
+            "{summary:?}"
+        );
+        assert!(!summary.iter().any(|s| s.contains("%p%/b")), "{summary:?}");
+    }
+
+    #[test]
+    fn pruned_lookup_is_component_wise() {
+        let mut p = HashSet::new();
+        p.insert(b"%p%/a".to_vec());
+        assert!(below_pruned(b"%p%/a/x/y", &p));
+        assert!(!below_pruned(b"%p%/a.x/y", &p));
+        assert!(!below_pruned(b"%p%/a", &p));
+    }
+}

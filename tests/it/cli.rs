@@ -1,0 +1,112 @@
+//! The command-line surface: modes, csync2's exit codes, `-k`, `-C`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use predicates::str::contains;
+
+use crate::util::{Env, stderr};
+
+const CFG: &str = "
+group g { host n1 n2; key csync2.key; include @ROOT_n1@; }
+";
+
+#[test]
+fn no_mode_is_an_error_with_a_hint() {
+    let env = Env::new();
+    env.config(CFG);
+    env.csync("n1").assert().code(1).stderr(contains("no mode given"));
+}
+
+#[test]
+fn two_modes_are_refused() {
+    let env = Env::new();
+    env.config(CFG);
+    env.csync("n1").args(["-c", "-L"]).assert().code(1).stderr(contains("only one mode"));
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let env = Env::new();
+    env.csync("n1")
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(contains("-x"))
+        .stdout(contains("Exit status"));
+    env.csync("n1").arg("--version").assert().success().stdout(contains("csync"));
+}
+
+#[test]
+fn listing_an_empty_index_exits_2() {
+    let env = Env::new();
+    env.config(CFG);
+    env.csync("n1").arg("-L").assert().code(2).stdout("");
+    env.csync("n1").arg("-M").assert().code(2).stdout("");
+}
+
+#[test]
+fn a_node_in_no_group_is_a_config_error() {
+    let env = Env::new();
+    env.config(CFG);
+    env.csync("does.not.exist")
+        .arg("-L")
+        .assert()
+        .code(1)
+        .stderr(contains("not a member of any group"));
+}
+
+#[test]
+fn update_modes_refuse_until_networking_exists() {
+    let env = Env::new();
+    env.config(CFG);
+    env.write("n1", "f", b"x");
+    for flag in ["-x", "-u", "-cu", "-T", "-ii"] {
+        env.csync("n1").arg(flag).assert().code(1).stderr(contains("not available in this build"));
+    }
+    // And nothing was recorded by them.
+    assert!(!env.db_file("n1").exists());
+}
+
+#[test]
+fn keygen_makes_a_private_key_once() {
+    let env = Env::new();
+    let k = env.dir.path().join("new.key");
+    env.csync("n1").arg("-k").arg(&k).assert().success();
+    let text = fs::read_to_string(&k).unwrap();
+    assert_eq!(text.trim_end().len(), 64);
+    assert!(text.trim_end().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'));
+    assert_eq!(fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
+    let out = env.csync("n1").arg("-k").arg(&k).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("exists"), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&k).unwrap(), text, "never overwritten");
+}
+
+#[test]
+fn dash_c_selects_config_and_index_name() {
+    let env = Env::new();
+    let cfg = CFG.replace("@ROOT_n1@", env.root("n1").to_str().unwrap());
+    fs::write(env.etc().join("csync2_web.cfg"), cfg).unwrap();
+    env.write("n1", "f", b"x");
+    env.csync("n1").args(["-C", "web", "-cr"]).assert().success();
+    assert!(env.db_dir("n1").join("n1_web.db").exists());
+    env.csync("n1").args(["-C", "Bad!", "-L"]).assert().code(1).stderr(contains("[a-z0-9]+"));
+}
+
+#[test]
+fn lock_file_pauses_everything() {
+    let env = Env::new();
+    env.config(CFG);
+    fs::write(env.etc().join("csync2.lock"), "").unwrap();
+    env.csync("n1").arg("-cr").assert().code(1).stderr(contains("csync2.lock"));
+}
+
+#[test]
+fn combined_letters_work() {
+    let env = Env::new();
+    env.config(CFG);
+    env.write("n1", "d/f", b"x");
+    env.csync("n1").arg("-cIrv").assert().success().stderr(contains("checked"));
+    env.csync("n1").arg("-M").assert().code(2);
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real `csync` binary on real trees and real index files.
+
+mod util;
+
+/// `-c`, `-cI`, `-L`, `-M`, `-m`, `-f`, `-R` on a prefixed tree.
+mod check;
+/// Command-line surface: modes, exit codes, `-k`.
+mod cli;
+/// Config errors: golden `file:line:col` diagnostics, exit codes.
+mod config_errors;
+/// The shipped example config and `--check-config` / `--explain`.
+mod config_example;
