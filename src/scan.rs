@@ -11,7 +11,11 @@ use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+
+use rustix::fs::{self as rfs, OFlags};
 
 use crate::pattern::Level;
 use crate::types::{Changes, FileKind, IgnoreFields, Meta, classify};
@@ -70,78 +74,63 @@ pub struct Walk {
 /// Walks `roots` (recursively, or just the roots themselves), keeping entries
 /// whose `level` is `Managed` and descending into directories whose level is at
 /// least `StepInto`. Symlinks are never followed, not even at a root.
+///
+/// Directories are shared out to one worker per core from a common queue, and
+/// every entry is `lstat`ed relative to its open directory (`fstatat`), as
+/// `find` does: the kernel then never re-walks the full path, and a warm
+/// no-change check costs about what `find -printf` costs, or less on two cores.
+/// (walkdir, which we used first, stats by full path on one thread: 1.6× find.)
 pub fn walk<F>(roots: &[Root], recursive: bool, level: F) -> Walk
 where
-    F: Fn(&[u8]) -> Level,
+    F: Fn(&[u8]) -> Level + Sync,
 {
     let mut out = Walk::default();
+    let queue = WorkQueue::default();
     for (ri, root) in roots.iter().enumerate() {
-        let it = walkdir::WalkDir::new(&root.real)
-            .follow_links(false)
-            .follow_root_links(false)
-            .max_depth(if recursive { usize::MAX } else { 0 });
-        let mut it = it.into_iter();
-        while let Some(item) = it.next() {
-            let entry = match item {
-                Ok(e) => e,
-                Err(e) => {
-                    // A vanished entry is not an error: it is simply not there any more.
-                    let vanished =
-                        e.io_error().is_some_and(|io| io.kind() == io::ErrorKind::NotFound);
-                    if let (Some(p), false) = (e.path(), vanished) {
-                        // Unreadable: its indexed children must not look deleted.
-                        out.pruned.insert(db_path(root, p));
-                        {
-                            out.errors.push(ScanError {
-                                path: p.to_path_buf(),
-                                message: e
-                                    .io_error()
-                                    .map_or_else(|| e.to_string(), |io| io.to_string()),
-                            });
-                        }
-                    }
-                    continue;
-                }
-            };
-            let db = db_path(root, entry.path());
-            let is_dir = entry.file_type().is_dir();
-            match level(&db) {
-                Level::Ignore => {
-                    if is_dir {
-                        it.skip_current_dir();
-                        out.pruned.insert(db);
-                    }
-                    continue;
-                }
-                Level::StepInto => continue,
-                Level::Managed => {}
+        let md = match fs::symlink_metadata(&root.real) {
+            Ok(md) => md,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                out.pruned.insert(root.db.clone());
+                out.errors.push(ScanError { path: root.real.clone(), message: e.to_string() });
+                continue;
             }
-            let md = match entry.metadata() {
-                Ok(md) => md,
-                Err(e) => {
-                    if e.io_error().is_none_or(|io| io.kind() != io::ErrorKind::NotFound) {
-                        out.errors.push(ScanError {
-                            path: entry.path().to_path_buf(),
-                            message: e.to_string(),
-                        });
-                    }
-                    continue;
-                }
-            };
-            let mut meta = meta_of(&md);
+        };
+        let lvl = level(&root.db);
+        if lvl == Level::Ignore {
+            continue;
+        }
+        let mut meta = meta_of(&md);
+        if lvl == Level::Managed {
             if meta.kind == FileKind::Symlink {
-                match fs::read_link(entry.path()) {
-                    Ok(t) => meta.target = Some(t.into_os_string().into_vec_bytes()),
+                match fs::read_link(&root.real) {
+                    Ok(t) => meta.target = Some(t.into_os_string().into_vec()),
                     Err(e) => {
                         out.errors.push(ScanError {
-                            path: entry.path().to_path_buf(),
+                            path: root.real.clone(),
                             message: format!("cannot read link: {e}"),
                         });
                         continue;
                     }
                 }
             }
-            out.observed.push(Observed { path: db, root: ri, meta });
+            out.observed.push(Observed { path: root.db.clone(), root: ri, meta: meta.clone() });
+        }
+        if recursive && meta.kind == FileKind::Dir {
+            queue.push(DirJob { root: ri, db: root.db.clone() });
+        }
+    }
+    if !queue.is_empty() {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        let parts: Vec<Walk> = std::thread::scope(|s| {
+            let handles: Vec<_> =
+                (0..workers).map(|_| s.spawn(|| walk_worker(roots, &queue, &level))).collect();
+            handles.into_iter().map(|h| h.join().expect("walk worker panicked")).collect()
+        });
+        for p in parts {
+            out.observed.extend(p.observed);
+            out.pruned.extend(p.pruned);
+            out.errors.extend(p.errors);
         }
     }
     // Roots may overlap (a path given twice, or under another root): keep one copy.
@@ -150,27 +139,190 @@ where
     out
 }
 
-trait IntoVecBytes {
-    fn into_vec_bytes(self) -> Vec<u8>;
+/// A directory still to be read: which root it is under, and its DB path.
+struct DirJob {
+    root: usize,
+    db: Vec<u8>,
 }
 
-impl IntoVecBytes for std::ffi::OsString {
-    fn into_vec_bytes(self) -> Vec<u8> {
-        std::os::unix::ffi::OsStringExt::into_vec(self)
+/// Directories waiting to be read, shared by the walk workers. The walk is
+/// over when the queue is empty and no worker is busy (a busy one may still
+/// push subdirectories).
+#[derive(Default)]
+struct WorkQueue {
+    state: Mutex<(Vec<DirJob>, usize)>,
+    ready: Condvar,
+}
+
+impl WorkQueue {
+    fn push(&self, job: DirJob) {
+        self.state.lock().expect("walk queue poisoned").0.push(job);
+        self.ready.notify_one();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.state.lock().expect("walk queue poisoned").0.is_empty()
+    }
+
+    /// The next directory to read, or `None` when the walk is complete.
+    fn next(&self, finished_one: bool) -> Option<DirJob> {
+        let mut st = self.state.lock().expect("walk queue poisoned");
+        if finished_one {
+            st.1 -= 1;
+        }
+        loop {
+            if let Some(job) = st.0.pop() {
+                st.1 += 1;
+                return Some(job);
+            }
+            if st.1 == 0 {
+                self.ready.notify_all();
+                return None;
+            }
+            st = self.ready.wait(st).expect("walk queue poisoned");
+        }
     }
 }
 
-fn db_path(root: &Root, real: &Path) -> Vec<u8> {
-    let rel = real.strip_prefix(&root.real).unwrap_or(Path::new(""));
-    let mut db = root.db.clone();
-    let rel = rel.as_os_str().as_bytes();
-    if !rel.is_empty() {
+fn walk_worker<F>(roots: &[Root], queue: &WorkQueue, level: &F) -> Walk
+where
+    F: Fn(&[u8]) -> Level + Sync,
+{
+    let mut out = Walk::default();
+    let mut finished = false;
+    while let Some(job) = queue.next(finished) {
+        finished = true;
+        read_dir_into(roots, &job, queue, level, &mut out);
+    }
+    out
+}
+
+/// Reads one directory: records its managed entries and queues its subdirectories.
+fn read_dir_into<F>(roots: &[Root], job: &DirJob, queue: &WorkQueue, level: &F, out: &mut Walk)
+where
+    F: Fn(&[u8]) -> Level + Sync,
+{
+    let root = &roots[job.root];
+    let real = root.real_of(&job.db);
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // Two descriptors: one the directory stream consumes, one to stat against.
+    let opened = rfs::openat(rfs::CWD, &real, flags, rfs::Mode::empty())
+        .and_then(|fd| rfs::Dir::read_from(&fd).map(|d| (fd, d)));
+    let (fd, dir) = match opened {
+        Ok(x) => x,
+        // Vanished since it was listed: its indexed children are simply gone.
+        Err(rustix::io::Errno::NOENT) => return,
+        Err(e) => {
+            out.pruned.insert(job.db.clone());
+            out.errors.push(ScanError { path: real, message: io::Error::from(e).to_string() });
+            return;
+        }
+    };
+    for entry in dir {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                out.pruned.insert(job.db.clone());
+                out.errors
+                    .push(ScanError { path: real.clone(), message: io::Error::from(e).to_string() });
+                return;
+            }
+        };
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let mut db = Vec::with_capacity(job.db.len() + 1 + name.len());
+        db.extend_from_slice(&job.db);
         if db.last() != Some(&b'/') {
             db.push(b'/');
         }
-        db.extend_from_slice(rel);
+        db.extend_from_slice(name);
+        let lvl = level(&db);
+        let dtype = entry.file_type();
+        if lvl == Level::Ignore {
+            if dtype == rfs::FileType::Directory {
+                out.pruned.insert(db);
+            } else if dtype == rfs::FileType::Unknown {
+                // Some filesystems do not fill in d_type: ask, to prune correctly.
+                if let Ok(st) = rfs::statat(&fd, entry.file_name(), rfs::AtFlags::SYMLINK_NOFOLLOW)
+                    && rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory
+                {
+                    out.pruned.insert(db);
+                }
+            }
+            continue;
+        }
+        if lvl == Level::StepInto && dtype != rfs::FileType::Unknown {
+            if dtype == rfs::FileType::Directory {
+                queue.push(DirJob { root: job.root, db });
+            }
+            continue;
+        }
+        let st = match rfs::statat(&fd, entry.file_name(), rfs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => {
+                out.errors.push(ScanError {
+                    path: root.real_of(&db),
+                    message: io::Error::from(e).to_string(),
+                });
+                continue;
+            }
+        };
+        let mut meta = meta_of_stat(&st);
+        if meta.kind == FileKind::Dir {
+            queue.push(DirJob { root: job.root, db: db.clone() });
+        }
+        if lvl != Level::Managed {
+            continue;
+        }
+        if meta.kind == FileKind::Symlink {
+            match rfs::readlinkat(&fd, entry.file_name(), Vec::new()) {
+                Ok(t) => meta.target = Some(t.into_bytes()),
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => {
+                    out.errors.push(ScanError {
+                        path: root.real_of(&db),
+                        message: format!("cannot read link: {}", io::Error::from(e)),
+                    });
+                    continue;
+                }
+            }
+        }
+        out.observed.push(Observed { path: db, root: job.root, meta });
     }
-    db
+}
+
+/// The metadata csync tracks, from a raw `fstatat` result.
+fn meta_of_stat(st: &rfs::Stat) -> Meta {
+    let kind = kind_of(rfs::FileType::from_raw_mode(st.st_mode));
+    let is_dev = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
+    Meta {
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: if kind == FileKind::File { st.st_size as u64 } else { 0 },
+        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+        ino: st.st_ino,
+        ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+        rdev: if is_dev { st.st_rdev } else { 0 },
+        target: None,
+        hash: None,
+    }
+}
+
+fn kind_of(t: rfs::FileType) -> FileKind {
+    match t {
+        rfs::FileType::RegularFile => FileKind::File,
+        rfs::FileType::Directory => FileKind::Dir,
+        rfs::FileType::Symlink => FileKind::Symlink,
+        rfs::FileType::Fifo => FileKind::Fifo,
+        rfs::FileType::CharacterDevice => FileKind::CharDevice,
+        rfs::FileType::BlockDevice => FileKind::BlockDevice,
+        _ => FileKind::Socket,
+    }
 }
 
 /// The metadata csync tracks, from an `lstat` result (no hash, no link target).

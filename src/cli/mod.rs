@@ -202,6 +202,11 @@ fn check(node: &mut Node, args: &Args) -> Exit {
                     report.changed.len(),
                     report.marks
                 );
+                if args.verbose > 1 {
+                    for (phase, dt) in &report.timings {
+                        eprintln!("csync: {phase}: {:.1} ms", dt.as_secs_f64() * 1000.0);
+                    }
+                }
             }
             if report_scan_problems(&report) { Exit::Ok } else { Exit::Error }
         }

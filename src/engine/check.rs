@@ -1,6 +1,7 @@
 //! `-c`: find what changed since the last check and mark it dirty for peers.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use super::{Error, Node};
 use crate::index::{Batch, IndexedFile, OwnedMark, Scope};
@@ -31,6 +32,8 @@ pub struct CheckReport {
     pub errors: Vec<ScanError>,
     /// Command-line paths that no group manages.
     pub ignored_args: Vec<PathBuf>,
+    /// Wall time per phase (walk, index read, compare, store), for `-vv`.
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl Node {
@@ -73,10 +76,16 @@ impl Node {
                 let roots = &roots;
                 std::thread::scope(|s| {
                     let walker = s.spawn(move || {
-                        scan::walk(roots, recursive, |p| super::level_of(groups, p))
+                        let t = Instant::now();
+                        let w = scan::walk(roots, recursive, |p| super::level_of(groups, p));
+                        (w, t.elapsed())
                     });
+                    let t = Instant::now();
                     let known = self.index.files(scope);
-                    (walker.join().expect("walker panicked"), known)
+                    report.timings.push(("index read", t.elapsed()));
+                    let (w, dt) = walker.join().expect("walker panicked");
+                    report.timings.push(("walk", dt));
+                    (w, known)
                 })
             };
             let known: Vec<IndexedFile> = match scope {
@@ -93,13 +102,17 @@ impl Node {
                 Scope::Path { .. } => known?,
             };
             report.seen += walk.observed.len();
+            let t = Instant::now();
             let (deltas, errors) =
                 scan::compare(walk, &roots, &known, ignore, |p| self.is_managed(p));
             report.errors.extend(errors);
             self.collect(deltas, opts.init, &mut batch, &mut report);
+            report.timings.push(("compare", t.elapsed()));
         }
         report.marks = batch.marks.len();
+        let t = Instant::now();
         self.index.apply(&batch)?;
+        report.timings.push(("store", t.elapsed()));
         Ok(report)
     }
 

@@ -52,14 +52,14 @@ fn three_errors_are_all_reported() {
     let out = Command::new(assert_cmd::cargo::cargo_bin!("csync"))
         .current_dir(&dir)
         .env("CSYNC2_SYSTEM_DIR", &dir)
-        .args(["--config", "three-errors.cfg", "-N", "n1", "--check-config"])
+        .args(["--config", "three_errors.cfg", "-N", "n1", "--check-config"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
     let errors = text
         .lines()
-        .filter(|l| l.starts_with("three-errors.cfg:") && l.contains(": error: "))
+        .filter(|l| l.starts_with("three_errors.cfg:") && l.contains(": error: "))
         .count();
     assert_eq!(errors, 3, "{text}");
 }

@@ -1,0 +1,876 @@
+//! Tokens to a syntax tree, reporting every syntax error and recovering at `;` and `}`.
+//!
+//! The grammar is csync2's (reference §2.2). Checks that need only one statement
+//! (numbers, `auto` values, pattern syntax, …) are done here; checks that need the
+//! whole file or the node's name are left to `resolve`.
+
+use std::path::PathBuf;
+
+use super::lexer::{Diags, Kw, Lexed, Sources, Tok, Token};
+use super::model::{Action, AutoMethod, Host, Ignore, Rule, RuleKind};
+use crate::diag::Span;
+
+/// A value token (bare word or quoted string) with its position.
+#[derive(Debug, Clone)]
+pub(crate) struct Val {
+    pub text: String,
+    pub span: Span,
+    pub seq: u32,
+}
+
+/// One `group` block as written.
+#[derive(Debug)]
+pub(crate) struct GroupAst {
+    pub name: String,
+    pub span: Span,
+    pub seq: u32,
+    pub hosts: Vec<Host>,
+    pub key: Option<Val>,
+    /// Rules with the sequence number of their pattern token.
+    pub rules: Vec<(Rule, u32)>,
+    pub auto: AutoMethod,
+    /// Each action with its pattern tokens (for prefix checks).
+    pub actions: Vec<(Action, Vec<Val>)>,
+    pub backup_directory: Option<PathBuf>,
+    pub backup_generations: u32,
+}
+
+/// One `prefix` block as written.
+#[derive(Debug)]
+pub(crate) struct PrefixAst {
+    pub name: String,
+    pub span: Span,
+    pub entries: Vec<(String, PathBuf)>,
+}
+
+/// The whole file as written.
+#[derive(Debug, Default)]
+pub(crate) struct Ast {
+    pub groups: Vec<GroupAst>,
+    pub prefixes: Vec<PrefixAst>,
+    pub nossl: Vec<(String, String)>,
+    pub ignore: Ignore,
+    pub database: Option<String>,
+    pub tempdir: Option<PathBuf>,
+    pub lock_timeout: Option<u32>,
+}
+
+/// Which block a statement is in; decides which directives are valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Top,
+    Group,
+    Action,
+    Prefix,
+}
+
+impl Ctx {
+    fn of(kw: Kw) -> Ctx {
+        match kw {
+            Kw::Group
+            | Kw::Prefix
+            | Kw::Nossl
+            | Kw::Ignore
+            | Kw::Database
+            | Kw::Tempdir
+            | Kw::LockTimeout
+            | Kw::NoCygwinLowercase => Ctx::Top,
+            Kw::Host
+            | Kw::Exclude
+            | Kw::Include
+            | Kw::Compare
+            | Kw::Key
+            | Kw::Auto
+            | Kw::Action
+            | Kw::BackupDirectory
+            | Kw::BackupGenerations => Ctx::Group,
+            Kw::Pattern | Kw::Exec | Kw::Logfile | Kw::DoLocal | Kw::DoLocalOnly => Ctx::Action,
+            Kw::On => Ctx::Prefix,
+        }
+    }
+
+    fn valid(self) -> &'static [&'static str] {
+        match self {
+            Ctx::Top => &[
+                "group",
+                "prefix",
+                "nossl",
+                "ignore",
+                "database",
+                "tempdir",
+                "lock-timeout",
+                "config",
+            ],
+            Ctx::Group => &[
+                "host",
+                "key",
+                "include",
+                "exclude",
+                "compare",
+                "auto",
+                "action",
+                "backup-directory",
+                "backup-generations",
+            ],
+            Ctx::Action => &["pattern", "exec", "logfile", "do-local", "do-local-only"],
+            Ctx::Prefix => &["on"],
+        }
+    }
+
+    fn where_(self) -> &'static str {
+        match self {
+            Ctx::Top => "at top level",
+            Ctx::Group => "in a group block",
+            Ctx::Action => "in an action block",
+            Ctx::Prefix => "in a prefix block",
+        }
+    }
+}
+
+/// The `auto` methods, for help texts.
+const AUTO_METHODS: [&str; 8] =
+    ["none", "first", "younger", "older", "bigger", "smaller", "left", "right"];
+
+/// Parses the token stream into an [`Ast`], recording every problem in `diags`.
+pub(crate) fn parse(lexed: &Lexed, diags: &mut Diags) -> Ast {
+    let mut p = Parser {
+        toks: &lexed.tokens,
+        pos: 0,
+        src: &lexed.sources,
+        diags,
+        eof_reported: lexed.unterminated,
+        nameless: 0,
+        ctx: Ctx::Top,
+        quiet_end: false,
+        ast: Ast::default(),
+    };
+    p.top();
+    p.ast
+}
+
+/// What the block loop found next.
+enum Step {
+    /// The block's `}` (consumed).
+    Close,
+    /// A directive that belongs in this block (not consumed).
+    Stmt(Kw),
+    /// Something already reported and skipped.
+    Again,
+    /// The block cannot go on (end of file, or an outer block's directive); reported.
+    Leave,
+}
+
+struct Parser<'a> {
+    toks: &'a [Token],
+    pos: usize,
+    src: &'a Sources,
+    diags: &'a mut Diags,
+    /// Only the innermost unclosed block is reported at end of file, and nothing
+    /// when an unterminated string ate it.
+    eof_reported: bool,
+    /// Counter for `group_1`, `group_2`, … (csync2's names for nameless groups).
+    nameless: u32,
+    /// The block whose statements are being parsed.
+    ctx: Ctx,
+    /// The current statement already has an error; its end is found without another.
+    quiet_end: bool,
+    ast: Ast,
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> &'a Token {
+        &self.toks[self.pos.min(self.toks.len() - 1)]
+    }
+
+    fn bump(&mut self) -> &'a Token {
+        let t = self.peek();
+        if t.tok != Tok::Eof {
+            self.pos += 1;
+        }
+        t
+    }
+
+    fn error(&mut self, seq: u32, span: &Span, msg: impl Into<String>, help: Option<String>) {
+        let mut d = self.src.error(span, msg);
+        d.help = help;
+        self.diags.push(seq, d);
+    }
+
+    fn warning(&mut self, seq: u32, span: &Span, msg: impl Into<String>) {
+        let d = self.src.warning(span, msg);
+        self.diags.push(seq, d);
+    }
+
+    /// A bare word or quoted string, consumed.
+    fn value(&mut self) -> Option<Val> {
+        let t = self.peek();
+        match &t.tok {
+            Tok::Word(s) | Tok::Quoted(s) => {
+                self.bump();
+                Some(Val { text: s.clone(), span: t.span.clone(), seq: t.seq })
+            }
+            _ => None,
+        }
+    }
+
+    fn values(&mut self) -> Vec<Val> {
+        std::iter::from_fn(|| self.value()).collect()
+    }
+
+    /// Exactly one value after directive `kw`; reports its absence.
+    fn one_value(&mut self, kw: &Token, what: &str) -> Option<Val> {
+        let v = self.value();
+        if v.is_none() {
+            self.quiet_end = true;
+            let t = self.peek();
+            let name = kw_name(kw);
+            self.error(
+                t.seq,
+                &t.span,
+                format!("'{name}' needs {what}, found {}", t.tok.describe()),
+                None,
+            );
+        }
+        v
+    }
+
+    /// The `;` that ends a statement started by `kw`. A missing `;` before a keyword,
+    /// `}` or end of file is reported and assumed, so the next statement still parses.
+    fn end_stmt(&mut self, kw: &Token) {
+        let t = self.peek();
+        let name = kw_name(kw);
+        if std::mem::take(&mut self.quiet_end) {
+            match t.tok {
+                Tok::Semi => {
+                    self.bump();
+                }
+                Tok::Kw(_) | Tok::RBrace | Tok::Eof => {}
+                _ => self.skip_stmt(),
+            }
+            return;
+        }
+        match &t.tok {
+            Tok::Semi => {
+                self.bump();
+            }
+            Tok::Eof if self.eof_reported => {}
+            // A keyword that cannot start a statement here, on the statement's own line,
+            // was meant as a value (`host a on;`): one error, not two.
+            Tok::Kw(k)
+                if Ctx::of(*k) != self.ctx
+                    && t.span.line == self.toks[self.pos - 1].span.line
+                    && t.span.file == self.toks[self.pos - 1].span.file =>
+            {
+                let msg =
+                    format!("'{0}' is a keyword and cannot be a value of '{name}'", k.as_str());
+                let help = format!("to use it as a value, quote it: \"{}\"", k.as_str());
+                self.error(t.seq, &t.span, msg, Some(help));
+                self.skip_stmt();
+            }
+            Tok::Kw(_) | Tok::RBrace | Tok::Eof => {
+                let prev = &self.toks[self.pos.saturating_sub(1)];
+                let at = Span { col: prev.span.col + prev.span.len, len: 1, ..prev.span.clone() };
+                self.error(t.seq, &at, format!("missing ';' after '{name}' statement"), None);
+            }
+            Tok::Word(_) | Tok::Quoted(_) => {
+                let msg = format!("unexpected {}: '{name}' takes one value", t.tok.describe());
+                self.error(t.seq, &t.span, msg, None);
+                self.skip_stmt();
+            }
+            _ => {
+                let msg = format!("unexpected {}: expected ';' after '{name}'", t.tok.describe());
+                self.error(t.seq, &t.span, msg, None);
+                self.skip_stmt();
+            }
+        }
+    }
+
+    /// Skips to the end of a bad statement: past its `;` or its `{…}` block, or up
+    /// to the `}` of the enclosing block.
+    fn skip_stmt(&mut self) {
+        loop {
+            match self.peek().tok {
+                Tok::Semi => {
+                    self.bump();
+                    return;
+                }
+                Tok::LBrace => {
+                    self.skip_block();
+                    return;
+                }
+                Tok::RBrace | Tok::Eof => return,
+                _ => {
+                    self.bump();
+                }
+            }
+        }
+    }
+
+    fn skip_block(&mut self) {
+        let mut depth = 0u32;
+        loop {
+            match self.bump().tok {
+                Tok::LBrace => depth += 1,
+                Tok::RBrace => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return;
+                    }
+                }
+                Tok::Eof => return,
+                _ => {}
+            }
+        }
+    }
+
+    /// Reports the token at hand as out of place in `ctx`, then skips its statement.
+    fn unexpected(&mut self, ctx: Ctx) {
+        let t = self.peek();
+        let valid = ctx.valid().join(", ");
+        let (msg, help) = match &t.tok {
+            Tok::Kw(k) => (
+                format!("'{}' is not allowed {}", k.as_str(), ctx.where_()),
+                format!("'{}' belongs {}; valid here: {valid}", k.as_str(), Ctx::of(*k).where_()),
+            ),
+            Tok::Word(w) | Tok::Quoted(w) => {
+                let help = match did_you_mean(w, ctx.valid()) {
+                    Some(s) => format!("did you mean '{s}'? valid {}: {valid}", ctx.where_()),
+                    None => format!("valid {}: {valid}", ctx.where_()),
+                };
+                (format!("unknown directive '{w}' {}", ctx.where_()), help)
+            }
+            Tok::RBrace => ("unexpected '}': no block is open".to_owned(), String::new()),
+            other => (
+                format!("unexpected {}", other.describe()),
+                format!("expected a directive; valid {}: {valid}", ctx.where_()),
+            ),
+        };
+        self.error(t.seq, &t.span, msg, Some(help).filter(|h| !h.is_empty()));
+        if t.tok == Tok::RBrace {
+            self.bump();
+        } else {
+            self.skip_stmt();
+        }
+    }
+
+    /// Expects the `{` of a block; returns the token to blame if it is never closed.
+    fn open_block(&mut self, kw: &'a Token, what: &str) -> &'a Token {
+        let t = self.peek();
+        if t.tok == Tok::LBrace {
+            return self.bump();
+        }
+        let prev = &self.toks[self.pos.saturating_sub(1)];
+        if let Tok::Word(w) = &prev.tok
+            && w.len() > 1
+            && w.ends_with('{')
+        {
+            // `group web{`: csync2 reads `web{` as the name. Say so once and parse the
+            // block as meant, rather than reporting every statement in it.
+            let msg = format!("'{w}' is read as one word: put a space before '{{'");
+            self.error(prev.seq, &prev.span, msg, None);
+            return prev;
+        }
+        self.error(
+            t.seq,
+            &t.span,
+            format!("expected '{{' after '{what}', found {}", t.tok.describe()),
+            None,
+        );
+        kw
+    }
+
+    /// One step of a block's statement loop.
+    fn step(&mut self, ctx: Ctx, open: &Token, label: &str) -> Step {
+        self.ctx = ctx;
+        let t = self.peek();
+        match &t.tok {
+            Tok::RBrace => {
+                self.bump();
+                Step::Close
+            }
+            Tok::Eof => {
+                if !self.eof_reported {
+                    self.eof_reported = true;
+                    self.error(
+                        open.seq,
+                        &open.span,
+                        format!("unclosed {label}: missing '}}'"),
+                        Some("the file ends before this block is closed".to_owned()),
+                    );
+                }
+                Step::Leave
+            }
+            Tok::Semi => {
+                self.bump();
+                Step::Again
+            }
+            Tok::Kw(k) if Ctx::of(*k) == ctx => Step::Stmt(*k),
+            Tok::Kw(k) if encloses(Ctx::of(*k), ctx) => {
+                self.error(
+                    open.seq,
+                    &open.span,
+                    format!("unclosed {label}: missing '}}'"),
+                    Some(format!(
+                        "'{}' on line {} belongs {}: close this block before it",
+                        k.as_str(),
+                        t.span.line,
+                        Ctx::of(*k).where_()
+                    )),
+                );
+                Step::Leave
+            }
+            _ => {
+                self.unexpected(ctx);
+                Step::Again
+            }
+        }
+    }
+
+    fn top(&mut self) {
+        loop {
+            self.ctx = Ctx::Top;
+            let t = self.peek();
+            match &t.tok {
+                Tok::Eof => return,
+                Tok::Semi => {
+                    self.bump();
+                }
+                Tok::Kw(k) if Ctx::of(*k) == Ctx::Top => self.top_stmt(*k),
+                _ => self.unexpected(Ctx::Top),
+            }
+        }
+    }
+
+    fn top_stmt(&mut self, k: Kw) {
+        let kw = self.bump();
+        match k {
+            Kw::Group => return self.group(kw),
+            Kw::Prefix => return self.prefix(kw),
+            Kw::Nossl => {
+                self.warning(kw.seq, &kw.span, "nossl is ignored: csync always uses TLS");
+                let v = self.values();
+                if let [from, to] = &v[..] {
+                    self.ast.nossl.push((from.text.clone(), to.text.clone()));
+                } else {
+                    self.error(
+                        kw.seq,
+                        &kw.span,
+                        format!("'nossl' takes two host patterns (FROM TO), found {}", v.len()),
+                        None,
+                    );
+                }
+            }
+            Kw::Ignore => {
+                for v in self.values() {
+                    match v.text.as_str() {
+                        "uid" => self.ast.ignore.uid = true,
+                        "gid" => self.ast.ignore.gid = true,
+                        "mod" => self.ast.ignore.mode = true,
+                        other => {
+                            let valid = ["uid", "gid", "mod"];
+                            let help = match did_you_mean(other, &valid) {
+                                Some(s) => format!("did you mean '{s}'? valid: uid, gid, mod"),
+                                None => "valid: uid, gid, mod".to_owned(),
+                            };
+                            let msg = format!("unknown ignore flag '{other}'");
+                            self.error(v.seq, &v.span, msg, Some(help));
+                        }
+                    }
+                }
+            }
+            Kw::Database => {
+                if let Some(v) = self.one_value(kw, "a database name or URL") {
+                    self.ast.database = Some(v.text);
+                }
+            }
+            Kw::Tempdir => {
+                if let Some(v) = self.one_value(kw, "a directory") {
+                    self.ast.tempdir = Some(PathBuf::from(v.text));
+                }
+            }
+            Kw::LockTimeout => {
+                if let Some(v) = self.one_value(kw, "a number of seconds") {
+                    self.ast.lock_timeout = self.number(&v, "lock-timeout");
+                }
+            }
+            Kw::NoCygwinLowercase => {
+                self.warning(
+                    kw.seq,
+                    &kw.span,
+                    "no-cygwin-lowercase is ignored: it applied only to csync2 on Cygwin",
+                );
+            }
+            _ => unreachable!("only top-level keywords are dispatched here"),
+        }
+        self.end_stmt(kw);
+    }
+
+    fn number(&mut self, v: &Val, what: &str) -> Option<u32> {
+        match v.text.parse::<u32>() {
+            Ok(n) if v.text.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+            _ => {
+                let msg = format!("'{what}' needs a whole number, found '{}'", v.text);
+                self.error(v.seq, &v.span, msg, None);
+                None
+            }
+        }
+    }
+
+    fn group(&mut self, kw: &'a Token) {
+        let name_val = self.value();
+        let name = match &name_val {
+            Some(v) => v.text.clone(),
+            None => {
+                self.nameless += 1;
+                format!("group_{}", self.nameless)
+            }
+        };
+        let mut span = kw.span.clone();
+        if let Some(v) = name_val.as_ref().filter(|v| v.span.line == kw.span.line) {
+            span.len = v.span.col + v.span.len - kw.span.col;
+        }
+        let open = self.open_block(kw, &format!("group {name}"));
+        let mut g = GroupAst {
+            name,
+            span,
+            seq: kw.seq,
+            hosts: Vec::new(),
+            key: None,
+            rules: Vec::new(),
+            auto: AutoMethod::None,
+            actions: Vec::new(),
+            backup_directory: None,
+            backup_generations: 3,
+        };
+        let label = format!("group '{}'", g.name);
+        let mut auto_line: Option<u32> = None;
+        loop {
+            let k = match self.step(Ctx::Group, open, &label) {
+                Step::Close | Step::Leave => break,
+                Step::Again => continue,
+                Step::Stmt(k) => k,
+            };
+            let kw = self.bump();
+            match k {
+                Kw::Host => self.hosts(&mut g.hosts),
+                Kw::Key => {
+                    if let Some(v) = self.one_value(kw, "a key file") {
+                        if let Some(first) = &g.key {
+                            let help = format!("the first 'key' is on line {}", first.span.line);
+                            let msg = format!("duplicate 'key' in group '{}'", g.name);
+                            self.error(kw.seq, &kw.span, msg, Some(help));
+                        } else {
+                            g.key = Some(v);
+                        }
+                    }
+                }
+                Kw::Include | Kw::Exclude | Kw::Compare => {
+                    let kind = match k {
+                        Kw::Include => RuleKind::Include,
+                        Kw::Exclude => RuleKind::Exclude,
+                        _ => RuleKind::Compare,
+                    };
+                    for v in self.values() {
+                        let pattern = strip_trailing_slashes(&v.text);
+                        self.check_pattern(&v, &pattern);
+                        g.rules.push((Rule { kind, pattern, span: v.span.clone() }, v.seq));
+                    }
+                }
+                Kw::Auto => {
+                    if let Some(v) = self.one_value(kw, "a method") {
+                        if let Some(line) = auto_line {
+                            let help = format!("the first 'auto' is on line {line}");
+                            let msg = format!("duplicate 'auto' in group '{}'", g.name);
+                            self.error(kw.seq, &kw.span, msg, Some(help));
+                        }
+                        auto_line.get_or_insert(kw.span.line);
+                        match AutoMethod::parse(&v.text) {
+                            Some(m) => g.auto = m,
+                            None => {
+                                let valid = AUTO_METHODS.join(", ");
+                                let help = match did_you_mean(&v.text, &AUTO_METHODS) {
+                                    Some(s) => {
+                                        format!("did you mean '{s}'? valid methods: {valid}")
+                                    }
+                                    None => format!("valid methods: {valid}"),
+                                };
+                                let msg = format!("unknown auto method '{}'", v.text);
+                                self.error(v.seq, &v.span, msg, Some(help));
+                            }
+                        }
+                    }
+                }
+                Kw::BackupDirectory => {
+                    if let Some(v) = self.one_value(kw, "a directory") {
+                        g.backup_directory = Some(PathBuf::from(v.text));
+                    }
+                }
+                Kw::BackupGenerations => {
+                    if let Some(v) = self.one_value(kw, "a number")
+                        && let Some(n) = self.number(&v, "backup-generations")
+                    {
+                        g.backup_generations = n;
+                    }
+                }
+                Kw::Action => {
+                    self.action(kw, &mut g);
+                    continue;
+                }
+                _ => unreachable!("only group keywords are dispatched here"),
+            }
+            self.end_stmt(kw);
+        }
+        self.ast.groups.push(g);
+    }
+
+    /// `host a b@addr (c d@x);` after the keyword; the `;` is left to the caller.
+    fn hosts(&mut self, hosts: &mut Vec<Host>) {
+        let mut paren: Option<&'a Token> = None;
+        loop {
+            let t = self.peek();
+            match &t.tok {
+                Tok::Word(_) | Tok::Quoted(_) => {
+                    let name = self.value().expect("peeked a value");
+                    let mut addr = None;
+                    if self.peek().tok == Tok::At {
+                        let at = self.bump();
+                        match self.value() {
+                            Some(a) => addr = Some(a.text),
+                            None => {
+                                let msg =
+                                    format!("host '{}' has '@' but no address after it", name.text);
+                                let help = "write NAME@ADDRESS, e.g. alpha@10.0.0.1".to_owned();
+                                self.error(at.seq, &at.span, msg, Some(help));
+                            }
+                        }
+                    }
+                    hosts.push(Host {
+                        name: name.text.to_lowercase(),
+                        addr,
+                        receive_only: paren.is_some(),
+                    });
+                }
+                Tok::LParen => {
+                    if paren.is_some() {
+                        self.error(t.seq, &t.span, "nested '(' in host list", None);
+                    }
+                    paren = Some(self.bump());
+                }
+                Tok::RParen => {
+                    if paren.is_none() {
+                        self.error(t.seq, &t.span, "')' without a matching '(' in host list", None);
+                    }
+                    paren = None;
+                    self.bump();
+                }
+                Tok::At => {
+                    self.error(t.seq, &t.span, "'@' without a host name before it", None);
+                    self.bump();
+                }
+                _ => break,
+            }
+        }
+        if let Some(p) = paren {
+            self.error(p.seq, &p.span, "unclosed '(' in host list", None);
+        }
+    }
+
+    fn check_pattern(&mut self, v: &Val, pattern: &str) {
+        if let Err(msg) = crate::pattern::check(pattern) {
+            self.error(v.seq, &v.span, format!("invalid pattern '{}': {msg}", v.text), None);
+        }
+    }
+
+    fn action(&mut self, kw: &'a Token, g: &mut GroupAst) {
+        let open = self.open_block(kw, "action");
+        let mut a = Action { span: kw.span.clone(), ..Action::default() };
+        let mut pattern_vals = Vec::new();
+        loop {
+            let k = match self.step(Ctx::Action, open, "action block") {
+                Step::Close | Step::Leave => break,
+                Step::Again => continue,
+                Step::Stmt(k) => k,
+            };
+            let kw = self.bump();
+            match k {
+                Kw::Pattern => {
+                    // csync2 does not strip slashes from action patterns.
+                    for v in self.values() {
+                        self.check_pattern(&v, &v.text);
+                        a.patterns.push(v.text.clone());
+                        pattern_vals.push(v);
+                    }
+                }
+                Kw::Exec => a.exec.extend(self.values().into_iter().map(|v| v.text)),
+                Kw::Logfile => {
+                    if let Some(v) = self.one_value(kw, "a file") {
+                        a.logfile = Some(PathBuf::from(v.text));
+                    }
+                }
+                Kw::DoLocal => a.do_local = true,
+                Kw::DoLocalOnly => {
+                    a.do_local = true;
+                    a.do_local_only = true;
+                }
+                _ => unreachable!("only action keywords are dispatched here"),
+            }
+            self.end_stmt(kw);
+        }
+        if a.exec.is_empty() {
+            self.warning(kw.seq, &kw.span, "action has no 'exec': it will never run anything");
+        }
+        g.actions.push((a, pattern_vals));
+    }
+
+    fn prefix(&mut self, kw: &'a Token) {
+        let name = self.one_value(kw, "a name");
+        let mut span = kw.span.clone();
+        if let Some(v) = name.as_ref().filter(|v| v.span.line == kw.span.line) {
+            span.len = v.span.col + v.span.len - kw.span.col;
+        }
+        let name = name.map(|v| v.text).unwrap_or_default();
+        let open = self.open_block(kw, &format!("prefix {name}"));
+        let mut p = PrefixAst { name, span, entries: Vec::new() };
+        let label = format!("prefix '{}'", p.name);
+        loop {
+            match self.step(Ctx::Prefix, open, &label) {
+                Step::Close | Step::Leave => break,
+                Step::Again => continue,
+                Step::Stmt(_) => {}
+            }
+            let kw = self.bump();
+            if let Some(entry) = self.on_entry(kw) {
+                p.entries.push(entry);
+            }
+            self.end_stmt(kw);
+        }
+        self.ast.prefixes.push(p);
+    }
+
+    /// `on HOSTPATTERN: /path` after the `on`.
+    fn on_entry(&mut self, kw: &Token) -> Option<(String, PathBuf)> {
+        let pat = self.one_value(kw, "a host pattern")?;
+        let path = if self.peek().tok == Tok::Colon {
+            self.bump();
+            self.one_value(kw, "a path after ':'")?
+        } else if let Some(i) = pat.text.find(':') {
+            // `on alpha:/srv` lexes as one word; csync2 rejects it, but the intent is
+            // clear, so split it rather than fail.
+            let before = pat.text[..i].chars().count() as u32;
+            let path = Val {
+                text: pat.text[i + 1..].to_owned(),
+                span: Span {
+                    col: pat.span.col + before + 1,
+                    len: pat.span.len.saturating_sub(before + 1),
+                    ..pat.span.clone()
+                },
+                seq: pat.seq,
+            };
+            let pat = Val {
+                text: pat.text[..i].to_owned(),
+                span: Span { len: before, ..pat.span.clone() },
+                seq: pat.seq,
+            };
+            return self.on_path(pat, path);
+        } else {
+            let t = self.peek();
+            let msg = format!(
+                "expected ':' after host pattern '{}', found {}",
+                pat.text,
+                t.tok.describe()
+            );
+            let help = "write: on HOSTPATTERN: /path;".to_owned();
+            self.error(t.seq, &t.span, msg, Some(help));
+            self.quiet_end = true;
+            return None;
+        };
+        self.on_path(pat, path)
+    }
+
+    fn on_path(&mut self, pat: Val, path: Val) -> Option<(String, PathBuf)> {
+        if !path.text.starts_with('/') {
+            let msg = format!("prefix path must be absolute, found '{}'", path.text);
+            self.error(path.seq, &path.span, msg, None);
+            return None;
+        }
+        Some((pat.text.to_lowercase(), PathBuf::from(strip_trailing_slashes(&path.text))))
+    }
+}
+
+/// True when directives of `outer` may legitimately follow a block of kind `inner`,
+/// which means the inner block was left unclosed.
+fn encloses(outer: Ctx, inner: Ctx) -> bool {
+    match inner {
+        Ctx::Top => false,
+        Ctx::Group | Ctx::Prefix => outer == Ctx::Top,
+        Ctx::Action => matches!(outer, Ctx::Top | Ctx::Group),
+    }
+}
+
+fn kw_name(t: &Token) -> String {
+    match &t.tok {
+        Tok::Kw(k) => k.as_str().to_owned(),
+        other => other.describe(),
+    }
+}
+
+/// `"/a/b//"` → `"/a/b"`, but a lone `"/"` stays.
+pub(crate) fn strip_trailing_slashes(s: &str) -> String {
+    let t = s.trim_end_matches('/');
+    if t.is_empty() && s.starts_with('/') { "/".to_owned() } else { t.to_owned() }
+}
+
+/// The closest candidate within a small edit distance, for "did you mean".
+pub(crate) fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|c| (osa_distance(word, c), *c))
+        .filter(|(d, c)| *d <= 2 && *d < c.len().min(word.len().max(1)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Edit distance counting an adjacent swap as one edit (typos like `hots`).
+fn osa_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slashes() {
+        assert_eq!(strip_trailing_slashes("/a/b//"), "/a/b");
+        assert_eq!(strip_trailing_slashes("///"), "/");
+        assert_eq!(strip_trailing_slashes("%www%/"), "%www%");
+        assert_eq!(strip_trailing_slashes("*.o"), "*.o");
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(did_you_mean("hots", Ctx::Group.valid()), Some("host"));
+        assert_eq!(did_you_mean("gruop", Ctx::Top.valid()), Some("group"));
+        assert_eq!(did_you_mean("youngest", &AUTO_METHODS), Some("younger"));
+        assert_eq!(did_you_mean("zzzz", Ctx::Top.valid()), None);
+        assert_eq!(did_you_mean("x", Ctx::Prefix.valid()), None);
+    }
+}
