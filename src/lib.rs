@@ -7,7 +7,7 @@
 //! Dependencies point one way, top to bottom:
 //!
 //! ```text
-//! cli ─▶ engine ─▶ { index, scan, pattern, paths } ─▶ config ─▶ { diag, types }
+//! cli ─▶ engine ─▶ { index, scan, paths } ─▶ config ─▶ pattern ─▶ { diag, types }
 //! ```
 //!
 //! - [`config`]: csync2 syntax → [`config::Config`], every error with `file:line:col`.
@@ -33,5 +33,6 @@ pub mod index;
 pub mod keygen;
 pub mod paths;
 pub mod pattern;
+pub mod proto;
 pub mod scan;
 pub mod types;

@@ -10,8 +10,8 @@ use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
@@ -223,8 +223,10 @@ where
             Ok(e) => e,
             Err(e) => {
                 out.pruned.insert(job.db.clone());
-                out.errors
-                    .push(ScanError { path: real.clone(), message: io::Error::from(e).to_string() });
+                out.errors.push(ScanError {
+                    path: real.clone(),
+                    message: io::Error::from(e).to_string(),
+                });
                 return;
             }
         };

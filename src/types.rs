@@ -209,9 +209,7 @@ pub fn classify(old: &Meta, new: &Meta, ignore: IgnoreFields) -> Changes {
     match new.kind {
         FileKind::File if new.hash.is_some() && new.hash != old.hash => c |= Changes::CONTENT,
         FileKind::Symlink if new.target != old.target => c |= Changes::TARGET,
-        FileKind::CharDevice | FileKind::BlockDevice if new.rdev != old.rdev => {
-            c |= Changes::RDEV
-        }
+        FileKind::CharDevice | FileKind::BlockDevice if new.rdev != old.rdev => c |= Changes::RDEV,
         _ => {}
     }
     // Symlink permission bits are meaningless on Linux.

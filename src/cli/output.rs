@@ -221,7 +221,21 @@ pub fn config_summary(c: &Config) -> Exit {
 /// pattern decided it.
 pub fn explain(c: &Config, arg: &Path) -> Exit {
     let real = crate::paths::absolute(arg);
-    let forms = crate::paths::db_forms(c, &real);
+    let mut forms = crate::paths::db_forms(c, &real);
+    // Show the form some group cares about (a `%prefix%` one, usually); when
+    // none does, the first is as good as any to explain why.
+    let matchers: Vec<GroupMatcher> =
+        c.groups.iter().filter(|g| g.is_member).filter_map(|g| GroupMatcher::new(&g.rules).ok()).collect();
+    let relevant: Vec<Vec<u8>> = forms
+        .iter()
+        .filter(|f| matchers.iter().any(|m| m.level(f) != Level::Ignore))
+        .cloned()
+        .collect();
+    if relevant.is_empty() {
+        forms.truncate(1);
+    } else {
+        forms = relevant;
+    }
     let mut s = String::new();
     let mut any = false;
     for g in c.groups.iter().filter(|g| g.is_member) {

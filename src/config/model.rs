@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::diag::Span;
+pub use crate::pattern::{Rule, RuleKind};
 
 /// A fully parsed and resolved configuration, as seen from one node.
 #[derive(Debug, Clone)]
@@ -92,28 +93,6 @@ pub struct Host {
     pub addr: Option<String>,
     /// Written in parentheses: receives changes, never pushes, loses every conflict.
     pub receive_only: bool,
-}
-
-/// What a pattern does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleKind {
-    /// `include`.
-    Include,
-    /// `exclude`.
-    Exclude,
-    /// `compare` (used only by compare listings; ignored for sync).
-    Compare,
-}
-
-/// One include/exclude/compare pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// include, exclude or compare.
-    pub kind: RuleKind,
-    /// The pattern text, trailing slashes stripped.
-    pub pattern: String,
-    /// Where it was written.
-    pub span: Span,
 }
 
 /// csync2's `auto` methods.

@@ -71,7 +71,7 @@ fn cr_indexes_the_prefixed_tree_and_l_lists_it() {
     assert!(f_line.contains("type=reg") && f_line.contains("size=6"), "{f_line}");
     assert!(f_line.contains(&format!("hash={}", blake3::hash(b"hello\n").to_hex())), "{f_line}");
     let link_line = l.lines().find(|l| l.ends_with("\t%p%/link")).unwrap();
-    assert!(link_line.contains("type=lnk:target=a/f"), "{link_line}");
+    assert!(link_line.contains("type=lnk") && link_line.contains(":target=a/f"), "{link_line}");
     // Stored in the index file in DB form.
     assert_eq!(env.file_rows("n1").len(), 8);
 }
@@ -150,7 +150,11 @@ fn mode_change_and_link_retarget_are_detected() {
     env.csync("n1").arg("-c").assert().success();
     let d = dirty(&env, "n1");
     assert!(d.contains(&("%p%/a/f".into(), "n2".into(), "mode".into())), "{d:?}");
-    assert!(d.contains(&("%p%/link".into(), "n2".into(), "target".into())), "{d:?}");
+    // A recreated link also has a new mtime; what matters is the target.
+    assert!(
+        d.iter().any(|(p, peer, c)| p == "%p%/link" && peer == "n2" && c.contains("target")),
+        "{d:?}"
+    );
     assert_eq!(d.len(), 4, "{d:?}");
 }
 

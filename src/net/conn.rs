@@ -1,0 +1,162 @@
+//! A framed connection over any async byte stream (TLS, plain TCP, or an
+//! in-memory duplex in tests): whole messages in and out, every read and
+//! write bounded by the idle timeout.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::proto::{self, DecodeError, EncodeError, Msg};
+
+/// Why a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The socket or TLS layer failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Nothing arrived (or could be sent) within the idle timeout.
+    #[error("no data for {0:?} (idle timeout)")]
+    Timeout(Duration),
+    /// The peer sent bytes that are not a valid frame.
+    #[error("invalid frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// A message could not be encoded.
+    #[error("{0}")]
+    Encode(#[from] EncodeError),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+}
+
+/// Frames over a byte stream.
+pub struct Conn<S> {
+    stream: S,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    idle: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Wraps `stream`; every read and write must progress within `idle`.
+    pub fn new(stream: S, idle: Duration) -> Self {
+        Conn { stream, rbuf: Vec::with_capacity(16 * 1024), wbuf: Vec::with_capacity(16 * 1024), idle }
+    }
+
+    /// The underlying stream (e.g. to read TLS session details).
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The next message, or `None` when the peer closed cleanly between frames.
+    ///
+    /// # Errors
+    /// On I/O failure, timeout, an invalid or oversized frame, or a close in
+    /// the middle of a frame.
+    pub async fn recv(&mut self) -> Result<Option<Msg>, ConnError> {
+        loop {
+            if let Some((msg, used)) = proto::decode(&self.rbuf)? {
+                self.rbuf.drain(..used);
+                return Ok(Some(msg));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = tokio::time::timeout(self.idle, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| ConnError::Timeout(self.idle))??;
+            if n == 0 {
+                return if self.rbuf.is_empty() { Ok(None) } else { Err(ConnError::Truncated) };
+            }
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Queues a message; it goes out at the next [`Conn::flush`] (batching
+    /// writes matters: one TLS record and one syscall for many small frames).
+    ///
+    /// # Errors
+    /// When the message cannot be encoded.
+    pub fn queue(&mut self, msg: &Msg) -> Result<(), ConnError> {
+        proto::encode(msg, &mut self.wbuf)?;
+        Ok(())
+    }
+
+    /// Writes everything queued.
+    ///
+    /// # Errors
+    /// On I/O failure or timeout.
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
+        let idle = self.idle;
+        let fut = async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        };
+        tokio::time::timeout(idle, fut).await.map_err(|_| ConnError::Timeout(idle))??;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Queues and flushes one message.
+    ///
+    /// # Errors
+    /// As [`Conn::queue`] and [`Conn::flush`].
+    pub async fn send(&mut self, msg: &Msg) -> Result<(), ConnError> {
+        self.queue(msg)?;
+        self.flush().await
+    }
+
+    /// Writes raw bytes (tests that play a misbehaving peer).
+    ///
+    /// # Errors
+    /// On I/O failure or timeout.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.wbuf.extend_from_slice(bytes);
+        self.flush().await
+    }
+
+    /// Shuts the write side down, bounded by the idle timeout.
+    pub async fn shutdown(&mut self) {
+        let _ = tokio::time::timeout(self.idle, self.stream.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_cross_a_duplex_and_eof_is_clean() {
+        let (a, b) = tokio::io::duplex(64);
+        let mut a = Conn::new(a, Duration::from_secs(5));
+        let mut b = Conn::new(b, Duration::from_secs(5));
+        let t = tokio::spawn(async move {
+            for id in 0..100 {
+                a.queue(&Msg::Ping { id }).unwrap();
+            }
+            a.flush().await.unwrap();
+            a.shutdown().await;
+        });
+        for id in 0..100 {
+            assert_eq!(b.recv().await.unwrap(), Some(Msg::Ping { id }));
+        }
+        assert_eq!(b.recv().await.unwrap(), None);
+        t.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn silence_times_out() {
+        let (_a, b) = tokio::io::duplex(64);
+        let mut b = Conn::new(b, Duration::from_millis(50));
+        assert!(matches!(b.recv().await, Err(ConnError::Timeout(_))));
+    }
+
+    #[tokio::test]
+    async fn close_mid_frame_is_truncation() {
+        let (a, b) = tokio::io::duplex(64);
+        let mut a = Conn::new(a, Duration::from_secs(5));
+        let mut b = Conn::new(b, Duration::from_secs(5));
+        a.send_raw(&[0, 0, 0, 9, 4]).await.unwrap();
+        a.shutdown().await;
+        drop(a);
+        assert!(matches!(b.recv().await, Err(ConnError::Truncated)));
+    }
+}

@@ -1,0 +1,260 @@
+//! Node identities: the cluster CA, each node's certificate and key, and the
+//! commands that create them (`--new-ca`, `--new-cert`).
+//!
+//! Files live in the system dir under csync2's names. An existing PKI works as
+//! well: any CA certificate and node certificate/key in PEM at those paths.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The cluster CA certificate, in the system dir.
+pub const CA_CERT: &str = "csync2_ssl_ca.pem";
+/// The CA's private key (written by `--new-ca`; keep it off the nodes if you can).
+pub const CA_KEY: &str = "csync2_ssl_ca.key";
+/// This node's certificate.
+pub const NODE_CERT: &str = "csync2_ssl_cert.pem";
+/// This node's private key.
+pub const NODE_KEY: &str = "csync2_ssl_key.pem";
+
+/// Problems with identity files.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file exists where a new one would be written.
+    #[error("{0}: already exists; refusing to overwrite it")]
+    Exists(PathBuf),
+    /// A private key is readable by others.
+    #[error(
+        "{path}: private key is accessible by group or others (mode {mode:04o}); run: chmod 600 {path}"
+    )]
+    KeyMode {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A file holds no usable PEM object.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// Certificate generation failed.
+    #[error("cannot create certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes `data` to a new file with `mode`, refusing to replace an existing one.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Exists(path.to_path_buf())
+        } else {
+            Error::Io { path: path.to_path_buf(), source: e }
+        }
+    })?;
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(io_err(path))
+}
+
+/// The year `years` from now (validity bounds without a date library).
+fn year_from_now(years: i32) -> i32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    1970 + (secs / 31_556_952) as i32 + years
+}
+
+/// `csync --new-ca DIR`: a new cluster CA (ECDSA P-256), written to
+/// `DIR/csync2_ssl_ca.pem` and `DIR/csync2_ssl_ca.key` (0600). Refuses to
+/// overwrite either file.
+///
+/// # Errors
+/// When a file exists or cannot be written.
+pub fn new_ca(dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let cert_path = dir.join(CA_CERT);
+    let key_path = dir.join(CA_KEY);
+    for p in [&cert_path, &key_path] {
+        if p.exists() {
+            return Err(Error::Exists(p.clone()));
+        }
+    }
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "csync cluster CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = rcgen::date_time_ymd(year_from_now(-1), 1, 1);
+    params.not_after = rcgen::date_time_ymd(year_from_now(20), 1, 1);
+    let cert = params.self_signed(&key)?;
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    Ok((cert_path, key_path))
+}
+
+/// `csync --new-cert NAME --ca DIR --out DIR2`: a key pair and certificate for
+/// host NAME (a DNS name or an IP literal), signed by the CA in DIR, written to
+/// `DIR2/csync2_ssl_cert.pem` and `DIR2/csync2_ssl_key.pem` (0600), with the
+/// CA certificate copied to `DIR2/csync2_ssl_ca.pem`. Existing files are never
+/// replaced (an identical CA copy is fine).
+///
+/// # Errors
+/// When the CA cannot be read, or a target file exists.
+pub fn new_cert(name: &str, ca_dir: &Path, out: &Path) -> Result<Vec<PathBuf>, Error> {
+    let ca_cert_path = ca_dir.join(CA_CERT);
+    let ca_key_path = ca_dir.join(CA_KEY);
+    let ca_pem = fs::read_to_string(&ca_cert_path).map_err(io_err(&ca_cert_path))?;
+    let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(io_err(&ca_key_path))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem)
+        .map_err(|e| Error::Pem { path: ca_key_path.clone(), what: e.to_string() })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
+        .map_err(|e| Error::Pem { path: ca_cert_path.clone(), what: e.to_string() })?;
+
+    fs::create_dir_all(out).map_err(io_err(out))?;
+    let cert_path = out.join(NODE_CERT);
+    let key_path = out.join(NODE_KEY);
+    let ca_copy = out.join(CA_CERT);
+    for p in [&cert_path, &key_path] {
+        if p.exists() {
+            return Err(Error::Exists(p.clone()));
+        }
+    }
+    let copy_ca = match fs::read_to_string(&ca_copy) {
+        Ok(existing) if existing == ca_pem => false,
+        Ok(_) => return Err(Error::Exists(ca_copy)),
+        Err(_) => true,
+    };
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![name.to_string()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages =
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = rcgen::date_time_ymd(year_from_now(-1), 1, 1);
+    params.not_after = rcgen::date_time_ymd(year_from_now(10), 1, 1);
+    let cert = params.signed_by(&key, &issuer)?;
+    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
+    let mut written = vec![cert_path, key_path];
+    if copy_ca {
+        write_new(&ca_copy, ca_pem.as_bytes(), 0o644)?;
+        written.push(ca_copy);
+    }
+    Ok(written)
+}
+
+/// This node's TLS identity, loaded and checked.
+pub struct Identity {
+    /// CA certificates peers must chain to.
+    pub ca: Vec<CertificateDer<'static>>,
+    /// This node's certificate chain (leaf first).
+    pub chain: Vec<CertificateDer<'static>>,
+    /// This node's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("ca", &self.ca.len()).field("chain", &self.chain.len()).finish()
+    }
+}
+
+impl Identity {
+    /// Loads the three identity files from `dir` (the system dir). The private
+    /// key must not be accessible by group or others.
+    ///
+    /// # Errors
+    /// When a file is missing, unreadable, holds no PEM object, or the key's
+    /// mode is too open.
+    pub fn load(dir: &Path) -> Result<Identity, Error> {
+        let ca_path = dir.join(CA_CERT);
+        let cert_path = dir.join(NODE_CERT);
+        let key_path = dir.join(NODE_KEY);
+        let md = fs::metadata(&key_path).map_err(io_err(&key_path))?;
+        let mode = md.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::KeyMode { path: key_path, mode });
+        }
+        let certs = |p: &Path| -> Result<Vec<CertificateDer<'static>>, Error> {
+            let data = fs::read(p).map_err(io_err(p))?;
+            let v: Vec<_> = CertificateDer::pem_slice_iter(&data)
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::Pem { path: p.to_path_buf(), what: e.to_string() })?;
+            if v.is_empty() {
+                return Err(Error::Pem { path: p.to_path_buf(), what: "no certificate in file".into() });
+            }
+            Ok(v)
+        };
+        let ca = certs(&ca_path)?;
+        let chain = certs(&cert_path)?;
+        let data = fs::read(&key_path).map_err(io_err(&key_path))?;
+        let key = PrivateKeyDer::from_pem_slice(&data)
+            .map_err(|e| Error::Pem { path: key_path.clone(), what: format!("no private key: {e}") })?;
+        Ok(Identity { ca, chain, key })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_then_certs_for_names_and_ips() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = d.path().join("ca");
+        let t = std::time::Instant::now();
+        new_ca(&ca).unwrap();
+        assert!(matches!(new_ca(&ca), Err(Error::Exists(_))));
+        let key_mode = fs::metadata(ca.join(CA_KEY)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(key_mode, 0o600);
+        for (name, dir) in [("node1.example", "n1"), ("127.0.0.5", "n2")] {
+            let out = d.path().join(dir);
+            let written = new_cert(name, &ca, &out).unwrap();
+            assert_eq!(written.len(), 3);
+            let id = Identity::load(&out).unwrap();
+            assert_eq!(id.chain.len(), 1);
+            assert!(matches!(new_cert(name, &ca, &out), Err(Error::Exists(_))));
+        }
+        assert!(t.elapsed().as_millis() < 2000, "key generation should take milliseconds");
+    }
+
+    #[test]
+    fn open_key_mode_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        new_ca(&d.path().join("ca")).unwrap();
+        let out = d.path().join("n1");
+        new_cert("n1", &d.path().join("ca"), &out).unwrap();
+        fs::set_permissions(out.join(NODE_KEY), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Identity::load(&out).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+}

@@ -1,0 +1,435 @@
+//! Binary encoding of [`Msg`]: big-endian integers, length-prefixed strings.
+//!
+//! Decoding distinguishes "need more bytes" (`Ok(None)`) from "this peer is
+//! broken or hostile" (`Err`): the caller reads more in the first case and
+//! drops the connection in the second. No input makes it panic or allocate
+//! more than the frame it was given.
+
+use super::msg::{ErrorCode, GroupProof, Msg};
+use super::{MAGIC, MAX_FRAME, MAX_GROUPS, MAX_MESSAGE, MAX_NAME};
+
+/// Why bytes from a peer are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The length prefix exceeds [`MAX_FRAME`] (checked before reading it).
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    /// An empty frame (no type byte).
+    #[error("empty frame")]
+    Empty,
+    /// A type byte this version does not know.
+    #[error("unknown message type 0x{0:02x}")]
+    UnknownType(u8),
+    /// The payload does not parse as the type says.
+    #[error("malformed {what}")]
+    Malformed {
+        /// Which part.
+        what: &'static str,
+    },
+}
+
+/// Why a message cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The encoded frame would exceed [`MAX_FRAME`].
+    #[error("message of {0} bytes exceeds the frame limit")]
+    TooLarge(usize),
+    /// A field exceeds its limit (name, path, list length).
+    #[error("{0} too long")]
+    FieldTooLong(&'static str),
+}
+
+/// Appends `msg` as one frame to `out`.
+///
+/// # Errors
+/// When a field or the whole frame exceeds its limit; `out` is then unchanged.
+pub fn encode(msg: &Msg, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.push(msg.type_byte());
+    let r = encode_body(msg, out);
+    if let Err(e) = r {
+        out.truncate(start);
+        return Err(e);
+    }
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME {
+        out.truncate(start);
+        return Err(EncodeError::TooLarge(len));
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// `msg` as a fresh frame.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encoded(msg: &Msg) -> Result<Vec<u8>, EncodeError> {
+    let mut v = Vec::new();
+    encode(msg, &mut v)?;
+    Ok(v)
+}
+
+fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match msg {
+        Msg::Hello { min_version, max_version, node, capabilities, groups } => {
+            out.extend_from_slice(&MAGIC);
+            out.extend_from_slice(&min_version.to_be_bytes());
+            out.extend_from_slice(&max_version.to_be_bytes());
+            put_str(out, node, MAX_NAME, "node name")?;
+            out.extend_from_slice(&capabilities.to_be_bytes());
+            put_proofs(out, groups)?;
+        }
+        Msg::Welcome { version, node, capabilities, groups, refused } => {
+            out.extend_from_slice(&MAGIC);
+            out.extend_from_slice(&version.to_be_bytes());
+            put_str(out, node, MAX_NAME, "node name")?;
+            out.extend_from_slice(&capabilities.to_be_bytes());
+            put_proofs(out, groups)?;
+            if refused.len() > MAX_GROUPS {
+                return Err(EncodeError::FieldTooLong("refused group list"));
+            }
+            out.extend_from_slice(&(refused.len() as u16).to_be_bytes());
+            for (g, code) in refused {
+                put_str(out, g, MAX_NAME, "group name")?;
+                out.extend_from_slice(&(*code as u16).to_be_bytes());
+            }
+        }
+        Msg::Error { code, message } => {
+            out.extend_from_slice(&(*code as u16).to_be_bytes());
+            let m = truncate_utf8(message, MAX_MESSAGE);
+            put_str(out, m, MAX_MESSAGE, "message")?;
+        }
+        Msg::Ping { id } => out.extend_from_slice(&id.to_be_bytes()),
+        Msg::Pong { id, time_ns } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&time_ns.to_be_bytes());
+        }
+        Msg::Bye | Msg::ByeAck => {}
+    }
+    Ok(())
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str, max: usize, what: &'static str) -> Result<(), EncodeError> {
+    if s.len() > max {
+        return Err(EncodeError::FieldTooLong(what));
+    }
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn put_proofs(out: &mut Vec<u8>, groups: &[GroupProof]) -> Result<(), EncodeError> {
+    if groups.len() > MAX_GROUPS {
+        return Err(EncodeError::FieldTooLong("group list"));
+    }
+    out.extend_from_slice(&(groups.len() as u16).to_be_bytes());
+    for p in groups {
+        put_str(out, &p.group, MAX_NAME, "group name")?;
+        out.extend_from_slice(&p.mac);
+    }
+    Ok(())
+}
+
+/// Decodes one frame from the start of `buf`.
+///
+/// Returns `Ok(None)` when `buf` holds only part of a frame, and
+/// `Ok(Some((msg, consumed)))` otherwise.
+///
+/// # Errors
+/// When the frame is too large, of an unknown type, or malformed. The length
+/// is checked before anything is buffered, so a hostile peer announcing a
+/// huge frame costs nothing.
+pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, DecodeError> {
+    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(DecodeError::TooLarge(len));
+    }
+    if len == 0 {
+        return Err(DecodeError::Empty);
+    }
+    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    let mut r = Reader { buf: &body[1..] };
+    let msg = match body[0] {
+        0x01 => {
+            r.magic()?;
+            Msg::Hello {
+                min_version: r.u16("version")?,
+                max_version: r.u16("version")?,
+                node: r.str(MAX_NAME, "node name")?,
+                capabilities: r.u64("capabilities")?,
+                groups: r.proofs()?,
+            }
+        }
+        0x02 => {
+            r.magic()?;
+            let version = r.u16("version")?;
+            let node = r.str(MAX_NAME, "node name")?;
+            let capabilities = r.u64("capabilities")?;
+            let groups = r.proofs()?;
+            let n = r.u16("refused count")? as usize;
+            if n > MAX_GROUPS {
+                return Err(DecodeError::Malformed { what: "refused count" });
+            }
+            let mut refused = Vec::with_capacity(n);
+            for _ in 0..n {
+                let g = r.str(MAX_NAME, "group name")?;
+                refused.push((g, r.code()?));
+            }
+            Msg::Welcome { version, node, capabilities, groups, refused }
+        }
+        0x03 => Msg::Error { code: r.code()?, message: r.str(MAX_MESSAGE, "message")? },
+        0x04 => Msg::Ping { id: r.u32("id")? },
+        0x05 => Msg::Pong { id: r.u32("id")?, time_ns: r.u64("time")? as i64 },
+        0x06 => Msg::Bye,
+        0x07 => Msg::ByeAck,
+        t => return Err(DecodeError::UnknownType(t)),
+    };
+    if !r.buf.is_empty() {
+        return Err(DecodeError::Malformed { what: "trailing bytes" });
+    }
+    Ok(Some((msg, 4 + len)))
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Malformed { what });
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+
+    fn magic(&mut self) -> Result<(), DecodeError> {
+        if self.take(MAGIC.len(), "magic")? != MAGIC {
+            return Err(DecodeError::Malformed { what: "magic" });
+        }
+        Ok(())
+    }
+
+    fn str(&mut self, max: usize, what: &'static str) -> Result<String, DecodeError> {
+        let n = self.u16(what)? as usize;
+        if n > max {
+            return Err(DecodeError::Malformed { what });
+        }
+        let b = self.take(n, what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Malformed { what })
+    }
+
+    fn code(&mut self) -> Result<ErrorCode, DecodeError> {
+        ErrorCode::from_u16(self.u16("error code")?)
+            .ok_or(DecodeError::Malformed { what: "error code" })
+    }
+
+    fn proofs(&mut self) -> Result<Vec<GroupProof>, DecodeError> {
+        let n = self.u16("group count")? as usize;
+        if n > MAX_GROUPS {
+            return Err(DecodeError::Malformed { what: "group count" });
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let group = self.str(MAX_NAME, "group name")?;
+            let mac = self.take(32, "group proof")?.try_into().expect("32 bytes");
+            v.push(GroupProof { group, mac });
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Msg> {
+        vec![
+            Msg::Hello {
+                min_version: 1,
+                max_version: 3,
+                node: "n1".into(),
+                capabilities: 5,
+                groups: vec![GroupProof { group: "web".into(), mac: [9; 32] }],
+            },
+            Msg::Welcome {
+                version: 1,
+                node: "n2".into(),
+                capabilities: 0,
+                groups: vec![],
+                refused: vec![("db".into(), ErrorCode::BadKey)],
+            },
+            Msg::Error { code: ErrorCode::NotAHost, message: "n9 is not a host of web".into() },
+            Msg::Ping { id: 7 },
+            Msg::Pong { id: 7, time_ns: -3 },
+            Msg::Bye,
+            Msg::ByeAck,
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in samples() {
+            let f = encoded(&m).unwrap();
+            assert_eq!(decode(&f).unwrap(), Some((m.clone(), f.len())), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete() {
+        for m in samples() {
+            let f = encoded(&m).unwrap();
+            for cut in 0..f.len() {
+                assert_eq!(decode(&f[..cut]).unwrap(), None, "{m:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn huge_length_is_refused_before_buffering() {
+        let mut f = vec![0xff, 0xff, 0xff, 0xff, 0x01];
+        f.extend_from_slice(&MAGIC);
+        assert!(matches!(decode(&f), Err(DecodeError::TooLarge(_))));
+    }
+
+    #[test]
+    fn wrong_magic_unknown_type_and_trailing_bytes_are_malformed() {
+        let mut f = encoded(&samples()[0]).unwrap();
+        f[5] = b'X';
+        assert_eq!(decode(&f), Err(DecodeError::Malformed { what: "magic" }));
+        assert_eq!(decode(&[0, 0, 0, 1, 0xee]), Err(DecodeError::UnknownType(0xee)));
+        assert_eq!(
+            decode(&[0, 0, 0, 2, 0x06, 0]),
+            Err(DecodeError::Malformed { what: "trailing bytes" })
+        );
+        assert_eq!(decode(&[0, 0, 0, 0]), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn oversized_fields_are_refused_when_encoding() {
+        let m = Msg::Hello {
+            min_version: 1,
+            max_version: 1,
+            node: "x".repeat(MAX_NAME + 1),
+            capabilities: 0,
+            groups: vec![],
+        };
+        let mut out = vec![1, 2, 3];
+        assert!(encode(&m, &mut out).is_err());
+        assert_eq!(out, [1, 2, 3], "output untouched on error");
+    }
+
+    fn arb_name() -> impl Strategy<Value = String> {
+        "[a-z0-9.\\-]{0,40}"
+    }
+
+    fn arb_code() -> impl Strategy<Value = ErrorCode> {
+        (1u16..=15).prop_map(|v| ErrorCode::from_u16(v).unwrap())
+    }
+
+    fn arb_proof() -> impl Strategy<Value = GroupProof> {
+        (arb_name(), any::<[u8; 32]>()).prop_map(|(group, mac)| GroupProof { group, mac })
+    }
+
+    fn arb_msg() -> impl Strategy<Value = Msg> {
+        prop_oneof![
+            (
+                any::<u16>(),
+                any::<u16>(),
+                arb_name(),
+                any::<u64>(),
+                prop::collection::vec(arb_proof(), 0..5)
+            )
+                .prop_map(|(a, b, node, capabilities, groups)| Msg::Hello {
+                    min_version: a,
+                    max_version: b,
+                    node,
+                    capabilities,
+                    groups
+                }),
+            (
+                any::<u16>(),
+                arb_name(),
+                any::<u64>(),
+                prop::collection::vec(arb_proof(), 0..5),
+                prop::collection::vec((arb_name(), arb_code()), 0..5)
+            )
+                .prop_map(|(version, node, capabilities, groups, refused)| {
+                    Msg::Welcome { version, node, capabilities, groups, refused }
+                }),
+            (arb_code(), ".{0,100}").prop_map(|(code, message)| Msg::Error { code, message }),
+            any::<u32>().prop_map(|id| Msg::Ping { id }),
+            (any::<u32>(), any::<i64>()).prop_map(|(id, time_ns)| Msg::Pong { id, time_ns }),
+            Just(Msg::Bye),
+            Just(Msg::ByeAck),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(m in arb_msg()) {
+            let f = encoded(&m).unwrap();
+            prop_assert_eq!(decode(&f).unwrap(), Some((m, f.len())));
+        }
+
+        #[test]
+        fn truncated_input_is_incomplete(m in arb_msg(), cut in any::<prop::sample::Index>()) {
+            let f = encoded(&m).unwrap();
+            let cut = cut.index(f.len());
+            prop_assert_eq!(decode(&f[..cut]).unwrap(), None);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn garbage_after_a_valid_header_never_panics(t in any::<u8>(), body in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut f = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+            f.push(t);
+            f.extend_from_slice(&body);
+            let _ = decode(&f);
+        }
+
+        #[test]
+        fn two_frames_back_to_back_decode_in_order(a in arb_msg(), b in arb_msg()) {
+            let mut f = encoded(&a).unwrap();
+            let first = f.len();
+            encode(&b, &mut f).unwrap();
+            let (m1, n1) = decode(&f).unwrap().unwrap();
+            prop_assert_eq!(n1, first);
+            prop_assert_eq!(m1, a);
+            let (m2, _) = decode(&f[n1..]).unwrap().unwrap();
+            prop_assert_eq!(m2, b);
+        }
+    }
+}
