@@ -31,6 +31,7 @@ pub mod diag;
 pub mod engine;
 pub mod index;
 pub mod keygen;
+pub mod net;
 pub mod paths;
 pub mod pattern;
 pub mod proto;

@@ -224,8 +224,12 @@ pub fn explain(c: &Config, arg: &Path) -> Exit {
     let mut forms = crate::paths::db_forms(c, &real);
     // Show the form some group cares about (a `%prefix%` one, usually); when
     // none does, the first is as good as any to explain why.
-    let matchers: Vec<GroupMatcher> =
-        c.groups.iter().filter(|g| g.is_member).filter_map(|g| GroupMatcher::new(&g.rules).ok()).collect();
+    let matchers: Vec<GroupMatcher> = c
+        .groups
+        .iter()
+        .filter(|g| g.is_member)
+        .filter_map(|g| GroupMatcher::new(&g.rules).ok())
+        .collect();
     let relevant: Vec<Vec<u8>> = forms
         .iter()
         .filter(|f| matchers.iter().any(|m| m.level(f) != Level::Ignore))

@@ -5,8 +5,6 @@
 //! It is useless on any other connection, for the other direction, or for
 //! another node, so it cannot be replayed or reflected.
 
-use crate::config::GroupKey;
-
 /// RFC 5705/8446 exporter label for group proofs.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-csync-group-proof-v1";
 
@@ -21,9 +19,9 @@ pub enum Role {
 
 /// The MAC proving `node` holds `key` for `group` on the session whose
 /// exporter value is `exporter`.
-pub fn proof(key: &GroupKey, exporter: &[u8; 32], role: Role, node: &str, group: &str) -> [u8; 32] {
+pub fn proof(key: &[u8], exporter: &[u8; 32], role: Role, node: &str, group: &str) -> [u8; 32] {
     // Derive a 32-byte MAC key from the csync2 key text (any length ≥ 32 chars).
-    let mac_key = blake3::derive_key("csync 2026 group key proof v1", key.0.as_bytes());
+    let mac_key = blake3::derive_key("csync 2026 group key proof v1", key);
     let mut h = blake3::Hasher::new_keyed(&mac_key);
     h.update(exporter);
     h.update(&[match role {
@@ -40,7 +38,7 @@ pub fn proof(key: &GroupKey, exporter: &[u8; 32], role: Role, node: &str, group:
 
 /// Constant-time check of a received proof.
 pub fn verify(
-    key: &GroupKey,
+    key: &[u8],
     exporter: &[u8; 32],
     role: Role,
     node: &str,
@@ -56,11 +54,11 @@ mod tests {
 
     #[test]
     fn proofs_bind_key_session_role_node_and_group() {
-        let k = GroupKey("a".repeat(64));
+        let k = "a".repeat(64).into_bytes();
         let e = [1u8; 32];
         let p = proof(&k, &e, Role::Client, "n1", "web");
         assert!(verify(&k, &e, Role::Client, "n1", "web", &p));
-        assert!(!verify(&GroupKey("b".repeat(64)), &e, Role::Client, "n1", "web", &p));
+        assert!(!verify("b".repeat(64).as_bytes(), &e, Role::Client, "n1", "web", &p));
         assert!(!verify(&k, &[2; 32], Role::Client, "n1", "web", &p));
         assert!(!verify(&k, &e, Role::Server, "n1", "web", &p));
         assert!(!verify(&k, &e, Role::Client, "n2", "web", &p));

@@ -40,12 +40,29 @@ pub struct Conn<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Wraps `stream`; every read and write must progress within `idle`.
     pub fn new(stream: S, idle: Duration) -> Self {
-        Conn { stream, rbuf: Vec::with_capacity(16 * 1024), wbuf: Vec::with_capacity(16 * 1024), idle }
+        Conn {
+            stream,
+            rbuf: Vec::with_capacity(16 * 1024),
+            wbuf: Vec::with_capacity(16 * 1024),
+            idle,
+        }
     }
 
     /// The underlying stream (e.g. to read TLS session details).
     pub fn get_ref(&self) -> &S {
         &self.stream
+    }
+
+    /// Unwraps the stream. Bytes read but not yet decoded would be lost, so
+    /// this is only for a point where the peer must be waiting for us.
+    pub fn into_inner(self) -> S {
+        debug_assert!(self.rbuf.is_empty(), "unwrapping a connection with unread input");
+        self.stream
+    }
+
+    /// Changes the idle timeout (e.g. from the handshake bound to the session's).
+    pub fn set_idle(&mut self, idle: Duration) {
+        self.idle = idle;
     }
 
     /// The next message, or `None` when the peer closed cleanly between frames.

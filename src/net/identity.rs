@@ -69,13 +69,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// Writes `data` to a new file with `mode`, refusing to replace an existing one.
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::Exists(path.to_path_buf())
-        } else {
-            Error::Io { path: path.to_path_buf(), source: e }
-        }
-    })?;
+    let mut f =
+        OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Exists(path.to_path_buf())
+            } else {
+                Error::Io { path: path.to_path_buf(), source: e }
+            }
+        })?;
     f.write_all(data).and_then(|()| f.sync_all()).map_err(io_err(path))
 }
 
@@ -184,7 +185,10 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("ca", &self.ca.len()).field("chain", &self.chain.len()).finish()
+        f.debug_struct("Identity")
+            .field("ca", &self.ca.len())
+            .field("chain", &self.chain.len())
+            .finish()
     }
 }
 
@@ -210,15 +214,20 @@ impl Identity {
                 .collect::<Result<_, _>>()
                 .map_err(|e| Error::Pem { path: p.to_path_buf(), what: e.to_string() })?;
             if v.is_empty() {
-                return Err(Error::Pem { path: p.to_path_buf(), what: "no certificate in file".into() });
+                return Err(Error::Pem {
+                    path: p.to_path_buf(),
+                    what: "no certificate in file".into(),
+                });
             }
             Ok(v)
         };
         let ca = certs(&ca_path)?;
         let chain = certs(&cert_path)?;
         let data = fs::read(&key_path).map_err(io_err(&key_path))?;
-        let key = PrivateKeyDer::from_pem_slice(&data)
-            .map_err(|e| Error::Pem { path: key_path.clone(), what: format!("no private key: {e}") })?;
+        let key = PrivateKeyDer::from_pem_slice(&data).map_err(|e| Error::Pem {
+            path: key_path.clone(),
+            what: format!("no private key: {e}"),
+        })?;
         Ok(Identity { ca, chain, key })
     }
 }

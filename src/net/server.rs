@@ -1,0 +1,247 @@
+//! The accepting side of one connection: TLS, the `Hello`/`Welcome` handshake
+//! (identity, version, group proofs), then requests until `Bye`.
+//!
+//! Everything about groups comes in through [`Authority`], so this module never
+//! reads the config or the index. A misbehaving peer ends its own session and
+//! nothing else; every refusal is logged with the peer and the reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use super::auth::{self, Role};
+use super::conn::{Conn, ConnError};
+use super::tls::cert_names_host;
+use crate::proto::{self, ErrorCode, GroupProof, Msg};
+
+/// What the server must know about groups; implemented over the config by the
+/// engine.
+pub trait Authority: Send + Sync {
+    /// This node's name.
+    fn node_name(&self) -> &str;
+    /// The key of `group` when this node is a member and `peer` is one of its
+    /// hosts; otherwise the reason to refuse.
+    fn group_key(&self, group: &str, peer: &str) -> Result<Vec<u8>, ErrorCode>;
+}
+
+/// Timeouts and TLS settings of the listening side.
+#[derive(Clone)]
+pub struct ServerSettings {
+    /// TLS configuration (mutual, under the cluster CA).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Bound on the TLS handshake plus the `Hello`.
+    pub handshake_timeout: Duration,
+    /// Bound on every later read and write.
+    pub idle_timeout: Duration,
+}
+
+/// How a session ended, for the caller's bookkeeping and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `Bye` exchanged, or the peer closed between requests.
+    Done {
+        /// The authenticated peer.
+        peer: String,
+    },
+    /// Refused or failed; the string is what was logged.
+    Failed(String),
+}
+
+/// Serves one connection (TCP, a socket on stdin, or a pipe) to its end.
+pub async fn serve<IO>(
+    io: IO,
+    from: &str,
+    settings: &ServerSettings,
+    authority: &dyn Authority,
+) -> Outcome
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let acceptor = TlsAcceptor::from(settings.tls.clone());
+    let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            return fail(from, format!("TLS handshake failed: {}", describe_server_tls_error(&e)));
+        }
+        Err(_) => {
+            return fail(
+                from,
+                format!("no TLS handshake within {:?} (idle timeout)", settings.handshake_timeout),
+            );
+        }
+    };
+    let (cert, exporter) = {
+        let (_, session) = tls.get_ref();
+        let cert = session.peer_certificates().and_then(|c| c.first()).cloned();
+        let mut exporter = [0u8; 32];
+        let ok = session.export_keying_material(&mut exporter, auth::EXPORTER_LABEL, None).is_ok();
+        (cert.filter(|_| ok), exporter)
+    };
+    let Some(cert) = cert else {
+        return fail(from, "no client certificate after the handshake".into());
+    };
+    let mut conn = Conn::new(tls, settings.handshake_timeout);
+
+    let hello = match conn.recv().await {
+        Ok(Some(m)) => m,
+        Ok(None) => return fail(from, "closed before Hello".into()),
+        Err(e) => return refuse_conn_error(&mut conn, from, e).await,
+    };
+    let Msg::Hello { min_version, max_version, node, groups, .. } = hello else {
+        return refuse(
+            &mut conn,
+            from,
+            ErrorCode::Protocol,
+            "the first message must be Hello".into(),
+        )
+        .await;
+    };
+    let who = format!("{from} ({node})");
+    if min_version > proto::VERSION_MAX || max_version < proto::VERSION_MIN {
+        let msg = format!(
+            "no common protocol version (peer speaks {min_version}..{max_version}, we speak {}..{})",
+            proto::VERSION_MIN,
+            proto::VERSION_MAX
+        );
+        return refuse(&mut conn, &who, ErrorCode::Version, msg).await;
+    }
+    let version = max_version.min(proto::VERSION_MAX);
+    if !cert_names_host(&cert, &node) {
+        let msg = format!("certificate is not valid for the claimed host name '{node}'");
+        return refuse(&mut conn, &who, ErrorCode::Identity, msg).await;
+    }
+
+    let me = authority.node_name().to_string();
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for GroupProof { group, mac } in &groups {
+        match authority.group_key(group, &node) {
+            Ok(key) if auth::verify(&key, &exporter, Role::Client, &node, group, mac) => {
+                accepted.push(GroupProof {
+                    group: group.clone(),
+                    mac: auth::proof(&key, &exporter, Role::Server, &me, group),
+                });
+            }
+            Ok(_) => refused.push((group.clone(), ErrorCode::BadKey)),
+            Err(code) => refused.push((group.clone(), code)),
+        }
+    }
+    for (g, code) in &refused {
+        warn!(peer = %who, group = %g, "refused group '{g}': {code}");
+    }
+    let welcome = Msg::Welcome {
+        version,
+        node: me,
+        capabilities: 0,
+        groups: accepted.clone(),
+        refused: refused.clone(),
+    };
+    if let Err(e) = conn.send(&welcome).await {
+        return fail(&who, format!("sending Welcome: {e}"));
+    }
+    if accepted.is_empty() {
+        // Nothing this peer may do here: end the session now.
+        conn.shutdown().await;
+        return Outcome::Failed(format!("{who}: no group accepted"));
+    }
+    info!(peer = %who, groups = ?accepted.iter().map(|p| &p.group).collect::<Vec<_>>(), "session open");
+    conn.set_idle(settings.idle_timeout);
+    loop {
+        let msg = match conn.recv().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Outcome::Done { peer: node },
+            Err(e) => return refuse_conn_error(&mut conn, &who, e).await,
+        };
+        let reply = match msg {
+            Msg::Ping { id } => Msg::Pong { id, time_ns: now_ns() },
+            Msg::Bye => {
+                let _ = conn.send(&Msg::ByeAck).await;
+                conn.shutdown().await;
+                return Outcome::Done { peer: node };
+            }
+            other => {
+                let msg = format!("unexpected message type 0x{:02x}", other.type_byte());
+                return refuse(&mut conn, &who, ErrorCode::Protocol, msg).await;
+            }
+        };
+        if let Err(e) = conn.send(&reply).await {
+            return fail(&who, format!("sending reply: {e}"));
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn fail(who: &str, why: String) -> Outcome {
+    warn!(peer = %who, "{why}");
+    Outcome::Failed(format!("{who}: {why}"))
+}
+
+/// Tells the peer why (a typed code plus a hint), logs it, and ends the session.
+async fn refuse<S>(conn: &mut Conn<S>, who: &str, code: ErrorCode, why: String) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = conn.send(&Msg::Error { code, message: why.clone() }).await;
+    conn.shutdown().await;
+    fail(who, format!("refused: {why}"))
+}
+
+async fn refuse_conn_error<S>(conn: &mut Conn<S>, who: &str, e: ConnError) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match e {
+        ConnError::Decode(proto::DecodeError::TooLarge(n)) => {
+            let why = format!("frame of {n} bytes exceeds the limit of {}", proto::MAX_FRAME);
+            refuse(conn, who, ErrorCode::FrameTooLarge, why).await
+        }
+        ConnError::Decode(d) => {
+            refuse(conn, who, ErrorCode::Protocol, format!("garbage from peer: {d}")).await
+        }
+        ConnError::Timeout(t) => {
+            refuse(
+                conn,
+                who,
+                ErrorCode::Timeout,
+                format!("nothing received for {t:?} (idle timeout)"),
+            )
+            .await
+        }
+        other => fail(who, other.to_string()),
+    }
+}
+
+/// A server-side handshake failure in words an administrator can act on.
+pub fn describe_server_tls_error(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error as E};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) else {
+        return if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            "connection closed during the handshake".into()
+        } else {
+            e.to_string()
+        };
+    };
+    match tls {
+        E::NoCertificatesPresented => "the client presented no certificate".into(),
+        E::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "the client's certificate is not signed by our CA".into()
+        }
+        E::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "the client's certificate has expired".into(),
+        E::InvalidCertificate(c) => format!("the client's certificate is invalid: {c:?}"),
+        E::InvalidMessage(_) => {
+            "not a TLS client (plaintext or garbage instead of a TLS handshake)".into()
+        }
+        E::PeerIncompatible(p) => format!("incompatible TLS client: {p:?}"),
+        other => other.to_string(),
+    }
+}
