@@ -27,10 +27,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod diag;
 pub mod engine;
 pub mod index;
 pub mod keygen;
+pub mod logging;
 pub mod net;
 pub mod paths;
 pub mod pattern;

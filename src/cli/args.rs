@@ -16,6 +16,11 @@ Modes (exactly one; -c and -u may be combined):
   -R            remove index rows the config no longer matches
   -i / -ii      serve one connection on stdin / run the listener daemon
   -k FILE       create a new group key file
+  --ping PEER   check the connection to a peer (TLS, identity, group keys)
+
+Identities: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out DIR2.
+Each node needs csync2_ssl_ca.pem, csync2_ssl_cert.pem and csync2_ssl_key.pem
+(0600) in the system dir; see certs/README.md.
 
 Exit status: 0 success; 1 any error (failed peer, conflict, bad config);
 2 a listing found nothing, or -T found everything in sync.
@@ -73,6 +78,29 @@ pub struct Args {
     /// Say which group and which pattern decide whether PATH is managed.
     #[arg(long, value_name = "PATH", help_heading = "Modes")]
     pub explain: Option<PathBuf>,
+    /// Connect to PEER over mutual TLS, prove the shared group keys, and report
+    /// the protocol version, verified identity, round trip and clock offset.
+    #[arg(long, value_name = "PEER", help_heading = "Modes")]
+    pub ping: Option<String>,
+    /// Create a cluster CA in DIR (csync2_ssl_ca.pem and csync2_ssl_ca.key, 0600).
+    #[arg(long, value_name = "DIR", help_heading = "Identities")]
+    pub new_ca: Option<PathBuf>,
+    /// Create a certificate and key for host NAME, signed by the CA in --ca, into --out.
+    #[arg(long, value_name = "NAME", requires_all = ["ca", "out"], help_heading = "Identities")]
+    pub new_cert: Option<String>,
+    /// The CA directory for --new-cert.
+    #[arg(long, value_name = "DIR", help_heading = "Identities")]
+    pub ca: Option<PathBuf>,
+    /// The output directory for --new-cert (csync2_ssl_cert.pem, csync2_ssl_key.pem, CA copy).
+    #[arg(long, value_name = "DIR", help_heading = "Identities")]
+    pub out: Option<PathBuf>,
+    /// Connect timeout in seconds: resolving, TCP, TLS and the handshake together
+    /// (a dead peer costs at most this). Default 5.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub timeout: f64,
+    /// Idle timeout in seconds for every later read and write. Default 30.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub idle_timeout: f64,
 
     /// Recurse into directories given as PATHs.
     #[arg(short = 'r')]
@@ -154,6 +182,12 @@ pub enum Mode {
     CheckConfig,
     /// `--explain PATH`.
     Explain,
+    /// `--ping PEER`.
+    Ping,
+    /// `--new-ca DIR`.
+    NewCa,
+    /// `--new-cert NAME --ca DIR --out DIR`.
+    NewCert,
 }
 
 impl Args {
@@ -181,6 +215,9 @@ impl Args {
         add(self.keygen.is_some(), Mode::Keygen, "-k");
         add(self.check_config, Mode::CheckConfig, "--check-config");
         add(self.explain.is_some(), Mode::Explain, "--explain");
+        add(self.ping.is_some(), Mode::Ping, "--ping");
+        add(self.new_ca.is_some(), Mode::NewCa, "--new-ca");
+        add(self.new_cert.is_some(), Mode::NewCert, "--new-cert");
         match modes.as_slice() {
             [] => {
                 Err("no mode given: use one of -x -c -u -m -f -M -L -T -R -i -k (see --help)"

@@ -73,6 +73,47 @@ pub fn run(args: &Args) -> Exit {
     {
         return fail!("{msg}");
     }
+    let daemon = mode == Mode::Serve;
+    // systemd's sockets must be taken before anything else reads the environment.
+    let activated = if daemon && args.serve >= 2 {
+        crate::daemon::take_activation_sockets()
+    } else {
+        Vec::new()
+    };
+    crate::logging::init(args.verbose, daemon);
+    match mode {
+        Mode::NewCa => {
+            let dir = args.new_ca.as_deref().expect("mode says --new-ca was given");
+            return match crate::net::identity::new_ca(dir) {
+                Ok((cert, key)) => {
+                    println!(
+                        "created {} and {} (keep the key safe)",
+                        cert.display(),
+                        key.display()
+                    );
+                    Exit::Ok
+                }
+                Err(e) => fail!("{e}"),
+            };
+        }
+        Mode::NewCert => {
+            let name = args.new_cert.as_deref().expect("mode says --new-cert was given");
+            let (ca, out) = (
+                args.ca.as_deref().expect("clap requires --ca"),
+                args.out.as_deref().expect("clap requires --out"),
+            );
+            return match crate::net::identity::new_cert(&name.to_lowercase(), ca, out) {
+                Ok(written) => {
+                    for p in written {
+                        println!("created {}", p.display());
+                    }
+                    Exit::Ok
+                }
+                Err(e) => fail!("{e}"),
+            };
+        }
+        _ => {}
+    }
     if mode == Mode::Keygen {
         let file = args.keygen.as_deref().expect("mode says -k was given");
         return match crate::keygen::create_key_file(file) {
@@ -100,15 +141,16 @@ pub fn run(args: &Args) -> Exit {
             let p = args.explain.as_deref().expect("mode says --explain was given");
             return output::explain(&config, p);
         }
-        Mode::Sync | Mode::Update | Mode::Check { update: true } | Mode::Test | Mode::Serve => {
+        Mode::Serve => return serve(args, &config, &sysdir, activated),
+        Mode::Ping => return ping(args, &config, &sysdir),
+        Mode::Sync | Mode::Update | Mode::Check { update: true } | Mode::Test => {
             let what = match mode {
-                Mode::Serve => "serving peers (-i/-ii)",
                 Mode::Test => "the in-sync test (-T)",
                 _ => "pushing to peers (-x/-u)",
             };
             return fail!(
-                "{what} is not available in this build yet: it has the config, index and \
-                 check commands only (-c, -L, -M, -m, -f, -R); nothing was changed"
+                "{what} is not available in this build yet: it has the config, index, check and \
+                 transport commands only (-c, -L, -M, -m, -f, -R, -i, -ii, --ping); nothing was changed"
             );
         }
         _ => {}
@@ -230,5 +272,104 @@ fn mark(node: &mut Node, args: &Args, force: bool) -> Exit {
             if ignored.is_empty() { Exit::Ok } else { Exit::Error }
         }
         Err(e) => fail!("{e}"),
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.001)).unwrap_or(Duration::from_secs(5))
+}
+
+fn identity(sysdir: &Path) -> Result<crate::net::identity::Identity, Exit> {
+    crate::net::identity::Identity::load(sysdir).map_err(|e| {
+        fail!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+    })
+}
+
+fn serve(
+    args: &Args,
+    config: &Config,
+    sysdir: &Path,
+    activated: Vec<std::net::TcpListener>,
+) -> Exit {
+    let id = match identity(sysdir) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let tls = match crate::net::tls::server_config(&id) {
+        Ok(t) => t,
+        Err(e) => return fail!("{e}"),
+    };
+    let settings = crate::net::server::ServerSettings {
+        tls,
+        handshake_timeout: secs(args.timeout),
+        idle_timeout: secs(args.idle_timeout),
+    };
+    let result = if args.serve >= 2 {
+        let opts = crate::daemon::Options {
+            port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
+            bind_name: args.node.clone(),
+        };
+        crate::daemon::run_standalone(config, settings, &opts, activated)
+    } else {
+        crate::daemon::run_inetd(config, settings)
+    };
+    match result {
+        Ok(()) => Exit::Ok,
+        // In -i mode stdout is the connection: errors go to the log only.
+        Err(e) if args.serve == 1 => {
+            tracing::warn!("{e}");
+            Exit::Error
+        }
+        Err(e) => fail!("{e}"),
+    }
+}
+
+fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
+    let peer = args.ping.as_deref().expect("mode says --ping was given").to_lowercase();
+    let id = match identity(sysdir) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    let tls = match crate::net::tls::client_config(&id) {
+        Ok(t) => t,
+        Err(e) => return fail!("{e}"),
+    };
+    let settings = crate::net::client::ClientSettings {
+        tls,
+        connect_timeout: secs(args.timeout),
+        idle_timeout: secs(args.idle_timeout),
+    };
+    let port = args.port.unwrap_or(crate::net::DEFAULT_PORT);
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail!("cannot start the runtime: {e}"),
+    };
+    match rt.block_on(crate::engine::remote::ping(config, &settings, &peer, port)) {
+        Ok(r) => {
+            let mut out = format!(
+                "{} ({}): protocol {}, certificate verified for '{}'\n",
+                peer, r.remote, r.version, r.peer
+            );
+            for g in &r.accepted {
+                out.push_str(&format!("  group {g}: key verified both ways\n"));
+            }
+            for (g, code) in &r.refused {
+                out.push_str(&format!("  group {g}: refused: {code}\n"));
+            }
+            if !r.accepted.is_empty() {
+                out.push_str(&format!(
+                    "  setup {:.1} ms, round trip {:.2} ms, clock offset {:+.3} s\n",
+                    r.setup.as_secs_f64() * 1e3,
+                    r.rtt.as_secs_f64() * 1e3,
+                    r.offset_ns as f64 / 1e9
+                ));
+            }
+            print!("{out}");
+            for (g, code) in &r.refused {
+                eprintln!("csync: peer {peer}: group {g} refused: {code}");
+            }
+            if r.refused.is_empty() && !r.accepted.is_empty() { Exit::Ok } else { Exit::Error }
+        }
+        Err(e) => fail!("peer {peer}: {e}"),
     }
 }

@@ -2,11 +2,14 @@
 //! the index into the operations the CLI offers (check, mark, force, prune,
 //! listings). It is the only layer that knows all of them.
 
+mod authority;
 mod check;
 mod maintain;
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 
+pub use authority::ConfigAuthority;
 pub use check::{CheckOptions, CheckReport};
 pub use maintain::{mark_paths, prune};
 

@@ -242,7 +242,7 @@ pub fn describe_client_tls_error(e: &std::io::Error, peer: &str) -> String {
         };
     };
     match tls {
-        E::InvalidCertificate(C::UnknownIssuer) => {
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
             "the peer's certificate is not signed by our CA (csync2_ssl_ca.pem)".into()
         }
         E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {

@@ -32,18 +32,26 @@ pub enum ConnError {
 /// Frames over a byte stream.
 pub struct Conn<S> {
     stream: S,
+    /// Received bytes; `rbuf[rpos..]` is not decoded yet. Consumed frames are
+    /// skipped by moving `rpos`, and the buffer is compacted only when it must
+    /// grow, so a burst of small pipelined frames costs no memmove per frame.
     rbuf: Vec<u8>,
+    rpos: usize,
     wbuf: Vec<u8>,
     idle: Duration,
 }
+
+/// Read size: large enough for a full 1 MiB data frame in a few reads.
+const READ_CHUNK: usize = 256 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Wraps `stream`; every read and write must progress within `idle`.
     pub fn new(stream: S, idle: Duration) -> Self {
         Conn {
             stream,
-            rbuf: Vec::with_capacity(16 * 1024),
-            wbuf: Vec::with_capacity(16 * 1024),
+            rbuf: Vec::with_capacity(64 * 1024),
+            rpos: 0,
+            wbuf: Vec::with_capacity(64 * 1024),
             idle,
         }
     }
@@ -56,7 +64,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Unwraps the stream. Bytes read but not yet decoded would be lost, so
     /// this is only for a point where the peer must be waiting for us.
     pub fn into_inner(self) -> S {
-        debug_assert!(self.rbuf.is_empty(), "unwrapping a connection with unread input");
+        debug_assert!(self.rpos == self.rbuf.len(), "unwrapping a connection with unread input");
         self.stream
     }
 
@@ -72,19 +80,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// the middle of a frame.
     pub async fn recv(&mut self) -> Result<Option<Msg>, ConnError> {
         loop {
-            if let Some((msg, used)) = proto::decode(&self.rbuf)? {
-                self.rbuf.drain(..used);
+            if let Some((msg, used)) = proto::decode(&self.rbuf[self.rpos..])? {
+                self.rpos += used;
                 return Ok(Some(msg));
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = tokio::time::timeout(self.idle, self.stream.read(&mut chunk))
+            if self.rpos > 0 {
+                self.rbuf.drain(..self.rpos);
+                self.rpos = 0;
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            let n = tokio::time::timeout(self.idle, self.stream.read_buf(&mut self.rbuf))
                 .await
                 .map_err(|_| ConnError::Timeout(self.idle))??;
             if n == 0 {
                 return if self.rbuf.is_empty() { Ok(None) } else { Err(ConnError::Truncated) };
             }
-            self.rbuf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// True when a whole frame is already buffered: the next [`Conn::recv`]
+    /// will not wait. Servers use it to answer a pipelined burst in one write.
+    pub fn has_frame(&self) -> bool {
+        matches!(proto::decode(&self.rbuf[self.rpos..]), Ok(Some(_)) | Err(_))
     }
 
     /// Queues a message; it goes out at the next [`Conn::flush`] (batching
@@ -119,6 +136,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub async fn send(&mut self, msg: &Msg) -> Result<(), ConnError> {
         self.queue(msg)?;
         self.flush().await
+    }
+
+    /// Sends one piece of streamed content without copying it into a message
+    /// first: the frame header goes out with anything queued, then the bytes
+    /// straight from the caller's buffer (file content is the bulk of traffic).
+    ///
+    /// # Errors
+    /// When `bytes` exceeds [`proto::MAX_CHUNK`], on I/O failure or timeout.
+    pub async fn send_data(&mut self, stream: u32, bytes: &[u8]) -> Result<(), ConnError> {
+        if bytes.len() > proto::MAX_CHUNK {
+            return Err(ConnError::Encode(EncodeError::FieldTooLong("data chunk")));
+        }
+        let len = (1 + 4 + 4 + bytes.len()) as u32;
+        self.wbuf.extend_from_slice(&len.to_be_bytes());
+        self.wbuf.push(Msg::Data { stream: 0, bytes: Vec::new() }.type_byte());
+        self.wbuf.extend_from_slice(&stream.to_be_bytes());
+        self.wbuf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        let idle = self.idle;
+        let fut = async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        tokio::time::timeout(idle, fut).await.map_err(|_| ConnError::Timeout(idle))??;
+        self.wbuf.clear();
+        Ok(())
     }
 
     /// Writes raw bytes (tests that play a misbehaving peer).
@@ -156,6 +199,25 @@ mod tests {
             assert_eq!(b.recv().await.unwrap(), Some(Msg::Ping { id }));
         }
         assert_eq!(b.recv().await.unwrap(), None);
+        t.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn send_data_frames_decode_as_data() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut a = Conn::new(a, Duration::from_secs(5));
+        let mut b = Conn::new(b, Duration::from_secs(5));
+        let t = tokio::spawn(async move {
+            a.queue(&Msg::Ping { id: 1 }).unwrap();
+            a.send_data(9, b"content").await.unwrap();
+            a.send_data(9, &[]).await.unwrap();
+        });
+        assert_eq!(b.recv().await.unwrap(), Some(Msg::Ping { id: 1 }));
+        assert_eq!(
+            b.recv().await.unwrap(),
+            Some(Msg::Data { stream: 9, bytes: b"content".to_vec() })
+        );
+        assert_eq!(b.recv().await.unwrap(), Some(Msg::Data { stream: 9, bytes: vec![] }));
         t.await.unwrap();
     }
 

@@ -106,7 +106,10 @@ pub fn new_ca(dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "csync cluster CA");
+    // A name unique to this CA: two clusters' CAs never share a subject, so a
+    // certificate from the wrong one is reported as "unknown issuer".
+    let id = blake3::hash(key.public_key_raw()).to_hex();
+    dn.push(DnType::CommonName, format!("csync cluster CA {}", &id[..12]));
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];

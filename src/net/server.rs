@@ -167,7 +167,13 @@ where
                 return refuse(&mut conn, &who, ErrorCode::Protocol, msg).await;
             }
         };
-        if let Err(e) = conn.send(&reply).await {
+        if let Err(e) = conn.queue(&reply) {
+            return fail(&who, format!("encoding reply: {e}"));
+        }
+        // Pipelined requests already buffered are answered in the same write.
+        if !conn.has_frame()
+            && let Err(e) = conn.flush().await
+        {
             return fail(&who, format!("sending reply: {e}"));
         }
     }
@@ -231,7 +237,7 @@ pub fn describe_server_tls_error(e: &std::io::Error) -> String {
     };
     match tls {
         E::NoCertificatesPresented => "the client presented no certificate".into(),
-        E::InvalidCertificate(CertificateError::UnknownIssuer) => {
+        E::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
             "the client's certificate is not signed by our CA".into()
         }
         E::InvalidCertificate(

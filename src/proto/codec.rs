@@ -6,7 +6,7 @@
 //! more than the frame it was given.
 
 use super::msg::{ErrorCode, GroupProof, Msg};
-use super::{MAGIC, MAX_FRAME, MAX_GROUPS, MAX_MESSAGE, MAX_NAME};
+use super::{MAGIC, MAX_CHUNK, MAX_FRAME, MAX_GROUPS, MAX_MESSAGE, MAX_NAME};
 
 /// Why bytes from a peer are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +106,18 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&time_ns.to_be_bytes());
         }
+        Msg::Data { stream, bytes } => {
+            if bytes.len() > MAX_CHUNK {
+                return Err(EncodeError::FieldTooLong("data chunk"));
+            }
+            out.extend_from_slice(&stream.to_be_bytes());
+            out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        Msg::DataEnd { stream, hash } => {
+            out.extend_from_slice(&stream.to_be_bytes());
+            out.extend_from_slice(hash);
+        }
         Msg::Bye | Msg::ByeAck => {}
     }
     Ok(())
@@ -196,6 +208,18 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, DecodeError> {
         0x05 => Msg::Pong { id: r.u32("id")?, time_ns: r.u64("time")? as i64 },
         0x06 => Msg::Bye,
         0x07 => Msg::ByeAck,
+        0x10 => {
+            let stream = r.u32("stream")?;
+            let n = r.u32("chunk length")? as usize;
+            if n > MAX_CHUNK {
+                return Err(DecodeError::Malformed { what: "chunk length" });
+            }
+            Msg::Data { stream, bytes: r.take(n, "chunk")?.to_vec() }
+        }
+        0x11 => Msg::DataEnd {
+            stream: r.u32("stream")?,
+            hash: r.take(32, "hash")?.try_into().expect("32 bytes"),
+        },
         t => return Err(DecodeError::UnknownType(t)),
     };
     if !r.buf.is_empty() {
@@ -290,6 +314,9 @@ mod tests {
             Msg::Error { code: ErrorCode::NotAHost, message: "n9 is not a host of web".into() },
             Msg::Ping { id: 7 },
             Msg::Pong { id: 7, time_ns: -3 },
+            Msg::Data { stream: 3, bytes: b"hello".to_vec() },
+            Msg::Data { stream: 4, bytes: vec![] },
+            Msg::DataEnd { stream: 3, hash: [7; 32] },
             Msg::Bye,
             Msg::ByeAck,
         ]
@@ -331,6 +358,14 @@ mod tests {
             Err(DecodeError::Malformed { what: "trailing bytes" })
         );
         assert_eq!(decode(&[0, 0, 0, 0]), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn a_full_size_chunk_fits_a_frame() {
+        let m = Msg::Data { stream: 1, bytes: vec![0xab; MAX_CHUNK] };
+        let f = encoded(&m).unwrap();
+        assert_eq!(decode(&f).unwrap(), Some((m, f.len())));
+        assert!(encoded(&Msg::Data { stream: 1, bytes: vec![0; MAX_CHUNK + 1] }).is_err());
     }
 
     #[test]
@@ -388,6 +423,10 @@ mod tests {
             (arb_code(), ".{0,100}").prop_map(|(code, message)| Msg::Error { code, message }),
             any::<u32>().prop_map(|id| Msg::Ping { id }),
             (any::<u32>(), any::<i64>()).prop_map(|(id, time_ns)| Msg::Pong { id, time_ns }),
+            (any::<u32>(), prop::collection::vec(any::<u8>(), 0..2000))
+                .prop_map(|(stream, bytes)| Msg::Data { stream, bytes }),
+            (any::<u32>(), any::<[u8; 32]>())
+                .prop_map(|(stream, hash)| Msg::DataEnd { stream, hash }),
             Just(Msg::Bye),
             Just(Msg::ByeAck),
         ]

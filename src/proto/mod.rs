@@ -29,6 +29,9 @@ pub const VERSION_MAX: u16 = 1;
 /// Largest frame accepted or sent (type + payload): 1 MiB of data plus headers.
 pub const MAX_FRAME: usize = (1 << 20) + 64 * 1024;
 
+/// Largest piece of streamed content in one `Data` frame.
+pub const MAX_CHUNK: usize = 1 << 20;
+
 /// Longest DB-form path accepted on the wire (Linux's PATH_MAX is 4096; a
 /// `%prefix%` form may be a little longer).
 pub const MAX_PATH: usize = 8192;

@@ -158,6 +158,23 @@ pub enum Msg {
         /// The server's clock, ns since the epoch (for skew warnings).
         time_ns: i64,
     },
+    /// A piece of streamed content (a file's bytes), at most [`super::MAX_CHUNK`].
+    /// Streams are numbered by the request that opened them, so several can
+    /// be in flight on one connection.
+    Data {
+        /// The stream (the id of the request it belongs to).
+        stream: u32,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// The end of a stream, with the BLAKE3 of everything sent on it: the
+    /// receiver checks it before the content may become visible.
+    DataEnd {
+        /// The stream.
+        stream: u32,
+        /// BLAKE3 of the whole stream.
+        hash: [u8; 32],
+    },
     /// Orderly end of the session; the peer answers `ByeAck` and both close.
     Bye,
     /// Reply to `Bye`: everything before it has been processed.
@@ -175,6 +192,8 @@ impl Msg {
             Msg::Pong { .. } => 0x05,
             Msg::Bye => 0x06,
             Msg::ByeAck => 0x07,
+            Msg::Data { .. } => 0x10,
+            Msg::DataEnd { .. } => 0x11,
         }
     }
 }

@@ -61,11 +61,24 @@ fn update_modes_refuse_until_networking_exists() {
     let env = Env::new();
     env.config(CFG);
     env.write("n1", "f", b"x");
-    for flag in ["-x", "-u", "-cu", "-T", "-ii"] {
+    for flag in ["-x", "-u", "-cu", "-T"] {
         env.csync("n1").arg(flag).assert().code(1).stderr(contains("not available in this build"));
     }
     // And nothing was recorded by them.
     assert!(!env.db_file("n1").exists());
+}
+
+#[test]
+fn daemon_without_identity_says_how_to_make_one() {
+    let env = Env::new();
+    env.config(CFG);
+    env.csync("n1")
+        .arg("-ii")
+        .assert()
+        .code(1)
+        .stderr(contains("identity"))
+        .stderr(contains("csync2_ssl_key.pem"))
+        .stderr(contains("--new-cert"));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Integration tests: the real `csync` binary on real trees and real index files.
 
+mod net_util;
 mod util;
 
 /// `-c`, `-cI`, `-L`, `-M`, `-m`, `-f`, `-R` on a prefixed tree.
@@ -10,3 +11,5 @@ mod cli;
 mod config_errors;
 /// The shipped example config and `--check-config` / `--explain`.
 mod config_example;
+/// Issue 3: identities, mutual TLS, the handshake, the daemon in every mode.
+mod transport;

@@ -1,0 +1,275 @@
+//! The listener: `-ii` (standalone, or systemd socket activation via
+//! `LISTEN_FDS`) and `-i` (one connection on stdin/stdout, for inetd and
+//! systemd `Accept=yes`).
+//!
+//! One process, one tokio runtime, one task per connection. A misbehaving peer
+//! ends its own session only; SIGTERM/SIGINT stop accepting, let sessions in
+//! flight finish (bounded), and exit.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::engine::ConfigAuthority;
+use crate::net::server::{self, Authority, ServerSettings};
+
+/// How long in-flight sessions may run on after SIGTERM before they are cut.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Most sessions served at once; more wait in the kernel's backlog.
+const MAX_SESSIONS: usize = 128;
+
+/// Listener settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// TCP port (`-p`).
+    pub port: u16,
+    /// `-N` was given: csync2 also bound to that name's address.
+    pub bind_name: Option<String>,
+}
+
+/// Sockets systemd passed in (`LISTEN_FDS`). Must be taken before any thread
+/// starts, since it reads the environment.
+pub fn take_activation_sockets() -> Vec<std::net::TcpListener> {
+    let fds: Vec<i32> = match sd_notify::listen_fds() {
+        Ok(fds) => fds.collect(),
+        Err(e) => {
+            warn!("ignoring LISTEN_FDS: {e}");
+            Vec::new()
+        }
+    };
+    fds.into_iter().map(adopt_listener).collect()
+}
+
+/// Takes ownership of a descriptor systemd handed us.
+#[allow(unsafe_code)]
+fn adopt_listener(fd: i32) -> std::net::TcpListener {
+    use std::os::fd::FromRawFd;
+    // SAFETY: sd_listen_fds(3): descriptors 3..3+LISTEN_FDS belong to this
+    // process (sd_notify checked LISTEN_PID) and nothing else in it uses them;
+    // each is adopted exactly once, here.
+    unsafe { std::net::TcpListener::from_raw_fd(fd) }
+}
+
+/// This node's `@addr`, when some group gives one.
+fn config_address(config: &Config) -> Option<String> {
+    config.my_groups().find_map(|g| g.me(&config.myname).and_then(|h| h.addr.clone()))
+}
+
+async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = if addr.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
+    sock.set_reuseaddr(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // One socket for IPv4 and IPv6, whatever net.ipv6.bindv6only says.
+        rustix::net::sockopt::set_ipv6_v6only(sock.as_fd(), false)?;
+    }
+    sock.bind(addr)?;
+    sock.listen(1024)
+}
+
+/// The addresses to listen on: the config's `@addr` for this node, else the
+/// `-N` name if it resolves to a local address, else every address.
+async fn listeners(config: &Config, opts: &Options) -> io::Result<Vec<TcpListener>> {
+    if let Some(addr) = config_address(config) {
+        let mut out = Vec::new();
+        for a in tokio::net::lookup_host((addr.as_str(), opts.port)).await? {
+            out.push(bind(a).await.map_err(|e| io::Error::new(e.kind(), format!("{a}: {e}")))?);
+        }
+        return Ok(out);
+    }
+    if let Some(name) = &opts.bind_name
+        && let Ok(addrs) = tokio::net::lookup_host((name.as_str(), opts.port)).await
+    {
+        let mut out = Vec::new();
+        for a in addrs {
+            if let Ok(l) = bind(a).await {
+                out.push(l);
+            }
+        }
+        if !out.is_empty() {
+            return Ok(out);
+        }
+    }
+    let any6: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, opts.port).into();
+    match bind(any6).await {
+        Ok(l) => Ok(vec![l]),
+        // No IPv6 on this host: IPv4 only.
+        Err(_) => Ok(vec![bind((std::net::Ipv4Addr::UNSPECIFIED, opts.port).into()).await?]),
+    }
+}
+
+/// Runs the standalone listener until SIGTERM/SIGINT.
+///
+/// # Errors
+/// When no socket can be bound.
+pub fn run_standalone(
+    config: &Config,
+    settings: ServerSettings,
+    opts: &Options,
+    activated: Vec<std::net::TcpListener>,
+) -> Result<(), String> {
+    let authority: Arc<dyn Authority> = Arc::new(ConfigAuthority::new(config));
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listeners = if activated.is_empty() {
+            listeners(config, opts)
+                .await
+                .map_err(|e| format!("cannot listen on port {}: {e}", opts.port))?
+        } else {
+            let mut v = Vec::new();
+            for l in activated {
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                v.push(TcpListener::from_std(l).map_err(|e| e.to_string())?);
+            }
+            v
+        };
+        for l in &listeners {
+            if let Ok(a) = l.local_addr() {
+                info!("listening on {a}");
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        serve_until_signal(listeners, settings, authority).await;
+        Ok(())
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).min(4))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+async fn serve_until_signal(
+    listeners: Vec<TcpListener>,
+    settings: ServerSettings,
+    authority: Arc<dyn Authority>,
+) {
+    let (conn_tx, mut conn_rx) =
+        tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
+    let mut acceptors = JoinSet::new();
+    for l in listeners {
+        let tx = conn_tx.clone();
+        acceptors.spawn(async move {
+            let mut backoff = Duration::from_millis(10);
+            loop {
+                match l.accept().await {
+                    Ok(c) => {
+                        backoff = Duration::from_millis(10);
+                        if tx.send(c).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Out of descriptors and the like: wait a little, never spin.
+                    Err(e) => {
+                        error!("accept failed: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        });
+    }
+    drop(conn_tx);
+    let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let mut sessions = JoinSet::new();
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate());
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
+    loop {
+        tokio::select! {
+            Some((stream, from)) = conn_rx.recv() => {
+                let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                let _ = stream.set_nodelay(true);
+                let settings = settings.clone();
+                let authority = authority.clone();
+                sessions.spawn(async move {
+                    let out = server::serve(stream, &from.to_string(), &settings, authority.as_ref()).await;
+                    drop(permit);
+                    out
+                });
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = recv_signal(&mut term) => { info!("SIGTERM: stopping"); break; }
+            _ = recv_signal(&mut int) => { info!("SIGINT: stopping"); break; }
+        }
+    }
+    acceptors.abort_all();
+    if !sessions.is_empty() {
+        info!("waiting up to {DRAIN:?} for {} session(s) to finish", sessions.len());
+        let drained =
+            tokio::time::timeout(DRAIN, async { while sessions.join_next().await.is_some() {} })
+                .await;
+        if drained.is_err() {
+            warn!("abandoning {} session(s) still running", sessions.len());
+            sessions.abort_all();
+        }
+    }
+    info!("stopped");
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).ok()
+}
+
+async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves the one connection on stdin/stdout (`-i`): a TCP socket from inetd
+/// or systemd `Accept=yes`, a Unix socket, or a pair of pipes.
+///
+/// # Errors
+/// When the session failed (it is logged too).
+pub fn run_inetd(config: &Config, settings: ServerSettings) -> Result<(), String> {
+    let authority = ConfigAuthority::new(config);
+    let stdin: OwnedFd =
+        io::stdin().as_fd().try_clone_to_owned().map_err(|e| format!("stdin: {e}"))?;
+    let is_socket = rustix::fs::fstat(&stdin)
+        .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket)
+        .unwrap_or(false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let outcome = rt.block_on(async {
+        if is_socket {
+            let family = rustix::net::getsockname(&stdin).map(|a| a.address_family());
+            if family.is_ok_and(|f| f == rustix::net::AddressFamily::UNIX) {
+                let s = std::os::unix::net::UnixStream::from(stdin);
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let s = tokio::net::UnixStream::from_std(s).map_err(|e| e.to_string())?;
+                Ok(server::serve(s, "stdin (unix socket)", &settings, &authority).await)
+            } else {
+                let s = std::net::TcpStream::from(stdin);
+                let from = s.peer_addr().map_or_else(|_| "stdin".to_string(), |a| a.to_string());
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let _ = s.set_nodelay(true);
+                let s = tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())?;
+                Ok(server::serve(s, &from, &settings, &authority).await)
+            }
+        } else {
+            drop(stdin);
+            let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+            Ok::<_, String>(server::serve(io, "stdin (pipe)", &settings, &authority).await)
+        }
+    })?;
+    match outcome {
+        server::Outcome::Done { .. } => Ok(()),
+        server::Outcome::Failed(why) => Err(why),
+    }
+}

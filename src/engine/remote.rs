@@ -1,0 +1,118 @@
+//! Talking to peers: where a peer is, which groups we share with it, and the
+//! `--ping` round trip that proves a connection works end to end.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::net::client::{self, ClientSettings, Target};
+use crate::proto::{ErrorCode, Msg};
+
+/// `(group name, group key)` pairs a client proves in its `Hello`.
+pub type GroupKeys = Vec<(String, Vec<u8>)>;
+
+/// The groups this node shares with `peer`, as `(group, key)` pairs, and where
+/// to reach it (the first `@addr` any shared group gives, else its name).
+pub fn shared_groups(config: &Config, peer: &str, port: u16) -> Option<(Target, GroupKeys)> {
+    let mut groups = Vec::new();
+    let mut addr = None;
+    for g in config.my_groups() {
+        let Some(host) = g.peers(&config.myname).find(|h| h.name == peer) else { continue };
+        let Some(key) = &g.key else { continue };
+        if addr.is_none() {
+            addr.clone_from(&host.addr);
+        }
+        groups.push((g.name.clone(), key.0.as_bytes().to_vec()));
+    }
+    if groups.is_empty() {
+        return None;
+    }
+    let target =
+        Target { name: peer.to_string(), addr: addr.unwrap_or_else(|| peer.to_string()), port };
+    Some((target, groups))
+}
+
+/// What a ping found out.
+#[derive(Debug)]
+pub struct PingReport {
+    /// The peer's verified node name.
+    pub peer: String,
+    /// The address connected to.
+    pub remote: std::net::SocketAddr,
+    /// Negotiated protocol version.
+    pub version: u16,
+    /// Groups whose keys both sides proved.
+    pub accepted: Vec<String>,
+    /// Groups the peer refused, and why.
+    pub refused: Vec<(String, ErrorCode)>,
+    /// Connect + TLS + handshake.
+    pub setup: Duration,
+    /// One Ping/Pong round trip.
+    pub rtt: Duration,
+    /// Peer clock minus ours, estimated at the middle of the round trip (ns).
+    pub offset_ns: i64,
+}
+
+/// Connects to `peer`, proves keys for every shared group, exchanges one
+/// Ping/Pong, and closes in order.
+///
+/// # Errors
+/// A sentence naming the reason (the caller adds the peer's name).
+pub async fn ping(
+    config: &Config,
+    settings: &ClientSettings,
+    peer: &str,
+    port: u16,
+) -> Result<PingReport, String> {
+    let (target, groups) = shared_groups(config, peer, port).ok_or_else(|| {
+        format!("'{peer}' is not a peer of this node ({}) in any group", config.myname)
+    })?;
+    let mut s = client::connect(&target, settings, &config.myname, &groups)
+        .await
+        .map_err(|e| e.to_string())?;
+    if s.accepted.is_empty() {
+        return Ok(PingReport {
+            peer: s.peer,
+            remote: s.remote,
+            version: s.version,
+            accepted: s.accepted,
+            refused: s.refused,
+            setup: s.setup,
+            rtt: Duration::ZERO,
+            offset_ns: 0,
+        });
+    }
+    let sent = Instant::now();
+    let t0 = now_ns();
+    s.conn.send(&Msg::Ping { id: 1 }).await.map_err(|e| e.to_string())?;
+    let reply = s.conn.recv().await.map_err(|e| e.to_string())?;
+    let rtt = sent.elapsed();
+    let offset_ns = match reply {
+        Some(Msg::Pong { id: 1, time_ns }) => time_ns - (t0 + rtt.as_nanos() as i64 / 2),
+        Some(Msg::Error { code, message }) => {
+            return Err(format!("refused by the peer: {code} ({message})"));
+        }
+        other => return Err(format!("unexpected reply to Ping: {other:?}")),
+    };
+    s.conn.send(&Msg::Bye).await.map_err(|e| e.to_string())?;
+    match s.conn.recv().await {
+        Ok(Some(Msg::ByeAck)) => {}
+        other => return Err(format!("unexpected reply to Bye: {other:?}")),
+    }
+    s.conn.shutdown().await;
+    Ok(PingReport {
+        peer: s.peer,
+        remote: s.remote,
+        version: s.version,
+        accepted: s.accepted,
+        refused: s.refused,
+        setup: s.setup,
+        rtt,
+        offset_ns,
+    })
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
