@@ -18,7 +18,6 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::engine::ConfigAuthority;
 use crate::net::server::{self, Authority, ServerSettings};
 
 /// How long in-flight sessions may run on after SIGTERM before they are cut.
@@ -112,11 +111,11 @@ async fn listeners(config: &Config, opts: &Options) -> io::Result<Vec<TcpListene
 /// When no socket can be bound.
 pub fn run_standalone(
     config: &Config,
+    authority: Arc<dyn Authority>,
     settings: ServerSettings,
     opts: &Options,
     activated: Vec<std::net::TcpListener>,
 ) -> Result<(), String> {
-    let authority: Arc<dyn Authority> = Arc::new(ConfigAuthority::new(config));
     let rt = runtime()?;
     rt.block_on(async move {
         let listeners = if activated.is_empty() {
@@ -235,8 +234,8 @@ async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
 ///
 /// # Errors
 /// When the session failed (it is logged too).
-pub fn run_inetd(config: &Config, settings: ServerSettings) -> Result<(), String> {
-    let authority = ConfigAuthority::new(config);
+pub fn run_inetd(authority: Arc<dyn Authority>, settings: ServerSettings) -> Result<(), String> {
+    let authority = authority.as_ref();
     let stdin: OwnedFd =
         io::stdin().as_fd().try_clone_to_owned().map_err(|e| format!("stdin: {e}"))?;
     let is_socket = rustix::fs::fstat(&stdin)
@@ -253,19 +252,19 @@ pub fn run_inetd(config: &Config, settings: ServerSettings) -> Result<(), String
                 let s = std::os::unix::net::UnixStream::from(stdin);
                 s.set_nonblocking(true).map_err(|e| e.to_string())?;
                 let s = tokio::net::UnixStream::from_std(s).map_err(|e| e.to_string())?;
-                Ok(server::serve(s, "stdin (unix socket)", &settings, &authority).await)
+                Ok(server::serve(s, "stdin (unix socket)", &settings, authority).await)
             } else {
                 let s = std::net::TcpStream::from(stdin);
                 let from = s.peer_addr().map_or_else(|_| "stdin".to_string(), |a| a.to_string());
                 s.set_nonblocking(true).map_err(|e| e.to_string())?;
                 let _ = s.set_nodelay(true);
                 let s = tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())?;
-                Ok(server::serve(s, &from, &settings, &authority).await)
+                Ok(server::serve(s, &from, &settings, authority).await)
             }
         } else {
             drop(stdin);
             let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-            Ok::<_, String>(server::serve(io, "stdin (pipe)", &settings, &authority).await)
+            Ok::<_, String>(server::serve(io, "stdin (pipe)", &settings, authority).await)
         }
     })?;
     match outcome {

@@ -25,9 +25,11 @@
 //! group this node is in. *DB form*: a path as stored and sent, `%prefix%/rest`
 //! where a prefix applies. *dirty*: an entry still to be pushed to a peer.
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod delta;
 pub mod diag;
 pub mod engine;
 pub mod index;

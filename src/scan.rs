@@ -387,12 +387,12 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
 pub enum Delta {
     /// Not indexed before.
     New(Observed),
-    /// Indexed, and something a peer should know changed.
-    Changed(Observed, Changes),
+    /// Indexed, and something a peer should know changed (with the old state).
+    Changed(Observed, Changes, Meta),
     /// Only change hints (inode, ctime) moved: store silently, mark nothing.
     Refreshed(Observed),
-    /// Indexed, managed, and gone from disk.
-    Deleted(Vec<u8>),
+    /// Indexed, managed, and gone from disk (with the old state).
+    Deleted(Vec<u8>, Meta),
 }
 
 /// A previously indexed entry, as the comparison needs it.
@@ -444,14 +444,15 @@ where
     // Pass 2: merge.
     let mut out = Vec::new();
     let mut k = 0;
-    let gone = |p: &[u8], out: &mut Vec<Delta>| {
+    let gone = |k: &K, out: &mut Vec<Delta>| {
+        let p = k.path();
         if still_managed(p) && !below_pruned(p, &pruned) {
-            out.push(Delta::Deleted(p.to_vec()));
+            out.push(Delta::Deleted(p.to_vec(), k.meta().clone()));
         }
     };
     for (i, o) in observed.into_iter().enumerate() {
         while k < known.len() && known[k].path() < o.path.as_slice() {
-            gone(known[k].path(), &mut out);
+            gone(&known[k], &mut out);
             k += 1;
         }
         if failed.contains(&i) {
@@ -470,7 +471,7 @@ where
             }
             let changes = classify(old, &o.meta, ignore);
             if !changes.is_empty() {
-                out.push(Delta::Changed(o, changes));
+                out.push(Delta::Changed(o, changes, old.clone()));
             } else if o.meta != *old {
                 out.push(Delta::Refreshed(o));
             }
@@ -479,7 +480,7 @@ where
         }
     }
     while k < known.len() {
-        gone(known[k].path(), &mut out);
+        gone(&known[k], &mut out);
         k += 1;
     }
     (out, errors)
@@ -578,10 +579,10 @@ mod tests {
         deltas
             .iter()
             .filter_map(|d| match d {
-                Delta::New(o) | Delta::Changed(o, _) | Delta::Refreshed(o) => {
+                Delta::New(o) | Delta::Changed(o, _, _) | Delta::Refreshed(o) => {
                     Some(K(o.path.clone(), o.meta.clone()))
                 }
-                Delta::Deleted(_) => None,
+                Delta::Deleted(..) => None,
             })
             .collect()
     }
@@ -644,9 +645,9 @@ mod tests {
             .iter()
             .map(|d| match d {
                 Delta::New(o) => format!("new {}", String::from_utf8_lossy(&o.path)),
-                Delta::Changed(o, c) => format!("{c} {}", String::from_utf8_lossy(&o.path)),
+                Delta::Changed(o, c, _) => format!("{c} {}", String::from_utf8_lossy(&o.path)),
                 Delta::Refreshed(o) => format!("refresh {}", String::from_utf8_lossy(&o.path)),
-                Delta::Deleted(p) => format!("delete {}", String::from_utf8_lossy(p)),
+                Delta::Deleted(p, _) => format!("delete {}", String::from_utf8_lossy(p)),
             })
             .collect();
         assert!(summary.contains(&"delete %p%/l".to_string()), "{summary:?}");

@@ -195,6 +195,39 @@ impl fmt::Display for Changes {
     }
 }
 
+/// What a peer should still have before a local change is pushed: the version
+/// this node had before it (see `engine::wire::version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Base {
+    /// Not known (a mark made by hand): use what the peer was last known to have.
+    #[default]
+    Unknown,
+    /// The entry did not exist.
+    Absent,
+    /// This version.
+    Version([u8; 32]),
+}
+
+impl Base {
+    /// The SQL value (NULL / empty / 32 bytes).
+    pub fn to_sql(self) -> Option<Vec<u8>> {
+        match self {
+            Base::Unknown => None,
+            Base::Absent => Some(Vec::new()),
+            Base::Version(v) => Some(v.to_vec()),
+        }
+    }
+
+    /// From the SQL value.
+    pub fn from_sql(v: Option<Vec<u8>>) -> Self {
+        match v {
+            None => Base::Unknown,
+            Some(b) if b.is_empty() => Base::Absent,
+            Some(b) => <[u8; 32]>::try_from(b.as_slice()).map_or(Base::Unknown, Base::Version),
+        }
+    }
+}
+
 /// Compares a fresh observation with the indexed state and says what changed.
 ///
 /// `new.hash` must already be filled in when the content may have changed

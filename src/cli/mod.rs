@@ -143,11 +143,8 @@ pub fn run(args: &Args) -> Exit {
         }
         Mode::Serve => return serve(args, &config, &sysdir, activated),
         Mode::Ping => return ping(args, &config, &sysdir),
-        Mode::Sync | Mode::Update | Mode::Check { update: true } | Mode::Test => {
-            let what = match mode {
-                Mode::Test => "the in-sync test (-T)",
-                _ => "pushing to peers (-x/-u)",
-            };
+        Mode::Test => {
+            let what = "the in-sync test (-T)";
             return fail!(
                 "{what} is not available in this build yet: it has the config, index, check and \
                  transport commands only (-c, -L, -M, -m, -f, -R, -i, -ii, --ping); nothing was changed"
@@ -161,6 +158,12 @@ pub fn run(args: &Args) -> Exit {
     };
     match mode {
         Mode::Check { update: false } => check(&mut node, args),
+        Mode::Sync | Mode::Check { update: true } => {
+            let c = check(&mut node, args);
+            let u = update(&mut node, args, &sysdir);
+            if c == Exit::Ok { u } else { Exit::Error }
+        }
+        Mode::Update => update(&mut node, args, &sysdir),
         Mode::Mark | Mode::Force => mark(&mut node, args, mode == Mode::Force),
         Mode::List => output::list(&node, args.json),
         Mode::ListDirty => output::list_dirty(&node, args.json),
@@ -304,14 +307,28 @@ fn serve(
         handshake_timeout: secs(args.timeout),
         idle_timeout: secs(args.idle_timeout),
     };
+    let db = paths::index_file(
+        args.database.as_deref(),
+        config.database.as_deref(),
+        &config.myname,
+        args.cfgname.as_deref(),
+    );
+    // Fail at start, not at the first push, if the index cannot be opened.
+    if let Err(e) = Index::open(&db, Duration::from_secs(5)) {
+        return fail!("{e}");
+    }
+    let busy = Duration::from_secs(u64::from(config.lock_timeout.unwrap_or(30)));
+    let service: std::sync::Arc<dyn crate::net::server::Authority> = std::sync::Arc::new(
+        crate::engine::receive::Service::new(std::sync::Arc::new(config.clone()), db, busy),
+    );
     let result = if args.serve >= 2 {
         let opts = crate::daemon::Options {
             port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
             bind_name: args.node.clone(),
         };
-        crate::daemon::run_standalone(config, settings, &opts, activated)
+        crate::daemon::run_standalone(config, service, settings, &opts, activated)
     } else {
-        crate::daemon::run_inetd(config, settings)
+        crate::daemon::run_inetd(service, settings)
     };
     match result {
         Ok(()) => Exit::Ok,
@@ -372,4 +389,116 @@ fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
         }
         Err(e) => fail!("peer {peer}: {e}"),
     }
+}
+
+fn client_settings(args: &Args, sysdir: &Path) -> Result<crate::net::client::ClientSettings, Exit> {
+    let id = identity(sysdir)?;
+    let tls = crate::net::tls::client_config(&id).map_err(|e| fail!("{e}"))?;
+    Ok(crate::net::client::ClientSettings {
+        tls,
+        connect_timeout: secs(args.timeout),
+        idle_timeout: secs(args.idle_timeout),
+    })
+}
+
+fn update(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
+    let mut paths = Vec::new();
+    for p in &args.paths {
+        match node.db_form_of(p) {
+            Some((db, _)) => paths.push((db, args.recursive)),
+            None => {
+                eprintln!("csync: {}: not managed by any group; ignored", p.display());
+            }
+        }
+    }
+    if !args.paths.is_empty() && paths.is_empty() {
+        return Exit::Error;
+    }
+    let opts = crate::engine::update::UpdateOptions {
+        peers: args.peers.iter().map(|p| p.to_lowercase()).collect(),
+        paths,
+        dry_run: args.dry_run,
+    };
+    match node.index.dirty() {
+        Ok(rows) if rows.is_empty() => return Exit::Ok,
+        Ok(_) => {}
+        Err(e) => return fail!("{e}"),
+    }
+    let settings = if args.dry_run {
+        // A dry run connects nowhere: any settings do.
+        match client_settings(args, sysdir) {
+            Ok(s) => s,
+            Err(_) => return dry_run_without_identity(node, &opts),
+        }
+    } else {
+        match client_settings(args, sysdir) {
+            Ok(s) => s,
+            Err(e) => return e,
+        }
+    };
+    let port = args.port.unwrap_or(crate::net::DEFAULT_PORT);
+    let report = match node.update(&opts, &settings, port) {
+        Ok(r) => r,
+        Err(e) => return fail!("{e}"),
+    };
+    print_update(&report, args.verbose)
+}
+
+fn dry_run_without_identity(node: &mut Node, opts: &crate::engine::update::UpdateOptions) -> Exit {
+    // Planning needs no certificate; only connecting does.
+    let dummy = crate::net::client::ClientSettings {
+        tls: std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.3")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        ),
+        connect_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+    };
+    match node.update(opts, &dummy, 0) {
+        Ok(r) => print_update(&r, 0),
+        Err(e) => fail!("{e}"),
+    }
+}
+
+fn print_update(report: &crate::engine::update::UpdateReport, verbose: u8) -> Exit {
+    use crate::engine::update::PathResult;
+    for line in &report.planned {
+        println!("{line}");
+    }
+    for (root, n) in &report.guarded {
+        eprintln!(
+            "csync: include root {} is missing or empty here: {n} deletes held back (force them with: csync -f -r PATH)",
+            paths::display(root)
+        );
+    }
+    for p in &report.peers {
+        if let Some(e) = &p.error {
+            eprintln!("csync: peer {}: {e}", p.peer);
+        }
+        for (path, why) in p.problems() {
+            eprintln!("csync: peer {}: {}: {why}", p.peer, paths::display(path));
+        }
+        if verbose > 0 {
+            let done = p.paths.iter().filter(|(_, r)| *r == PathResult::Done).count();
+            for (path, r) in &p.paths {
+                if let PathResult::Lost(why) = r {
+                    eprintln!(
+                        "csync: peer {}: {}: conflict lost ({why}); its version will come from there",
+                        p.peer,
+                        paths::display(path)
+                    );
+                }
+            }
+            eprintln!(
+                "csync: peer {}: {done} entries in sync, {} bytes of content sent",
+                p.peer, p.bytes
+            );
+        }
+    }
+    if report.is_clean() { Exit::Ok } else { Exit::Error }
 }

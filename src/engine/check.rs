@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::wire::version;
 use super::{Error, Node};
 use crate::index::{Batch, IndexedFile, OwnedMark, Scope};
 use crate::scan::{self, Delta, Root, ScanError};
-use crate::types::{Changes, IgnoreFields};
+use crate::types::{Base, Changes, IgnoreFields};
 
 /// What to check.
 #[derive(Debug, Clone, Default)]
@@ -58,11 +59,7 @@ impl Node {
                 }
             }
         }
-        let ignore = IgnoreFields {
-            uid: self.config.ignore.uid,
-            gid: self.config.ignore.gid,
-            mode: self.config.ignore.mode,
-        };
+        let ignore = self.ignore_fields();
         let mut batch = Batch::default();
         for (roots, recursive, scope_path) in jobs {
             let scope = match &scope_path {
@@ -116,9 +113,19 @@ impl Node {
         Ok(report)
     }
 
+    /// The config's `ignore uid gid mod;` as the scanner wants it.
+    pub fn ignore_fields(&self) -> IgnoreFields {
+        IgnoreFields {
+            uid: self.config.ignore.uid,
+            gid: self.config.ignore.gid,
+            mode: self.config.ignore.mode,
+        }
+    }
+
     fn collect(&self, deltas: Vec<Delta>, init: bool, batch: &mut Batch, report: &mut CheckReport) {
         for d in deltas {
-            let (path, changes) = match d {
+            let ignore = self.ignore_fields();
+            let (path, changes, base) = match d {
                 Delta::Refreshed(o) => {
                     batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
                     continue;
@@ -126,16 +133,16 @@ impl Node {
                 Delta::New(o) => {
                     let p = o.path.clone();
                     batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
-                    (p, Changes::NEW)
+                    (p, Changes::NEW, Base::Absent)
                 }
-                Delta::Changed(o, c) => {
+                Delta::Changed(o, c, old) => {
                     let p = o.path.clone();
                     batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
-                    (p, c)
+                    (p, c, Base::Version(version(&old, ignore)))
                 }
-                Delta::Deleted(p) => {
+                Delta::Deleted(p, old) => {
                     batch.removals.push(p.clone());
-                    (p, Changes::DELETE)
+                    (p, Changes::DELETE, Base::Version(version(&old, ignore)))
                 }
             };
             if !init {
@@ -146,6 +153,7 @@ impl Node {
                         myname: myname.to_string(),
                         changes,
                         forced: false,
+                        base,
                     });
                 }
             }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::{CheckOptions, Error, Node};
 use crate::index::{Mark, Scope};
-use crate::types::Changes;
+use crate::types::{Base, Changes};
 
 /// Marks `paths` (and with `recursive` everything indexed below them) dirty for
 /// every peer; with `force` this node's version also wins the next push over a
@@ -47,6 +47,7 @@ pub fn mark_paths(
             myname: me,
             changes: Changes::MARKED,
             forced: force,
+            base: Base::Unknown,
         })
         .collect();
     node.index.mark(&marks)?;

@@ -2,14 +2,16 @@
 //! the index into the operations the CLI offers (check, mark, force, prune,
 //! listings). It is the only layer that knows all of them.
 
-mod authority;
 mod check;
+pub mod conflict;
 mod maintain;
+pub mod receive;
 pub mod remote;
+pub mod update;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 
-pub use authority::ConfigAuthority;
 pub use check::{CheckOptions, CheckReport};
 pub use maintain::{mark_paths, prune};
 

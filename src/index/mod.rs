@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub use rows::{DirtyRow, IndexedFile};
+pub use rows::{ConflictRow, DirtyRow, IndexedFile};
 
-use crate::types::{Changes, Meta};
+use crate::types::{Base, Changes, Meta};
 
 /// The numbered schema files, applied in order (see `schema/README.md`).
-const MIGRATIONS: &[(&str, &str)] =
-    &[("001-initial.sql", include_str!("../../schema/001-initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("001-initial.sql", include_str!("../../schema/001-initial.sql")),
+    ("002-sync.sql", include_str!("../../schema/002-sync.sql")),
+];
 
 /// `PRAGMA application_id`: lets `file(1)` and we ourselves recognise an index ("CSYN").
 const APPLICATION_ID: i64 = 0x4353_594E;
@@ -102,6 +104,8 @@ pub struct Mark<'a> {
     pub changes: Changes,
     /// Set the force flag (never cleared by a later plain mark).
     pub forced: bool,
+    /// The version before this change (kept from the first unpushed mark).
+    pub base: Base,
 }
 
 /// A batch of scan results to store in one transaction.
@@ -113,6 +117,19 @@ pub struct Batch {
     pub removals: Vec<Vec<u8>>,
     /// Dirty marks to add.
     pub marks: Vec<OwnedMark>,
+}
+
+/// The result of one confirmed push, for [`Index::record_pushed`].
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// DB-form path.
+    pub path: Vec<u8>,
+    /// The peer.
+    pub peer: String,
+    /// Clear the dirty row if its generation is still this.
+    pub clear_gen: Option<i64>,
+    /// What the peer now has (`Some(None)`: absent), if known.
+    pub version: Option<Option<[u8; 32]>>,
 }
 
 /// An owned [`Mark`], for batches built before the transaction starts.
@@ -128,6 +145,8 @@ pub struct OwnedMark {
     pub changes: Changes,
     /// Force flag.
     pub forced: bool,
+    /// The version before this change.
+    pub base: Base,
 }
 
 impl Batch {
@@ -219,13 +238,23 @@ impl Index {
                 ),
             });
         }
+        if version == MIGRATIONS.len() as i64 {
+            return Ok(());
+        }
+        // Several processes may open a new index at once (inetd starts one per
+        // connection): take the write lock first, then look again.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let version: i64 =
+            tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql)?;
         for (n, (_name, text)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction().map_err(sql)?;
             tx.execute_batch(text).map_err(sql)?;
             tx.pragma_update(None, "user_version", (n + 1) as i64).map_err(sql)?;
-            tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql)?;
-            tx.commit().map_err(sql)?;
         }
+        tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql)?;
+        tx.commit().map_err(sql)?;
         Ok(())
     }
 
@@ -330,7 +359,8 @@ impl Index {
                     m.myname,
                     m.forced as i64,
                     i64::from(m.changes.0),
-                    now
+                    now,
+                    m.base.to_sql()
                 ])
                 .map_err(sql)?;
             }
@@ -352,11 +382,153 @@ impl Index {
                     myname: m.myname.to_string(),
                     changes: m.changes,
                     forced: m.forced,
+                    base: m.base,
                 })
                 .collect(),
             ..Batch::default()
         };
         self.apply(&batch)
+    }
+
+    /// What `peer` was last known to have at `path` (`None` inside: absent there;
+    /// outer `None`: never synced).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn peer_version(&self, path: &[u8], peer: &str) -> Result<Option<Option<[u8; 32]>>> {
+        let sql = self.sql();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT version FROM peer_state WHERE path = ?1 AND peer = ?2")
+            .map_err(&sql)?;
+        let v: Option<Option<Vec<u8>>> =
+            st.query_row(params![path, peer], |r| r.get(0)).optional().map_err(&sql)?;
+        Ok(v.map(|v| v.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())))
+    }
+
+    /// After a push to `peer` was confirmed: clears the mark (only if no newer
+    /// mark arrived meanwhile, see `gen`) and records what the peer now has.
+    /// Many results go in one transaction.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing is then recorded.
+    pub fn record_pushed(&mut self, done: &[Pushed]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut clear = tx
+                .prepare_cached("DELETE FROM dirty WHERE path = ?1 AND peer = ?2 AND gen = ?3")
+                .map_err(sql)?;
+            // A newer mark arrived during the push: the peer now has what we
+            // pushed, which is what that newer change must be compared with.
+            let mut rebase = tx
+                .prepare_cached("UPDATE dirty SET base = ?3 WHERE path = ?1 AND peer = ?2")
+                .map_err(sql)?;
+            let mut state = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(sql)?;
+            for d in done {
+                if let Some(generation) = d.clear_gen {
+                    clear.execute(params![d.path, d.peer, generation]).map_err(sql)?;
+                }
+                if let Some(v) = &d.version {
+                    let base = v.map_or(Base::Absent, Base::Version);
+                    rebase.execute(params![d.path, d.peer, base.to_sql()]).map_err(sql)?;
+                }
+                if let Some(v) = &d.version {
+                    state
+                        .execute(params![d.path, d.peer, v.as_ref().map(|h| h.as_slice())])
+                        .map_err(sql)?;
+                }
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// On the receiver, in one transaction: the entry's new state (or its
+    /// removal), what the sender now has, and the sender's mark cleared.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing is then recorded.
+    pub fn record_received(
+        &mut self,
+        file: Option<&IndexedFile>,
+        removed: Option<&[u8]>,
+        peer: &str,
+        version: Option<[u8; 32]>,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let p: &[u8] = match (file, removed) {
+            (Some(f), _) => {
+                let mut up = tx.prepare_cached(rows::UPSERT_FILE).map_err(sql)?;
+                rows::upsert_file(&mut up, f).map_err(sql)?;
+                &f.path
+            }
+            (None, Some(p)) => {
+                tx.execute("DELETE FROM file WHERE path = ?1", [p]).map_err(sql)?;
+                p
+            }
+            (None, None) => return Ok(()),
+        };
+        tx.execute("DELETE FROM dirty WHERE path = ?1 AND peer = ?2", params![p, peer])
+            .map_err(sql)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
+            params![p, peer, version.as_ref().map(|h| h.as_slice())],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// Records a conflict and how it ended.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn record_conflict(
+        &mut self,
+        path: &[u8],
+        peer: &str,
+        resolution: &str,
+        kept: Option<&Path>,
+    ) -> Result<()> {
+        let sql = self.sql();
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO conflict (path, peer, detected_at, resolution, kept) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    path,
+                    peer,
+                    unix_now(),
+                    resolution,
+                    kept.map(|k| k.as_os_str().as_encoded_bytes().to_vec())
+                ],
+            )
+            .map_err(&sql)?;
+        Ok(())
+    }
+
+    /// Every recorded conflict, newest first.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn conflicts(&self) -> Result<Vec<ConflictRow>> {
+        let sql = self.sql();
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, peer, detected_at, resolution, kept FROM conflict ORDER BY detected_at DESC, path",
+            )
+            .map_err(&sql)?;
+        let it = st.query_map([], rows::conflict_from_row).map_err(&sql)?;
+        it.map(|r| r.map_err(&sql)).collect()
     }
 
     /// Every dirty row, ordered by peer then path.
@@ -368,7 +540,7 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, peer, myname, forced, changes, marked_at FROM dirty ORDER BY peer, path",
+                "SELECT path, peer, myname, forced, changes, marked_at, gen, base FROM dirty ORDER BY peer, path",
             )
             .map_err(&sql)?;
         let it = st.query_map([], rows::dirty_from_row).map_err(&sql)?;
@@ -498,7 +670,14 @@ mod tests {
     #[test]
     fn marks_accumulate_changes_and_keep_force() {
         let mut idx = Index::open_in_memory().unwrap();
-        let m = |changes, forced| Mark { path: b"/x", peer: "n2", myname: "n1", changes, forced };
+        let m = |changes, forced| Mark {
+            path: b"/x",
+            peer: "n2",
+            myname: "n1",
+            changes,
+            forced,
+            base: Base::Absent,
+        };
         idx.mark(&[m(Changes::CONTENT, true)]).unwrap();
         idx.mark(&[m(Changes::MODE, false)]).unwrap();
         let rows = idx.dirty().unwrap();

@@ -3,7 +3,7 @@
 
 use rusqlite::{CachedStatement, Row, params};
 
-use crate::types::{Changes, FileKind, Meta};
+use crate::types::{Base, Changes, FileKind, Meta};
 
 /// One entry of the `file` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,25 @@ pub struct DirtyRow {
     pub changes: Changes,
     /// Unix seconds of the first unpushed mark.
     pub marked_at: i64,
+    /// Generation: bumped by every new mark.
+    pub generation: i64,
+    /// What the peer should still have (the version before our change).
+    pub base: Base,
+}
+
+/// One entry of the `conflict` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictRow {
+    /// DB-form path.
+    pub path: Vec<u8>,
+    /// The other side.
+    pub peer: String,
+    /// Unix seconds.
+    pub detected_at: i64,
+    /// How it ended (`unresolved`, `won: younger`, …).
+    pub resolution: String,
+    /// Where the losing version was kept on this node.
+    pub kept: Option<Vec<u8>>,
 }
 
 pub(super) const FILE_COLS: &str =
@@ -40,10 +59,11 @@ pub(super) const UPSERT_FILE: &str = "INSERT OR REPLACE INTO file \
 
 /// A new mark ORs its changes into an existing one; force is sticky; the first
 /// mark's time is kept so `--status` can tell how long a peer has been behind.
-pub(super) const UPSERT_DIRTY: &str = "INSERT INTO dirty (path, peer, myname, forced, changes, marked_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+pub(super) const UPSERT_DIRTY: &str = "INSERT INTO dirty (path, peer, myname, forced, changes, marked_at, base) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
      ON CONFLICT (path, peer) DO UPDATE SET myname = excluded.myname, \
-     forced = max(forced, excluded.forced), changes = changes | excluded.changes";
+     forced = max(forced, excluded.forced), changes = changes | excluded.changes, gen = gen + 1, \
+     base = coalesce(base, excluded.base)";
 
 pub(super) fn file_from_row(r: &Row<'_>) -> rusqlite::Result<IndexedFile> {
     let kind: i64 = r.get(1)?;
@@ -111,5 +131,17 @@ pub(super) fn dirty_from_row(r: &Row<'_>) -> rusqlite::Result<DirtyRow> {
         forced: r.get::<_, i64>(3)? != 0,
         changes: Changes(r.get::<_, i64>(4)? as u32),
         marked_at: r.get(5)?,
+        generation: r.get(6)?,
+        base: Base::from_sql(r.get(7)?),
+    })
+}
+
+pub(super) fn conflict_from_row(r: &Row<'_>) -> rusqlite::Result<ConflictRow> {
+    Ok(ConflictRow {
+        path: r.get(0)?,
+        peer: r.get(1)?,
+        detected_at: r.get(2)?,
+        resolution: r.get(3)?,
+        kept: r.get(4)?,
     })
 }

@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::proto::{self, DecodeError, EncodeError, Msg};
 
@@ -44,7 +44,7 @@ pub struct Conn<S> {
 /// Read size: large enough for a full 1 MiB data frame in a few reads.
 const READ_CHUNK: usize = 256 * 1024;
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl<S> Conn<S> {
     /// Wraps `stream`; every read and write must progress within `idle`.
     pub fn new(stream: S, idle: Duration) -> Self {
         Conn {
@@ -73,6 +73,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.idle = idle;
     }
 
+    /// The idle timeout.
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Splits into a reading and a writing half (each a `Conn`), so replies can
+    /// stream out while requests stream in. Bytes already buffered stay with
+    /// the reading half.
+    pub fn split(self) -> (Conn<ReadHalf<S>>, Conn<WriteHalf<S>>) {
+        let (r, w) = tokio::io::split(self.stream);
+        (
+            Conn { stream: r, rbuf: self.rbuf, rpos: self.rpos, wbuf: Vec::new(), idle: self.idle },
+            Conn { stream: w, rbuf: Vec::new(), rpos: 0, wbuf: self.wbuf, idle: self.idle },
+        )
+    }
+}
+
+impl<S: AsyncRead + Unpin> Conn<S> {
     /// The next message, or `None` when the peer closed cleanly between frames.
     ///
     /// # Errors
@@ -103,7 +123,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn has_frame(&self) -> bool {
         matches!(proto::decode(&self.rbuf[self.rpos..]), Ok(Some(_)) | Err(_))
     }
+}
 
+impl<S: AsyncWrite + Unpin> Conn<S> {
     /// Queues a message; it goes out at the next [`Conn::flush`] (batching
     /// writes matters: one TLS record and one syscall for many small frames).
     ///

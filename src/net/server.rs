@@ -25,6 +25,43 @@ pub trait Authority: Send + Sync {
     /// The key of `group` when this node is a member and `peer` is one of its
     /// hosts; otherwise the reason to refuse.
     fn group_key(&self, group: &str, peer: &str) -> Result<Vec<u8>, ErrorCode>;
+
+    /// The request handler for an authenticated session with `peer`, allowed
+    /// to use `groups`. It runs on its own thread, so it may block (files,
+    /// database). The default answers `Ping` only.
+    fn open_session(&self, peer: &str, groups: &[String]) -> Result<Box<dyn Handler>, String> {
+        let _ = (peer, groups);
+        Ok(Box::new(PingOnly))
+    }
+}
+
+/// Handles the requests of one session, in order, on a thread of its own.
+pub trait Handler: Send {
+    /// Handles one message (a request, or `Data`/`DataEnd` of a stream the
+    /// peer opened), sending any replies through `reply`. Returning `false`
+    /// ends the session (after an `Error` reply, normally).
+    fn handle(&mut self, msg: Msg, reply: &mut dyn FnMut(Msg)) -> bool;
+}
+
+/// Answers `Ping`; anything else ends the session.
+struct PingOnly;
+
+impl Handler for PingOnly {
+    fn handle(&mut self, msg: Msg, reply: &mut dyn FnMut(Msg)) -> bool {
+        match msg {
+            Msg::Ping { id } => {
+                reply(Msg::Pong { id, time_ns: now_ns() });
+                true
+            }
+            other => {
+                reply(Msg::Error {
+                    code: ErrorCode::Protocol,
+                    message: format!("unexpected message type 0x{:02x}", other.type_byte()),
+                });
+                false
+            }
+        }
+    }
 }
 
 /// Timeouts and TLS settings of the listening side.
@@ -147,34 +184,119 @@ where
         conn.shutdown().await;
         return Outcome::Failed(format!("{who}: no group accepted"));
     }
-    info!(peer = %who, groups = ?accepted.iter().map(|p| &p.group).collect::<Vec<_>>(), "session open");
+    let names: Vec<String> = accepted.iter().map(|p| p.group.clone()).collect();
+    info!(peer = %who, groups = ?names, "session open");
+    let handler = match authority.open_session(&node, &names) {
+        Ok(h) => h,
+        Err(e) => return refuse(&mut conn, &who, ErrorCode::Internal, e).await,
+    };
     conn.set_idle(settings.idle_timeout);
-    loop {
-        let msg = match conn.recv().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Outcome::Done { peer: node },
-            Err(e) => return refuse_conn_error(&mut conn, &who, e).await,
-        };
-        let reply = match msg {
-            Msg::Ping { id } => Msg::Pong { id, time_ns: now_ns() },
-            Msg::Bye => {
-                let _ = conn.send(&Msg::ByeAck).await;
-                conn.shutdown().await;
-                return Outcome::Done { peer: node };
+    run_session(conn, handler, &who, node).await
+}
+
+/// Requests in, replies out, concurrently: requests go in order to the
+/// handler's thread; its replies are written as they come, batched into as few
+/// writes as possible. `Bye` is answered once every earlier reply is out.
+async fn run_session<S>(
+    conn: Conn<S>,
+    handler: Box<dyn Handler>,
+    who: &str,
+    peer: String,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = conn.split();
+    let (req_tx, mut req_rx) = tokio::sync::mpsc::channel::<Msg>(256);
+    let (rep_tx, mut rep_rx) = tokio::sync::mpsc::channel::<Msg>(1024);
+    // Messages handed to the worker and not yet handled: while it is busy, the
+    // peer may rightly be silent (waiting for replies), so idle is not a fault.
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worker_pending = pending.clone();
+    let worker = std::thread::Builder::new().name("csync-session".into()).spawn(move || {
+        let mut handler = handler;
+        while let Some(msg) = req_rx.blocking_recv() {
+            let mut alive = true;
+            let keep = handler.handle(msg, &mut |r| {
+                if rep_tx.blocking_send(r).is_err() {
+                    alive = false;
+                }
+            });
+            worker_pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            if !keep || !alive {
+                break;
             }
-            other => {
-                let msg = format!("unexpected message type 0x{:02x}", other.type_byte());
-                return refuse(&mut conn, &who, ErrorCode::Protocol, msg).await;
-            }
-        };
-        if let Err(e) = conn.queue(&reply) {
-            return fail(&who, format!("encoding reply: {e}"));
         }
-        // Pipelined requests already buffered are answered in the same write.
-        if !conn.has_frame()
-            && let Err(e) = conn.flush().await
-        {
-            return fail(&who, format!("sending reply: {e}"));
+    });
+    if let Err(e) = worker {
+        return fail(who, format!("cannot start the session worker: {e}"));
+    }
+    let mut req_tx = Some(req_tx);
+    let mut bye = false;
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            m = rd.recv(), if reading => match m {
+                Ok(Some(Msg::Bye)) => {
+                    bye = true;
+                    reading = false;
+                    req_tx = None;
+                }
+                Ok(Some(msg)) => {
+                    pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let sent = match &req_tx {
+                        Some(tx) => tx.send(msg).await.is_ok(),
+                        None => false,
+                    };
+                    if !sent {
+                        // The worker ended the session (it sent an Error).
+                        reading = false;
+                        req_tx = None;
+                    }
+                }
+                Ok(None) => {
+                    reading = false;
+                    req_tx = None;
+                }
+                Err(ConnError::Timeout(_)) if pending.load(std::sync::atomic::Ordering::SeqCst) > 0 => {}
+                Err(e) => {
+                    drop(req_tx.take());
+                    return refuse_conn_error(&mut wr, who, e).await;
+                }
+            },
+            r = rep_rx.recv() => match r {
+                Some(first) => {
+                    let mut fatal = matches!(first, Msg::Error { .. });
+                    let mut batch = vec![first];
+                    while let Ok(more) = rep_rx.try_recv() {
+                        fatal |= matches!(more, Msg::Error { .. });
+                        batch.push(more);
+                        if batch.len() >= 256 {
+                            break;
+                        }
+                    }
+                    for m in &batch {
+                        if let Err(e) = wr.queue(m) {
+                            return fail(who, format!("encoding reply: {e}"));
+                        }
+                    }
+                    if let Err(e) = wr.flush().await {
+                        return fail(who, format!("sending replies: {e}"));
+                    }
+                    if fatal {
+                        wr.shutdown().await;
+                        return Outcome::Failed(format!("{who}: ended after an error reply"));
+                    }
+                }
+                None => {
+                    // The worker is done: every reply has been written.
+                    if bye {
+                        let _ = wr.send(&Msg::ByeAck).await;
+                    }
+                    wr.shutdown().await;
+                    return Outcome::Done { peer };
+                }
+            },
         }
     }
 }
@@ -193,7 +315,7 @@ fn fail(who: &str, why: String) -> Outcome {
 /// Tells the peer why (a typed code plus a hint), logs it, and ends the session.
 async fn refuse<S>(conn: &mut Conn<S>, who: &str, code: ErrorCode, why: String) -> Outcome
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncWrite + Unpin,
 {
     let _ = conn.send(&Msg::Error { code, message: why.clone() }).await;
     conn.shutdown().await;
@@ -202,7 +324,7 @@ where
 
 async fn refuse_conn_error<S>(conn: &mut Conn<S>, who: &str, e: ConnError) -> Outcome
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncWrite + Unpin,
 {
     match e {
         ConnError::Decode(proto::DecodeError::TooLarge(n)) => {

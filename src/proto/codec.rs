@@ -5,8 +5,8 @@
 //! drops the connection in the second. No input makes it panic or allocate
 //! more than the frame it was given.
 
-use super::msg::{ErrorCode, GroupProof, Msg};
-use super::{MAGIC, MAX_CHUNK, MAX_FRAME, MAX_GROUPS, MAX_MESSAGE, MAX_NAME};
+use super::msg::{Content, ErrorCode, GroupProof, Msg, Outcome, WireEntry};
+use super::{MAGIC, MAX_BLOCKS, MAX_CHUNK, MAX_FRAME, MAX_GROUPS, MAX_MESSAGE, MAX_NAME, MAX_PATH};
 
 /// Why bytes from a peer are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +118,75 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             out.extend_from_slice(&stream.to_be_bytes());
             out.extend_from_slice(hash);
         }
+        Msg::Push { id, group, path, entry, base, force, content, parent_mtime } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            put_str(out, group, MAX_NAME, "group name")?;
+            put_path(out, path)?;
+            put_entry(out, entry)?;
+            put_opt_hash(out, base);
+            out.push(u8::from(*force));
+            out.push(*content as u8);
+            put_opt_i64(out, *parent_mtime);
+        }
+        Msg::Delete { id, group, path, base, force, parent_mtime } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            put_str(out, group, MAX_NAME, "group name")?;
+            put_path(out, path)?;
+            put_opt_hash(out, base);
+            out.push(u8::from(*force));
+            put_opt_i64(out, *parent_mtime);
+        }
+        Msg::Sig { id, group, path } | Msg::Fetch { id, group, path } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            put_str(out, group, MAX_NAME, "group name")?;
+            put_path(out, path)?;
+        }
+        Msg::SigReply { id, block_size, size, blocks } => {
+            if blocks.len() > MAX_BLOCKS {
+                return Err(EncodeError::FieldTooLong("block list"));
+            }
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&block_size.to_be_bytes());
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&(blocks.len() as u32).to_be_bytes());
+            for b in blocks {
+                out.extend_from_slice(b);
+            }
+        }
+        Msg::List { id, group } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            put_str(out, group, MAX_NAME, "group name")?;
+        }
+        Msg::ListEntry { id, path, entry } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            put_path(out, path)?;
+            put_entry(out, entry)?;
+        }
+        Msg::ListEnd { id } => out.extend_from_slice(&id.to_be_bytes()),
+        Msg::Ack { id, outcome } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            match outcome {
+                Outcome::Applied => out.push(0),
+                Outcome::InSync => out.push(1),
+                Outcome::Conflict(cur) => {
+                    out.push(2);
+                    match cur {
+                        Some(e) => {
+                            out.push(1);
+                            put_entry(out, e)?;
+                        }
+                        None => out.push(0),
+                    }
+                }
+                Outcome::ParentMissing => out.push(3),
+                Outcome::NotEmpty => out.push(4),
+                Outcome::Failed { code, message } => {
+                    out.push(5);
+                    out.extend_from_slice(&(*code as u16).to_be_bytes());
+                    put_str(out, truncate_utf8(message, MAX_MESSAGE), MAX_MESSAGE, "message")?;
+                }
+            }
+        }
         Msg::Bye | Msg::ByeAck => {}
     }
     Ok(())
@@ -140,6 +209,54 @@ fn put_str(out: &mut Vec<u8>, s: &str, max: usize, what: &'static str) -> Result
     }
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn put_path(out: &mut Vec<u8>, p: &[u8]) -> Result<(), EncodeError> {
+    if p.len() > MAX_PATH {
+        return Err(EncodeError::FieldTooLong("path"));
+    }
+    out.extend_from_slice(&(p.len() as u16).to_be_bytes());
+    out.extend_from_slice(p);
+    Ok(())
+}
+
+fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+fn put_opt_hash(out: &mut Vec<u8>, h: &Option<[u8; 32]>) {
+    match h {
+        Some(h) => {
+            out.push(1);
+            out.extend_from_slice(h);
+        }
+        None => out.push(0),
+    }
+}
+
+fn put_entry(out: &mut Vec<u8>, e: &WireEntry) -> Result<(), EncodeError> {
+    out.push(e.kind);
+    out.extend_from_slice(&e.mode.to_be_bytes());
+    out.extend_from_slice(&e.uid.to_be_bytes());
+    out.extend_from_slice(&e.gid.to_be_bytes());
+    out.extend_from_slice(&e.size.to_be_bytes());
+    out.extend_from_slice(&e.mtime_ns.to_be_bytes());
+    out.extend_from_slice(&e.rdev.to_be_bytes());
+    match &e.target {
+        Some(t) => {
+            out.push(1);
+            put_path(out, t)?;
+        }
+        None => out.push(0),
+    }
+    put_opt_hash(out, &e.hash);
     Ok(())
 }
 
@@ -220,6 +337,65 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, DecodeError> {
             stream: r.u32("stream")?,
             hash: r.take(32, "hash")?.try_into().expect("32 bytes"),
         },
+        0x20 => Msg::Push {
+            id: r.u32("id")?,
+            group: r.str(MAX_NAME, "group name")?,
+            path: r.path()?,
+            entry: r.entry()?,
+            base: r.opt_hash()?,
+            force: r.flag("force")?,
+            content: match r.u8("content")? {
+                0 => Content::None,
+                1 => Content::Whole,
+                2 => Content::Delta,
+                _ => return Err(DecodeError::Malformed { what: "content" }),
+            },
+            parent_mtime: r.opt_i64()?,
+        },
+        0x21 => Msg::Delete {
+            id: r.u32("id")?,
+            group: r.str(MAX_NAME, "group name")?,
+            path: r.path()?,
+            base: r.opt_hash()?,
+            force: r.flag("force")?,
+            parent_mtime: r.opt_i64()?,
+        },
+        0x22 => {
+            Msg::Sig { id: r.u32("id")?, group: r.str(MAX_NAME, "group name")?, path: r.path()? }
+        }
+        0x23 => {
+            let id = r.u32("id")?;
+            let block_size = r.u32("block size")?;
+            let size = r.u64("size")?;
+            let n = r.u32("block count")? as usize;
+            if n > MAX_BLOCKS {
+                return Err(DecodeError::Malformed { what: "block count" });
+            }
+            let mut blocks = Vec::with_capacity(n);
+            for _ in 0..n {
+                blocks.push(r.take(16, "block hash")?.try_into().expect("16 bytes"));
+            }
+            Msg::SigReply { id, block_size, size, blocks }
+        }
+        0x24 => Msg::List { id: r.u32("id")?, group: r.str(MAX_NAME, "group name")? },
+        0x25 => Msg::ListEntry { id: r.u32("id")?, path: r.path()?, entry: r.entry()? },
+        0x26 => Msg::ListEnd { id: r.u32("id")? },
+        0x27 => {
+            Msg::Fetch { id: r.u32("id")?, group: r.str(MAX_NAME, "group name")?, path: r.path()? }
+        }
+        0x28 => {
+            let id = r.u32("id")?;
+            let outcome = match r.u8("outcome")? {
+                0 => Outcome::Applied,
+                1 => Outcome::InSync,
+                2 => Outcome::Conflict(if r.flag("entry flag")? { Some(r.entry()?) } else { None }),
+                3 => Outcome::ParentMissing,
+                4 => Outcome::NotEmpty,
+                5 => Outcome::Failed { code: r.code()?, message: r.str(MAX_MESSAGE, "message")? },
+                _ => return Err(DecodeError::Malformed { what: "outcome" }),
+            };
+            Msg::Ack { id, outcome }
+        }
         t => return Err(DecodeError::UnknownType(t)),
     };
     if !r.buf.is_empty() {
@@ -252,6 +428,52 @@ impl Reader<'_> {
 
     fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn flag(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Malformed { what }),
+        }
+    }
+
+    fn path(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let n = self.u16("path")? as usize;
+        if n > MAX_PATH {
+            return Err(DecodeError::Malformed { what: "path" });
+        }
+        Ok(self.take(n, "path")?.to_vec())
+    }
+
+    fn opt_i64(&mut self) -> Result<Option<i64>, DecodeError> {
+        Ok(if self.flag("time flag")? { Some(self.u64("time")? as i64) } else { None })
+    }
+
+    fn opt_hash(&mut self) -> Result<Option<[u8; 32]>, DecodeError> {
+        Ok(if self.flag("hash flag")? {
+            Some(self.take(32, "hash")?.try_into().expect("32 bytes"))
+        } else {
+            None
+        })
+    }
+
+    fn entry(&mut self) -> Result<WireEntry, DecodeError> {
+        Ok(WireEntry {
+            kind: self.u8("kind")?,
+            mode: self.u32("mode")?,
+            uid: self.u32("uid")?,
+            gid: self.u32("gid")?,
+            size: self.u64("size")?,
+            mtime_ns: self.u64("mtime")? as i64,
+            rdev: self.u64("rdev")?,
+            target: if self.flag("target flag")? { Some(self.path()?) } else { None },
+            hash: self.opt_hash()?,
+        })
     }
 
     fn magic(&mut self) -> Result<(), DecodeError> {
@@ -295,6 +517,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn sample_entry() -> WireEntry {
+        WireEntry {
+            kind: 3,
+            mode: 0o777,
+            uid: 1000,
+            gid: 100,
+            size: 0,
+            mtime_ns: -5,
+            rdev: 0,
+            target: Some(b"../x".to_vec()),
+            hash: None,
+        }
+    }
+
     fn samples() -> Vec<Msg> {
         vec![
             Msg::Hello {
@@ -317,6 +553,38 @@ mod tests {
             Msg::Data { stream: 3, bytes: b"hello".to_vec() },
             Msg::Data { stream: 4, bytes: vec![] },
             Msg::DataEnd { stream: 3, hash: [7; 32] },
+            Msg::Push {
+                id: 9,
+                group: "web".into(),
+                path: b"%www%/a b/\xff".to_vec(),
+                entry: sample_entry(),
+                base: Some([1; 32]),
+                force: true,
+                content: Content::Delta,
+                parent_mtime: Some(-7),
+            },
+            Msg::Delete {
+                id: 10,
+                group: "web".into(),
+                path: b"/etc/x".to_vec(),
+                base: None,
+                force: false,
+                parent_mtime: None,
+            },
+            Msg::Sig { id: 11, group: "g".into(), path: b"%p%/big".to_vec() },
+            Msg::SigReply { id: 11, block_size: 65536, size: 200, blocks: vec![[3; 16], [4; 16]] },
+            Msg::List { id: 12, group: "g".into() },
+            Msg::ListEntry { id: 12, path: b"%p%/l".to_vec(), entry: sample_entry() },
+            Msg::ListEnd { id: 12 },
+            Msg::Fetch { id: 13, group: "g".into(), path: b"%p%/f".to_vec() },
+            Msg::Ack { id: 9, outcome: Outcome::Applied },
+            Msg::Ack { id: 9, outcome: Outcome::Conflict(Some(sample_entry())) },
+            Msg::Ack { id: 9, outcome: Outcome::Conflict(None) },
+            Msg::Ack { id: 9, outcome: Outcome::ParentMissing },
+            Msg::Ack {
+                id: 9,
+                outcome: Outcome::Failed { code: ErrorCode::PathRefused, message: "..".into() },
+            },
             Msg::Bye,
             Msg::ByeAck,
         ]
@@ -394,7 +662,89 @@ mod tests {
         (arb_name(), any::<[u8; 32]>()).prop_map(|(group, mac)| GroupProof { group, mac })
     }
 
+    fn arb_entry() -> impl Strategy<Value = WireEntry> {
+        (
+            any::<u8>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<u64>(),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..100)),
+            any::<Option<[u8; 32]>>(),
+        )
+            .prop_map(|(kind, mode, uid, gid, size, mtime_ns, rdev, target, hash)| {
+                WireEntry { kind, mode, uid, gid, size, mtime_ns, rdev, target, hash }
+            })
+    }
+
     fn arb_msg() -> impl Strategy<Value = Msg> {
+        prop_oneof![arb_basic(), arb_sync()]
+    }
+
+    fn arb_sync() -> impl Strategy<Value = Msg> {
+        let outcome = prop_oneof![
+            Just(Outcome::Applied),
+            Just(Outcome::InSync),
+            prop::option::of(arb_entry()).prop_map(Outcome::Conflict),
+            Just(Outcome::ParentMissing),
+            Just(Outcome::NotEmpty),
+            (arb_code(), ".{0,50}").prop_map(|(code, message)| Outcome::Failed { code, message }),
+        ];
+        let path = || prop::collection::vec(any::<u8>(), 0..300);
+        prop_oneof![
+            (
+                any::<u32>(),
+                arb_name(),
+                path(),
+                arb_entry(),
+                any::<Option<[u8; 32]>>(),
+                any::<bool>(),
+                0u8..3
+            )
+                .prop_map(|(id, group, path, entry, base, force, c)| Msg::Push {
+                    id,
+                    group,
+                    path,
+                    entry,
+                    base,
+                    force,
+                    content: [Content::None, Content::Whole, Content::Delta][c as usize],
+                    parent_mtime: Some(id as i64 - 5),
+                }),
+            (any::<u32>(), arb_name(), path(), any::<Option<[u8; 32]>>(), any::<bool>()).prop_map(
+                |(id, group, path, base, force)| Msg::Delete {
+                    id,
+                    group,
+                    path,
+                    base,
+                    force,
+                    parent_mtime: None
+                }
+            ),
+            (any::<u32>(), path(), arb_entry()).prop_map(|(id, path, entry)| Msg::ListEntry {
+                id,
+                path,
+                entry
+            }),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u64>(),
+                prop::collection::vec(any::<[u8; 16]>(), 0..50)
+            )
+                .prop_map(|(id, block_size, size, blocks)| Msg::SigReply {
+                    id,
+                    block_size,
+                    size,
+                    blocks
+                }),
+            (any::<u32>(), outcome).prop_map(|(id, outcome)| Msg::Ack { id, outcome }),
+        ]
+    }
+
+    fn arb_basic() -> impl Strategy<Value = Msg> {
         prop_oneof![
             (
                 any::<u16>(),

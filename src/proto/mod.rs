@@ -15,7 +15,7 @@ mod codec;
 mod msg;
 
 pub use codec::{DecodeError, EncodeError, decode, encode, encoded};
-pub use msg::{ErrorCode, GroupProof, Msg};
+pub use msg::{Content, ErrorCode, GroupProof, Msg, Outcome, WireEntry};
 
 /// Protocol magic at the start of `Hello`: lets a peer tell a csync node from
 /// anything else that speaks TLS on the port.
@@ -35,6 +35,9 @@ pub const MAX_CHUNK: usize = 1 << 20;
 /// Longest DB-form path accepted on the wire (Linux's PATH_MAX is 4096; a
 /// `%prefix%` form may be a little longer).
 pub const MAX_PATH: usize = 8192;
+
+/// Most blocks in one `SigReply` (16 bytes each: fits a frame).
+pub const MAX_BLOCKS: usize = 60_000;
 
 /// Most group proofs in one `Hello`/`Welcome`.
 pub const MAX_GROUPS: usize = 256;

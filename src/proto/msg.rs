@@ -108,6 +108,65 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// An entry's state as it travels: what the receiver must create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireEntry {
+    /// `types::FileKind` code.
+    pub kind: u8,
+    /// Permission bits (07777).
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Size in bytes (regular files).
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Device number (devices).
+    pub rdev: u64,
+    /// Symlink target (symlinks).
+    pub target: Option<Vec<u8>>,
+    /// BLAKE3 of the content (regular files).
+    pub hash: Option<[u8; 32]>,
+}
+
+/// How the content of a pushed regular file follows the `Push`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Content {
+    /// No content: not a regular file, or only metadata changed.
+    None = 0,
+    /// The whole file follows as `Data` frames and a `DataEnd`.
+    Whole = 1,
+    /// Delta operations against the receiver's current file follow as `Data`
+    /// frames (see `delta`), then a `DataEnd` with the hash of the result.
+    Delta = 2,
+}
+
+/// What happened to one request, as the receiver reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied and durable (renamed into place, index updated).
+    Applied,
+    /// The receiver already had exactly this: nothing was changed.
+    InSync,
+    /// Changed on both sides since they last agreed; nothing was changed.
+    /// Carries the receiver's current state (None: absent there).
+    Conflict(Option<WireEntry>),
+    /// A parent directory is missing on the receiver: send parents first.
+    ParentMissing,
+    /// A directory to delete or replace still holds entries there.
+    NotEmpty,
+    /// Refused or failed, with a typed reason and a hint for logs.
+    Failed {
+        /// Why.
+        code: ErrorCode,
+        /// Hint (never local paths of the receiver).
+        message: String,
+    },
+}
+
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
@@ -175,6 +234,101 @@ pub enum Msg {
         /// BLAKE3 of the whole stream.
         hash: [u8; 32],
     },
+    /// Create or replace an entry (client → server). For `Content::Whole` and
+    /// `Content::Delta`, `Data` frames on stream `id` and a `DataEnd` follow
+    /// at once, without waiting for the reply (pipelining).
+    Push {
+        /// Request id, echoed by the `Ack`.
+        id: u32,
+        /// The group the path belongs to (authorizes it on the receiver).
+        group: String,
+        /// DB-form path.
+        path: Vec<u8>,
+        /// The new state.
+        entry: WireEntry,
+        /// The version both sides last agreed on (None: never / absent).
+        base: Option<[u8; 32]>,
+        /// This node's version wins over a conflict (`-f`, or an auto-rule win).
+        force: bool,
+        /// What content follows.
+        content: Content,
+        /// The sender's mtime of the parent directory (ns), so directory
+        /// mtimes converge although adding an entry changes them.
+        parent_mtime: Option<i64>,
+    },
+    /// Delete an entry (client → server).
+    Delete {
+        /// Request id.
+        id: u32,
+        /// Group.
+        group: String,
+        /// DB-form path.
+        path: Vec<u8>,
+        /// The version both sides last agreed on.
+        base: Option<[u8; 32]>,
+        /// Wins over a conflict.
+        force: bool,
+        /// The sender's mtime of the parent directory (ns).
+        parent_mtime: Option<i64>,
+    },
+    /// Ask for the block signature of the receiver's current file (for a delta).
+    Sig {
+        /// Request id.
+        id: u32,
+        /// Group.
+        group: String,
+        /// DB-form path.
+        path: Vec<u8>,
+    },
+    /// Reply to `Sig`: one 16-byte BLAKE3 prefix per block; empty if no file.
+    SigReply {
+        /// The `Sig`'s id.
+        id: u32,
+        /// Block size in bytes.
+        block_size: u32,
+        /// Size of the receiver's file.
+        size: u64,
+        /// Block hashes, in order.
+        blocks: Vec<[u8; 16]>,
+    },
+    /// List the receiver's index for a group (`-T`): `ListEntry`s, then `ListEnd`.
+    List {
+        /// Request id.
+        id: u32,
+        /// Group.
+        group: String,
+    },
+    /// One entry of a listing.
+    ListEntry {
+        /// The `List`'s id.
+        id: u32,
+        /// DB-form path.
+        path: Vec<u8>,
+        /// Its state.
+        entry: WireEntry,
+    },
+    /// End of a listing.
+    ListEnd {
+        /// The `List`'s id.
+        id: u32,
+    },
+    /// Send me your current content of a path (`-TT`): `Data` frames on stream
+    /// `id`, then `DataEnd`, or an `Ack` with a failure.
+    Fetch {
+        /// Request id.
+        id: u32,
+        /// Group.
+        group: String,
+        /// DB-form path.
+        path: Vec<u8>,
+    },
+    /// The result of a `Push`, `Delete` or `Fetch`.
+    Ack {
+        /// The request's id.
+        id: u32,
+        /// What happened.
+        outcome: Outcome,
+    },
     /// Orderly end of the session; the peer answers `ByeAck` and both close.
     Bye,
     /// Reply to `Bye`: everything before it has been processed.
@@ -194,6 +348,15 @@ impl Msg {
             Msg::ByeAck => 0x07,
             Msg::Data { .. } => 0x10,
             Msg::DataEnd { .. } => 0x11,
+            Msg::Push { .. } => 0x20,
+            Msg::Delete { .. } => 0x21,
+            Msg::Sig { .. } => 0x22,
+            Msg::SigReply { .. } => 0x23,
+            Msg::List { .. } => 0x24,
+            Msg::ListEntry { .. } => 0x25,
+            Msg::ListEnd { .. } => 0x26,
+            Msg::Fetch { .. } => 0x27,
+            Msg::Ack { .. } => 0x28,
         }
     }
 }

@@ -57,15 +57,18 @@ fn a_node_in_no_group_is_a_config_error() {
 }
 
 #[test]
-fn update_modes_refuse_until_networking_exists() {
+fn pushing_without_an_identity_says_how_to_make_one() {
     let env = Env::new();
     env.config(CFG);
     env.write("n1", "f", b"x");
-    for flag in ["-x", "-u", "-cu", "-T"] {
-        env.csync("n1").arg(flag).assert().code(1).stderr(contains("not available in this build"));
-    }
-    // And nothing was recorded by them.
-    assert!(!env.db_file("n1").exists());
+    env.csync("n1")
+        .arg("-x")
+        .assert()
+        .code(1)
+        .stderr(contains("identity"))
+        .stderr(contains("--new-ca"));
+    // The check part ran; the marks wait for a working identity.
+    env.csync("n1").arg("-M").assert().code(0).stdout(contains("\tn2\t"));
 }
 
 #[test]

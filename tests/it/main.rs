@@ -11,5 +11,7 @@ mod cli;
 mod config_errors;
 /// The shipped example config and `--check-config` / `--explain`.
 mod config_example;
+/// Issue 4: `-x` between three real nodes.
+mod sync;
 /// Issue 3: identities, mutual TLS, the handshake, the daemon in every mode.
 mod transport;

@@ -1,0 +1,763 @@
+//! The receiving side of a session: authorizes every path against this node's
+//! own config, re-checks the local state, decides between apply, in-sync and
+//! conflict, applies through [`crate::apply`], and records the result in the
+//! index in the same step (so the next check sees no change and nothing echoes).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::wire::{from_wire, to_wire, version};
+use crate::apply::{self, FileWriter};
+use crate::config::{Config, GroupKey};
+use crate::delta;
+use crate::index::{Index, IndexedFile, OwnedMark};
+use crate::net::server::{Authority, Handler};
+use crate::pattern::{GroupMatcher, Level};
+use crate::proto::{Content, ErrorCode, Msg, Outcome, WireEntry};
+use crate::types::{Base, Changes, FileKind, IgnoreFields, Meta};
+
+/// The hint of a `Failed` reply asking the sender to send the content after all.
+pub const CONTENT_NEEDED: &str = "content needed";
+
+/// The daemon's service: group membership for the handshake, and a
+/// [`Receiver`] per authenticated session.
+pub struct Service {
+    config: Arc<Config>,
+    index_path: PathBuf,
+    busy: Duration,
+}
+
+impl Service {
+    /// A service over `config`, opening the index at `index_path` per session.
+    pub fn new(config: Arc<Config>, index_path: PathBuf, busy: Duration) -> Self {
+        Service { config, index_path, busy }
+    }
+}
+
+impl Authority for Service {
+    fn node_name(&self) -> &str {
+        &self.config.myname
+    }
+
+    fn group_key(&self, group: &str, peer: &str) -> Result<Vec<u8>, ErrorCode> {
+        let Some(g) = self.config.my_groups().find(|g| g.name == group) else {
+            return Err(ErrorCode::UnknownGroup);
+        };
+        if peer == self.config.myname || !g.hosts.iter().any(|h| h.name == peer) {
+            return Err(ErrorCode::NotAHost);
+        }
+        g.key.as_ref().map(|GroupKey(k)| k.as_bytes().to_vec()).ok_or(ErrorCode::UnknownGroup)
+    }
+
+    fn open_session(&self, peer: &str, groups: &[String]) -> Result<Box<dyn Handler>, String> {
+        let index = Index::open(&self.index_path, self.busy).map_err(|e| e.to_string())?;
+        Ok(Box::new(Receiver::new(self.config.clone(), index, peer, groups)?))
+    }
+}
+
+/// A group this session may write into.
+struct Allowed {
+    name: String,
+    matcher: GroupMatcher,
+    /// The sender is receive-only in this group: it may not push.
+    sender_receive_only: bool,
+    /// `(peer, myname)` this node pushes its own changes to (for re-check marks).
+    push_to: Vec<(String, String)>,
+    conflict_dir: PathBuf,
+}
+
+/// What to do with the `Data` frames of a stream.
+enum Stream {
+    /// Write them into a new file (whole content).
+    Whole(Box<Pending>, FileWriter),
+    /// Rebuild from the current file plus delta ops.
+    Delta(Box<Pending>, delta::Decoder<std::fs::File, FileWriter>),
+    /// Refused or conflicting: read and drop (the sender pipelined them).
+    Discard,
+}
+
+/// An apply waiting for its content.
+struct Pending {
+    path: Vec<u8>,
+    new_version: [u8; 32],
+}
+
+/// Handles one authenticated session's requests.
+pub struct Receiver {
+    config: Arc<Config>,
+    index: Index,
+    peer: String,
+    groups: Vec<Allowed>,
+    ignore: IgnoreFields,
+    opts: apply::Options,
+    streams: HashMap<u32, Stream>,
+    /// `(group, path, parent mtime)` of pushes whose content is still coming.
+    parent_times: HashMap<u32, (String, Vec<u8>, Option<i64>)>,
+}
+
+impl Receiver {
+    fn new(
+        config: Arc<Config>,
+        index: Index,
+        peer: &str,
+        groups: &[String],
+    ) -> Result<Self, String> {
+        let mut allowed = Vec::new();
+        let index_dir = index.path().parent().map(Path::to_path_buf).unwrap_or_default();
+        for g in config.my_groups().filter(|g| groups.contains(&g.name)) {
+            let matcher = GroupMatcher::new(&g.rules).map_err(|(_, e)| e)?;
+            let sender_receive_only = g.hosts.iter().any(|h| h.name == peer && h.receive_only);
+            let me_receive_only = g.me(&config.myname).is_some_and(|h| h.receive_only);
+            let push_to = if me_receive_only {
+                Vec::new()
+            } else {
+                g.peers(&config.myname).map(|h| (h.name.clone(), config.myname.clone())).collect()
+            };
+            let conflict_dir = g
+                .backup_directory
+                .clone()
+                .unwrap_or_else(|| index_dir.join(format!("{}.conflicts", config.myname)));
+            allowed.push(Allowed {
+                name: g.name.clone(),
+                matcher,
+                sender_receive_only,
+                push_to,
+                conflict_dir,
+            });
+        }
+        let ignore = IgnoreFields {
+            uid: config.ignore.uid,
+            gid: config.ignore.gid,
+            mode: config.ignore.mode,
+        };
+        let opts = apply::Options {
+            ignore_uid: ignore.uid,
+            ignore_gid: ignore.gid,
+            ignore_mode: ignore.mode,
+        };
+        Ok(Receiver {
+            config,
+            index,
+            peer: peer.to_string(),
+            groups: allowed,
+            ignore,
+            opts,
+            streams: HashMap::new(),
+            parent_times: HashMap::new(),
+        })
+    }
+
+    /// Authorizes `path` for `group` and finds where it lives: `(group index,
+    /// real root, path below the root)`.
+    fn resolve(
+        &self,
+        group: &str,
+        path: &[u8],
+    ) -> Result<(usize, PathBuf, Vec<u8>), (ErrorCode, String)> {
+        let shown = crate::paths::display(path);
+        let Some(gi) = self.groups.iter().position(|g| g.name == group) else {
+            return Err((
+                ErrorCode::UnknownGroup,
+                format!("group '{group}' is not open on this session"),
+            ));
+        };
+        let g = &self.groups[gi];
+        if g.sender_receive_only {
+            return Err((
+                ErrorCode::ReceiveOnly,
+                format!("{} is receive-only in group '{group}'", self.peer),
+            ));
+        }
+        if g.matcher.level(path) != Level::Managed {
+            return Err((
+                ErrorCode::PathRefused,
+                format!("{shown} is not managed by group '{group}' here"),
+            ));
+        }
+        for root in g.matcher.walk_roots() {
+            let rb = root.as_bytes();
+            let rel: &[u8] = if path == rb {
+                b""
+            } else if crate::index::is_below(path, rb) {
+                let skip = if rb == b"/" { 1 } else { rb.len() + 1 };
+                &path[skip..]
+            } else {
+                continue;
+            };
+            apply::check_rel(rel).map_err(|e| (ErrorCode::PathRefused, e.to_string()))?;
+            let Some(real) = crate::paths::real_path(&self.config, rb) else {
+                return Err((ErrorCode::PathRefused, format!("{shown}: prefix not defined here")));
+            };
+            return Ok((gi, real, rel.to_vec()));
+        }
+        Err((
+            ErrorCode::PathRefused,
+            format!("{shown} is under no include root of group '{group}' here"),
+        ))
+    }
+
+    /// The entry's state on disk now, hashed when the index cannot vouch for
+    /// the content, and what changed since this node's last check (the caller
+    /// records that as a local change only if it refuses the push).
+    fn current(
+        &mut self,
+        root: &Path,
+        rel: &[u8],
+        path: &[u8],
+    ) -> Result<(Option<Meta>, Changes), apply::Error> {
+        let Some(mut m) = apply::stat(root, rel)? else {
+            let known = self.index.file(path).ok().flatten().is_some();
+            return Ok((None, if known { Changes::DELETE } else { Changes::default() }));
+        };
+        let known = self.index.file(path).ok().flatten();
+        if m.kind == FileKind::File {
+            m.hash = match &known {
+                Some(k) if k.kind == FileKind::File && !m.content_may_differ(k) => k.hash,
+                _ => match apply::open_file(root, rel)? {
+                    Some(mut f) => Some(hash_reader(&mut f).map_err(|e| apply::Error::Io {
+                        what: format!("read {}", crate::paths::display(rel)),
+                        source: e,
+                    })?),
+                    None => None,
+                },
+            };
+        }
+        let changed = match &known {
+            None => Changes::NEW,
+            Some(k) => crate::types::classify(k, &m, self.ignore),
+        };
+        Ok((Some(m), changed))
+    }
+
+    fn record_local(&mut self, gi: usize, path: &[u8], m: Option<&Meta>, changes: Changes) {
+        let base = match self.index.file(path).ok().flatten() {
+            Some(old) => Base::Version(version(&old, self.ignore)),
+            None => Base::Absent,
+        };
+        let g = &self.groups[gi];
+        let batch = crate::index::Batch {
+            upserts: m
+                .map(|m| IndexedFile { path: path.to_vec(), meta: m.clone() })
+                .into_iter()
+                .collect(),
+            removals: if m.is_none() { vec![path.to_vec()] } else { vec![] },
+            marks: g
+                .push_to
+                .iter()
+                .map(|(peer, me)| OwnedMark {
+                    path: path.to_vec(),
+                    peer: peer.clone(),
+                    myname: me.clone(),
+                    changes,
+                    forced: false,
+                    base,
+                })
+                .collect(),
+        };
+        if let Err(e) = self.index.apply(&batch) {
+            warn!("recording local change of {}: {e}", crate::paths::display(path));
+        }
+    }
+
+    /// Keeps the version about to be replaced after a conflict. Returns where.
+    fn keep_loser(&mut self, gi: usize, root: &Path, rel: &[u8], path: &[u8]) -> Option<PathBuf> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut rel_store = path.strip_prefix(b"/").unwrap_or(path).to_vec();
+        rel_store.extend_from_slice(format!(".conflict-{stamp}-{}", self.peer).as_bytes());
+        let dest =
+            self.groups[gi].conflict_dir.join(std::ffi::OsStr::from_bytes_compat(&rel_store));
+        match apply::preserve(root, rel, &dest) {
+            Ok(true) => Some(dest),
+            Ok(false) => None,
+            Err(e) => {
+                warn!("keeping the losing version of {}: {e}", crate::paths::display(path));
+                None
+            }
+        }
+    }
+
+    fn outcome_of(e: apply::Error) -> Outcome {
+        match e {
+            apply::Error::ParentMissing(_) => Outcome::ParentMissing,
+            apply::Error::NotEmpty(_) => Outcome::NotEmpty,
+            apply::Error::BadPath(m) | apply::Error::Symlink(m) => {
+                Outcome::Failed { code: ErrorCode::PathRefused, message: m }
+            }
+            apply::Error::HashMismatch => Outcome::Failed {
+                code: ErrorCode::Io,
+                message: "content does not match its hash (changed during the transfer?)".into(),
+            },
+            apply::Error::Io { what, source } => {
+                Outcome::Failed { code: ErrorCode::Io, message: format!("{what}: {source}") }
+            }
+        }
+    }
+
+    // The fields of one `Push` message, as they arrive.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        id: u32,
+        group: &str,
+        path: Vec<u8>,
+        entry: WireEntry,
+        base: Option<[u8; 32]>,
+        force: bool,
+        content: Content,
+    ) -> Option<Outcome> {
+        let (gi, root, rel) = match self.resolve(group, &path) {
+            Ok(x) => x,
+            Err((code, message)) => {
+                warn!(peer = %self.peer, "refused push of {}: {message}", crate::paths::display(&path));
+                self.discard(id, content);
+                return Some(Outcome::Failed { code, message });
+            }
+        };
+        let Some(new) = from_wire(&entry) else {
+            self.discard(id, content);
+            return Some(Outcome::Failed {
+                code: ErrorCode::Protocol,
+                message: "unknown entry kind".into(),
+            });
+        };
+        if new.kind == FileKind::File && new.hash.is_none() {
+            self.discard(id, content);
+            return Some(Outcome::Failed {
+                code: ErrorCode::Protocol,
+                message: "regular file without hash".into(),
+            });
+        }
+        if rel.is_empty()
+            && new.kind == FileKind::Dir
+            && let Err(e) = apply::ensure_root(&root)
+        {
+            self.discard(id, content);
+            return Some(Self::outcome_of(e));
+        }
+        let (cur, local_change) = match self.current(&root, &rel, &path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.discard(id, content);
+                return Some(Self::outcome_of(e));
+            }
+        };
+        let new_v = version(&new, self.ignore);
+        let cur_v = cur.as_ref().map(|c| version(c, self.ignore));
+        let same = cur_v == Some(new_v);
+        if !same && !force && base != cur_v {
+            // Refused: our own change stands, and our next run must push it.
+            if local_change.is_real() {
+                self.record_local(gi, &path, cur.as_ref(), local_change);
+            }
+            self.discard(id, content);
+            info!(peer = %self.peer, "conflict on {}: changed here too", crate::paths::display(&path));
+            return Some(Outcome::Conflict(cur.as_ref().map(to_wire)));
+        }
+        if !same && force && cur.is_some() && base != cur_v {
+            if let Some(kept) = self.keep_loser(gi, &root, &rel, &path) {
+                let _ = self.index.record_conflict(
+                    &path,
+                    &self.peer,
+                    "lost: overwritten by a forced push",
+                    Some(&kept),
+                );
+            } else {
+                let _ = self.index.record_conflict(
+                    &path,
+                    &self.peer,
+                    "lost: overwritten by a forced push",
+                    None,
+                );
+            }
+        }
+        let ae = apply::Entry {
+            kind: new.kind,
+            mode: new.mode,
+            uid: new.uid,
+            gid: new.gid,
+            mtime_ns: new.mtime_ns,
+            target: new.target.clone(),
+            rdev: new.rdev,
+        };
+        let pending = Box::new(Pending { path: path.clone(), new_version: new_v });
+        if same {
+            // Identical already: no conflict, no content needed.
+            self.discard(id, content);
+            let cur = cur.expect("same implies present");
+            if cur.mtime_ns == new.mtime_ns || new.kind == FileKind::Symlink {
+                let f = IndexedFile { path: path.clone(), meta: cur };
+                let _ = self.index.record_received(Some(&f), None, &self.peer, Some(new_v));
+                return Some(Outcome::InSync);
+            }
+            let r = if new.kind == FileKind::File {
+                apply::set_file_attrs(&root, &rel, &ae, &self.opts).map(|m| {
+                    m.map(|mut m| {
+                        m.hash = new.hash;
+                        m
+                    })
+                })
+            } else {
+                apply::make(&root, &rel, &ae, &self.opts).map(Some)
+            };
+            return Some(self.finish(&pending, r));
+        }
+        if new.kind != FileKind::File {
+            self.discard(id, content);
+            let r = apply::make(&root, &rel, &ae, &self.opts);
+            return Some(self.finish(&pending, r.map(Some)));
+        }
+        match content {
+            Content::None => {
+                // Metadata only (mode, owner, mtime): fine when our content is already theirs.
+                let content_same =
+                    cur.as_ref().is_some_and(|c| c.kind == FileKind::File && c.hash == new.hash);
+                if !content_same {
+                    return Some(Outcome::Failed {
+                        code: ErrorCode::Protocol,
+                        message: CONTENT_NEEDED.into(),
+                    });
+                }
+                let r = apply::set_file_attrs(&root, &rel, &ae, &self.opts).map(|m| {
+                    m.map(|mut m| {
+                        m.hash = new.hash;
+                        m
+                    })
+                });
+                Some(self.finish(&pending, r))
+            }
+            Content::Whole => {
+                let hash = new.hash.expect("checked above");
+                match apply::begin_file(&root, &rel, &ae, hash, &self.opts) {
+                    Ok(w) => {
+                        self.streams.insert(id, Stream::Whole(pending, w));
+                        None
+                    }
+                    Err(e) => {
+                        self.streams.insert(id, Stream::Discard);
+                        Some(Self::outcome_of(e))
+                    }
+                }
+            }
+            Content::Delta => {
+                let hash = new.hash.expect("checked above");
+                let base_file = match apply::open_file(&root, &rel) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => {
+                        self.streams.insert(id, Stream::Discard);
+                        return Some(Outcome::Failed {
+                            code: ErrorCode::Io,
+                            message: "no base file for a delta".into(),
+                        });
+                    }
+                    Err(e) => {
+                        self.streams.insert(id, Stream::Discard);
+                        return Some(Self::outcome_of(e));
+                    }
+                };
+                let bs = delta::block_size_for(
+                    entry.size.max(base_file.metadata().map_or(0, |m| m.len())),
+                );
+                match apply::begin_file(&root, &rel, &ae, hash, &self.opts)
+                    .map_err(Self::outcome_of)
+                    .and_then(|w| {
+                        delta::Decoder::new(base_file, bs, w).map_err(|e| Outcome::Failed {
+                            code: ErrorCode::Io,
+                            message: e.to_string(),
+                        })
+                    }) {
+                    Ok(d) => {
+                        self.streams.insert(id, Stream::Delta(pending, d));
+                        None
+                    }
+                    Err(o) => {
+                        self.streams.insert(id, Stream::Discard);
+                        Some(o)
+                    }
+                }
+            }
+        }
+    }
+
+    /// After an applied change: give the parent directory the sender's mtime,
+    /// when that directory is part of what the group manages here.
+    fn after(&mut self, group: &str, path: &[u8], parent_mtime: Option<i64>, outcome: &Outcome) {
+        let (Some(t), Outcome::Applied) = (parent_mtime, outcome) else { return };
+        let Ok((gi, root, rel)) = self.resolve(group, path) else { return };
+        if rel.is_empty() {
+            return;
+        }
+        if !rel.contains(&b'/') {
+            // The parent is the include root itself: only if it is managed.
+            let root_db = &path[..path.len() - rel.len() - 1];
+            if self.groups[gi].matcher.level(root_db) != Level::Managed {
+                return;
+            }
+        }
+        if let Err(e) = apply::set_parent_mtime(&root, &rel, t) {
+            warn!("setting the directory mtime for {}: {e}", crate::paths::display(path));
+        }
+    }
+
+    fn discard(&mut self, id: u32, content: Content) {
+        if content != Content::None {
+            self.streams.insert(id, Stream::Discard);
+        }
+    }
+
+    /// Records an applied entry (or reports why it failed).
+    fn finish(&mut self, p: &Pending, r: Result<Option<Meta>, apply::Error>) -> Outcome {
+        match r {
+            Ok(Some(meta)) => {
+                let f = IndexedFile { path: p.path.clone(), meta };
+                match self.index.record_received(Some(&f), None, &self.peer, Some(p.new_version)) {
+                    Ok(()) => Outcome::Applied,
+                    Err(e) => Outcome::Failed {
+                        code: ErrorCode::Internal,
+                        message: format!("index: {e}"),
+                    },
+                }
+            }
+            Ok(None) => Outcome::Failed {
+                code: ErrorCode::Io,
+                message: "the entry changed type while being applied".into(),
+            },
+            Err(e) => Self::outcome_of(e),
+        }
+    }
+
+    fn data(&mut self, stream: u32, bytes: &[u8]) -> Option<Outcome> {
+        let r = match self.streams.get_mut(&stream) {
+            Some(Stream::Whole(_, w)) => w.write_all(bytes).map_err(|e| e.to_string()),
+            Some(Stream::Delta(_, d)) => d.apply(bytes).map_err(|e| e.to_string()),
+            Some(Stream::Discard) => return None,
+            None => {
+                return Some(Outcome::Failed {
+                    code: ErrorCode::Protocol,
+                    message: "data for an unknown stream".into(),
+                });
+            }
+        };
+        match r {
+            Ok(()) => None,
+            Err(message) => {
+                self.streams.insert(stream, Stream::Discard);
+                Some(Outcome::Failed { code: ErrorCode::Io, message })
+            }
+        }
+    }
+
+    fn data_end(&mut self, stream: u32) -> Option<Outcome> {
+        match self.streams.remove(&stream)? {
+            Stream::Discard => None,
+            Stream::Whole(p, w) => {
+                let r = w.commit();
+                Some(self.finish(&p, r.map(Some)))
+            }
+            Stream::Delta(p, d) => {
+                let r = d.into_inner().commit();
+                Some(self.finish(&p, r.map(Some)))
+            }
+        }
+    }
+
+    fn delete(
+        &mut self,
+        group: &str,
+        path: Vec<u8>,
+        base: Option<[u8; 32]>,
+        force: bool,
+    ) -> Outcome {
+        let (gi, root, rel) = match self.resolve(group, &path) {
+            Ok(x) => x,
+            Err((code, message)) => return Outcome::Failed { code, message },
+        };
+        if rel.is_empty() {
+            return Outcome::Failed {
+                code: ErrorCode::PathRefused,
+                message: "refusing to delete an include root".into(),
+            };
+        }
+        let (cur, local_change) = match self.current(&root, &rel, &path) {
+            Ok(c) => c,
+            Err(apply::Error::ParentMissing(_)) => (None, Changes::default()),
+            Err(e) => return Self::outcome_of(e),
+        };
+        let Some(cur) = cur else {
+            let _ = self.index.record_received(None, Some(&path), &self.peer, None);
+            return Outcome::InSync;
+        };
+        let cur_v = version(&cur, self.ignore);
+        if !force && base != Some(cur_v) {
+            if local_change.is_real() {
+                self.record_local(gi, &path, Some(&cur), local_change);
+            }
+            return Outcome::Conflict(Some(to_wire(&cur)));
+        }
+        if force && base != Some(cur_v) {
+            let kept = self.keep_loser(gi, &root, &rel, &path);
+            let _ = self.index.record_conflict(
+                &path,
+                &self.peer,
+                "lost: deleted by a forced push",
+                kept.as_deref(),
+            );
+        }
+        match apply::delete(&root, &rel) {
+            Ok(_) => match self.index.record_received(None, Some(&path), &self.peer, None) {
+                Ok(()) => Outcome::Applied,
+                Err(e) => {
+                    Outcome::Failed { code: ErrorCode::Internal, message: format!("index: {e}") }
+                }
+            },
+            Err(e) => Self::outcome_of(e),
+        }
+    }
+
+    fn sig(&mut self, id: u32, group: &str, path: &[u8]) -> Msg {
+        let empty =
+            Msg::SigReply { id, block_size: delta::block_size_for(0), size: 0, blocks: vec![] };
+        let Ok((_, root, rel)) = self.resolve(group, path) else { return empty };
+        let Ok(Some(mut f)) = apply::open_file(&root, &rel) else { return empty };
+        let size = f.metadata().map_or(0, |m| m.len());
+        let bs = delta::block_size_for(size);
+        match delta::signature(&mut f, bs) {
+            Ok((size, blocks)) => Msg::SigReply { id, block_size: bs, size, blocks },
+            Err(_) => empty,
+        }
+    }
+
+    fn list(&mut self, id: u32, group: &str, reply: &mut dyn FnMut(Msg)) {
+        if let Some(g) = self.groups.iter().find(|g| g.name == group)
+            && let Ok(files) = self.index.files(crate::index::Scope::All)
+        {
+            for f in files.into_iter().filter(|f| g.matcher.is_managed(&f.path)) {
+                reply(Msg::ListEntry { id, path: f.path, entry: to_wire(&f.meta) });
+            }
+        }
+        reply(Msg::ListEnd { id });
+    }
+
+    fn fetch(&mut self, id: u32, group: &str, path: &[u8], reply: &mut dyn FnMut(Msg)) {
+        let file = match self.resolve(group, path) {
+            Ok((_, root, rel)) => apply::open_file(&root, &rel),
+            Err((code, message)) => {
+                return reply(Msg::Ack { id, outcome: Outcome::Failed { code, message } });
+            }
+        };
+        let mut f = match file {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return reply(Msg::Ack {
+                    id,
+                    outcome: Outcome::Failed {
+                        code: ErrorCode::Io,
+                        message: "no regular file there".into(),
+                    },
+                });
+            }
+            Err(e) => return reply(Msg::Ack { id, outcome: Self::outcome_of(e) }),
+        };
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    reply(Msg::Data { stream: id, bytes: buf[..n].to_vec() });
+                }
+                Err(e) => {
+                    return reply(Msg::Ack {
+                        id,
+                        outcome: Outcome::Failed { code: ErrorCode::Io, message: e.to_string() },
+                    });
+                }
+            }
+        }
+        reply(Msg::DataEnd { stream: id, hash: *h.finalize().as_bytes() });
+    }
+}
+
+fn hash_reader(r: &mut impl Read) -> std::io::Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(*h.finalize().as_bytes());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// `OsStr` from raw bytes (Unix paths are bytes).
+trait FromBytesCompat {
+    fn from_bytes_compat(b: &[u8]) -> &std::ffi::OsStr;
+}
+
+impl FromBytesCompat for std::ffi::OsStr {
+    fn from_bytes_compat(b: &[u8]) -> &std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(b)
+    }
+}
+
+impl Handler for Receiver {
+    fn handle(&mut self, msg: Msg, reply: &mut dyn FnMut(Msg)) -> bool {
+        match msg {
+            Msg::Ping { id } => reply(Msg::Pong {
+                id,
+                time_ns: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64),
+            }),
+            Msg::Push { id, group, path, entry, base, force, content, parent_mtime } => {
+                if content != Content::None {
+                    self.parent_times.insert(id, (group.clone(), path.clone(), parent_mtime));
+                }
+                if let Some(outcome) =
+                    self.push(id, &group, path.clone(), entry, base, force, content)
+                {
+                    self.parent_times.remove(&id);
+                    self.after(&group, &path, parent_mtime, &outcome);
+                    reply(Msg::Ack { id, outcome });
+                }
+            }
+            Msg::Data { stream, bytes } => {
+                if let Some(outcome) = self.data(stream, &bytes) {
+                    reply(Msg::Ack { id: stream, outcome });
+                }
+            }
+            Msg::DataEnd { stream, .. } => {
+                if let Some(outcome) = self.data_end(stream) {
+                    if let Some((group, path, t)) = self.parent_times.remove(&stream) {
+                        self.after(&group, &path, t, &outcome);
+                    }
+                    reply(Msg::Ack { id: stream, outcome });
+                }
+            }
+            Msg::Delete { id, group, path, base, force, parent_mtime } => {
+                let outcome = self.delete(&group, path.clone(), base, force);
+                self.after(&group, &path, parent_mtime, &outcome);
+                reply(Msg::Ack { id, outcome });
+            }
+            Msg::Sig { id, group, path } => reply(self.sig(id, &group, &path)),
+            Msg::List { id, group } => self.list(id, &group, reply),
+            Msg::Fetch { id, group, path } => self.fetch(id, &group, &path, reply),
+            other => {
+                reply(Msg::Error {
+                    code: ErrorCode::Protocol,
+                    message: format!("unexpected message type 0x{:02x}", other.type_byte()),
+                });
+                return false;
+            }
+        }
+        true
+    }
+}

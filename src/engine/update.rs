@@ -1,0 +1,748 @@
+//! `-u`: push every dirty entry to its peer. All peers at once (one thread and
+//! one connection each); requests pipelined on each connection (the writer
+//! never waits for replies); large files as block deltas when the peer has an
+//! older version. A dirty mark is cleared only after the peer confirmed a
+//! durable apply, and only if no newer mark arrived meanwhile.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Node;
+use super::conflict::{Decision, Side, decide};
+use super::wire::{to_wire, version};
+use crate::config::AutoMethod;
+use crate::delta;
+use crate::index::Pushed;
+use crate::net::client::{self, ClientSettings, Target};
+use crate::net::conn::Conn;
+use crate::proto::{Content, ErrorCode, Msg, Outcome};
+use crate::types::{Changes, FileKind, IgnoreFields, Meta};
+
+/// What to push.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateOptions {
+    /// Only these peers (`-P`); empty: all.
+    pub peers: Vec<String>,
+    /// Only these DB paths (and with the flag, what lies below them).
+    pub paths: Vec<(Vec<u8>, bool)>,
+    /// `-d`: say what would be pushed, connect nowhere, change nothing.
+    pub dry_run: bool,
+}
+
+/// One entry to push to one peer.
+#[derive(Debug, Clone)]
+struct Item {
+    path: Vec<u8>,
+    group: String,
+    generation: i64,
+    forced: bool,
+    changes: Changes,
+    /// The local state; `None`: deleted here.
+    local: Option<Meta>,
+    /// Real path of the local entry (for content).
+    real: Option<PathBuf>,
+    /// What the peer was last known to have.
+    base: Option<[u8; 32]>,
+    /// Whether a peer state is known at all (a delta needs an older version there).
+    peer_has_old: bool,
+    /// When the delete was seen (for younger/older against a deletion).
+    marked_at_ns: i64,
+    /// The peer said it needs the content after all.
+    need_content: bool,
+    /// Pushed only to create a missing parent: no dirty row to clear.
+    ancestor: bool,
+    /// Conflict rule inputs.
+    rule: AutoMethod,
+    me: (usize, bool),
+    peer_pos: (usize, bool),
+}
+
+/// How one path ended with one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathResult {
+    /// Applied there, or already identical.
+    Done,
+    /// A conflict this node lost under the group's rule (the winner's version
+    /// reaches us from its side).
+    Lost(String),
+    /// A conflict left for a person (`auto none`).
+    Unresolved,
+    /// Failed, with why.
+    Failed(String),
+}
+
+/// What happened with one peer.
+#[derive(Debug, Default)]
+pub struct PeerReport {
+    /// The peer.
+    pub peer: String,
+    /// The peer could not be used at all.
+    pub error: Option<String>,
+    /// Per path.
+    pub paths: Vec<(Vec<u8>, PathResult)>,
+    /// Content bytes sent (whole files and delta literals).
+    pub bytes: u64,
+    /// Confirmed pushes, for the index.
+    pushed: Vec<Pushed>,
+    /// Conflicts met, `(path, resolution)`, for the index.
+    conflicts: Vec<(Vec<u8>, String)>,
+}
+
+/// What an update did.
+#[derive(Debug, Default)]
+pub struct UpdateReport {
+    /// Per peer, in name order.
+    pub peers: Vec<PeerReport>,
+    /// Entries held back by the mass-delete guard: `(root, count)`.
+    pub guarded: Vec<(Vec<u8>, usize)>,
+    /// Dry run lines.
+    pub planned: Vec<String>,
+}
+
+impl UpdateReport {
+    /// True when nothing failed, no conflict is unresolved, nothing was held back.
+    pub fn is_clean(&self) -> bool {
+        self.guarded.is_empty()
+            && self.peers.iter().all(|p| {
+                p.error.is_none()
+                    && p.paths
+                        .iter()
+                        .all(|(_, r)| matches!(r, PathResult::Done | PathResult::Lost(_)))
+            })
+    }
+}
+
+impl Node {
+    /// Pushes what is dirty. Per-peer and per-path problems are in the report;
+    /// only an index failure is an error.
+    ///
+    /// # Errors
+    /// When the index fails.
+    pub fn update(
+        &mut self,
+        opts: &UpdateOptions,
+        settings: &ClientSettings,
+        port: u16,
+    ) -> Result<UpdateReport, super::Error> {
+        let mut report = UpdateReport::default();
+        let ignore = IgnoreFields {
+            uid: self.config.ignore.uid,
+            gid: self.config.ignore.gid,
+            mode: self.config.ignore.mode,
+        };
+        let rows = self.index.dirty()?;
+        let guard = self.mass_delete_guard(&rows, &mut report)?;
+        let mut per_peer: HashMap<String, Vec<Item>> = HashMap::new();
+        for row in rows {
+            if !opts.peers.is_empty() && !opts.peers.contains(&row.peer) {
+                continue;
+            }
+            if !opts.paths.is_empty()
+                && !opts.paths.iter().any(|(p, rec)| {
+                    row.path == *p || (*rec && crate::index::is_below(&row.path, p))
+                })
+            {
+                continue;
+            }
+            if guard
+                .iter()
+                .any(|g| !row.forced && (row.path == *g || crate::index::is_below(&row.path, g)))
+            {
+                continue;
+            }
+            let Some(item) = self.plan_item(&row, ignore)? else { continue };
+            per_peer.entry(row.peer.clone()).or_default().push(item);
+        }
+        let mut peers: Vec<(String, Vec<Item>)> = per_peer.into_iter().collect();
+        peers.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, items) in &mut peers {
+            // Deletes first, deepest first; then everything else, parents first.
+            items.sort_by(|a, b| match (a.local.is_none(), b.local.is_none()) {
+                (true, true) => b.path.cmp(&a.path),
+                (true, false) => std::cmp::Ordering::Less,
+                (false, true) => std::cmp::Ordering::Greater,
+                (false, false) => a.path.cmp(&b.path),
+            });
+        }
+        if opts.dry_run {
+            for (peer, items) in &peers {
+                for it in items {
+                    let what = if it.local.is_none() { "delete" } else { "push" };
+                    let force = if it.forced { " (forced)" } else { "" };
+                    report.planned.push(format!(
+                        "would {what} {} to {peer}{force} [{}]",
+                        crate::paths::display(&it.path),
+                        it.changes
+                    ));
+                }
+            }
+            return Ok(report);
+        }
+        let myname = self.config.myname.clone();
+        let jobs: Vec<(Target, super::remote::GroupKeys, Vec<Item>)> = peers
+            .into_iter()
+            .filter_map(|(peer, items)| {
+                let (target, groups) = super::remote::shared_groups(&self.config, &peer, port)?;
+                Some((target, groups, items))
+            })
+            .collect();
+        let settings = Arc::new(settings.clone());
+        let results: Vec<PeerReport> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(target, groups, items)| {
+                    let settings = settings.clone();
+                    let myname = myname.clone();
+                    s.spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                        let peer = target.name.clone();
+                        match rt {
+                            Ok(rt) => rt.block_on(push_peer(
+                                &target, &settings, &myname, &groups, items, ignore,
+                            )),
+                            Err(e) => PeerReport {
+                                peer,
+                                error: Some(e.to_string()),
+                                ..PeerReport::default()
+                            },
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("peer thread panicked")).collect()
+        });
+        for r in results {
+            self.record(&r)?;
+            report.peers.push(r);
+        }
+        Ok(report)
+    }
+
+    /// Roots that are missing or empty here while deletes under them are
+    /// queued: an unmounted disk must not empty every peer.
+    fn mass_delete_guard(
+        &self,
+        rows: &[crate::index::DirtyRow],
+        report: &mut UpdateReport,
+    ) -> Result<Vec<Vec<u8>>, super::Error> {
+        let mut out = Vec::new();
+        for root in self.roots()? {
+            let deletes = rows
+                .iter()
+                .filter(|r| !r.forced && r.changes.contains(Changes::DELETE))
+                .filter(|r| r.path == root.db || crate::index::is_below(&r.path, &root.db))
+                .count();
+            if deletes == 0 {
+                continue;
+            }
+            let empty = match std::fs::read_dir(&root.real) {
+                Ok(mut it) => it.next().is_none(),
+                Err(_) => !root.real.exists() || root.real.is_dir(),
+            };
+            let missing = std::fs::symlink_metadata(&root.real).is_err();
+            if missing || empty {
+                report.guarded.push((root.db.clone(), deletes));
+                out.push(root.db);
+            }
+        }
+        Ok(out)
+    }
+
+    fn plan_item(
+        &self,
+        row: &crate::index::DirtyRow,
+        ignore: IgnoreFields,
+    ) -> Result<Option<Item>, super::Error> {
+        // The group that links this path to this peer (first in file order).
+        let Some(ag) = self.groups.iter().find(|g| {
+            g.matcher.is_managed(&row.path) && g.push_to.iter().any(|(p, _)| *p == row.peer)
+        }) else {
+            return Ok(None);
+        };
+        let group = self.group(ag);
+        let local = self.index.file(&row.path)?;
+        let real = crate::paths::real_path(&self.config, &row.path);
+        let known = self.index.peer_version(&row.path, &row.peer)?;
+        // What the peer should have if it changed nothing: the version before
+        // our change; for a mark made by hand, what it was last known to have.
+        let base = match row.base {
+            crate::types::Base::Version(v) => Some(v),
+            crate::types::Base::Absent => None,
+            crate::types::Base::Unknown => known.flatten(),
+        };
+        let pos = |h: &str| group.hosts.iter().position(|x| x.name == h).unwrap_or(usize::MAX);
+        let ro = |h: &str| group.hosts.iter().any(|x| x.name == h && x.receive_only);
+        let _ = ignore;
+        Ok(Some(Item {
+            path: row.path.clone(),
+            group: group.name.clone(),
+            generation: row.generation,
+            forced: row.forced,
+            changes: row.changes,
+            local,
+            real,
+            base,
+            peer_has_old: base.is_some(),
+            marked_at_ns: row.marked_at * 1_000_000_000,
+            need_content: false,
+            ancestor: false,
+            rule: group.auto,
+            me: (pos(&self.config.myname), ro(&self.config.myname)),
+            peer_pos: (pos(&row.peer), ro(&row.peer)),
+        }))
+    }
+
+    /// Stores what a peer confirmed: marks cleared, peer states, conflicts.
+    fn record(&mut self, r: &PeerReport) -> Result<(), super::Error> {
+        self.index.record_pushed(&r.pushed)?;
+        for (path, resolution) in &r.conflicts {
+            self.index.record_conflict(path, &r.peer, resolution, None)?;
+        }
+        Ok(())
+    }
+}
+
+async fn push_peer(
+    target: &Target,
+    settings: &ClientSettings,
+    myname: &str,
+    groups: &[(String, Vec<u8>)],
+    items: Vec<Item>,
+    ignore: IgnoreFields,
+) -> PeerReport {
+    let mut report = PeerReport { peer: target.name.clone(), ..PeerReport::default() };
+    let session = match client::connect(target, settings, myname, groups).await {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            return report;
+        }
+    };
+    let mut usable = Vec::new();
+    for it in items {
+        if session.accepted.contains(&it.group) {
+            usable.push(it);
+        } else {
+            let why = session.refused.iter().find(|(g, _)| *g == it.group).map_or_else(
+                || "group not accepted".to_string(),
+                |(g, c)| format!("group {g} refused: {c}"),
+            );
+            report.paths.push((it.path, PathResult::Failed(why)));
+        }
+    }
+    let (mut rd, mut wr) = session.conn.split();
+    let mut queue = usable;
+    let mut next_id = 1u32;
+    for _pass in 0..4 {
+        if queue.is_empty() {
+            break;
+        }
+        let (small, big): (Vec<Item>, Vec<Item>) =
+            queue.into_iter().partition(|it| !wants_delta(it));
+        let mut retry = Vec::new();
+        if let Err(e) =
+            pipeline(&mut rd, &mut wr, small, &mut next_id, ignore, &mut report, &mut retry).await
+        {
+            report.error = Some(e);
+            break;
+        }
+        for it in big {
+            if let Err(e) =
+                push_delta(&mut rd, &mut wr, it, &mut next_id, ignore, &mut report, &mut retry)
+                    .await
+            {
+                report.error = Some(e);
+                break;
+            }
+        }
+        if report.error.is_some() {
+            break;
+        }
+        queue = retry;
+    }
+    if report.error.is_none() {
+        let _ = wr.send(&Msg::Bye).await;
+        let _ = rd.recv().await;
+    }
+    wr.shutdown().await;
+    report
+}
+
+fn wants_delta(it: &Item) -> bool {
+    it.peer_has_old
+        && !it.forced
+        && it.local.as_ref().is_some_and(|m| m.kind == FileKind::File && m.size >= delta::DELTA_MIN)
+        && it.changes.contains(Changes::CONTENT)
+}
+
+/// The mtime of the local directory holding the item (the receiver gives its
+/// copy of that directory the same time after applying the item).
+fn parent_mtime(it: &Item) -> Option<i64> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = it.real.as_ref()?.parent()?;
+    let md = std::fs::symlink_metadata(parent).ok()?;
+    md.is_dir().then(|| md.mtime() * 1_000_000_000 + md.mtime_nsec())
+}
+
+/// The request for an item (the content, if any, follows separately).
+fn request(it: &Item, id: u32, ignore: IgnoreFields) -> (Msg, Content) {
+    match &it.local {
+        None => (
+            Msg::Delete {
+                id,
+                group: it.group.clone(),
+                path: it.path.clone(),
+                base: it.base,
+                force: it.forced,
+                parent_mtime: parent_mtime(it),
+            },
+            Content::None,
+        ),
+        Some(m) => {
+            let content = if m.kind != FileKind::File {
+                Content::None
+            } else {
+                let meta_only =
+                    Changes::NEW.0 | Changes::CONTENT.0 | Changes::TYPE.0 | Changes::MARKED.0;
+                if it.changes.0 & meta_only == 0
+                    && !it.need_content
+                    && !it.forced
+                    && it.peer_has_old
+                {
+                    Content::None
+                } else {
+                    Content::Whole
+                }
+            };
+            let _ = ignore;
+            (
+                Msg::Push {
+                    id,
+                    group: it.group.clone(),
+                    path: it.path.clone(),
+                    entry: to_wire(m),
+                    base: it.base,
+                    force: it.forced,
+                    content,
+                    parent_mtime: parent_mtime(it),
+                },
+                content,
+            )
+        }
+    }
+}
+
+/// Streams a file's content on stream `id`: `Data` frames, then `DataEnd`
+/// with the hash of what was actually read. Returns the bytes sent.
+async fn send_file<W: AsyncWrite + Unpin>(
+    wr: &mut Conn<W>,
+    id: u32,
+    it: &Item,
+) -> Result<u64, String> {
+    let mut h = blake3::Hasher::new();
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    // An unreadable or vanished file still ends its stream: the peer then
+    // rejects it by hash and the mark stays for the next run.
+    if let Some(real) = &it.real
+        && let Ok(mut f) = std::fs::File::open(real)
+    {
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            h.update(&buf[..n]);
+            wr.send_data(id, &buf[..n]).await.map_err(|e| e.to_string())?;
+            sent += n as u64;
+        }
+    }
+    wr.queue(&Msg::DataEnd { stream: id, hash: *h.finalize().as_bytes() })
+        .map_err(|e| e.to_string())?;
+    Ok(sent)
+}
+
+/// Sends every item without waiting for replies, while a second future reads
+/// the replies as they come.
+#[allow(clippy::too_many_arguments)]
+async fn pipeline<R, W>(
+    rd: &mut Conn<R>,
+    wr: &mut Conn<W>,
+    items: Vec<Item>,
+    next_id: &mut u32,
+    ignore: IgnoreFields,
+    report: &mut PeerReport,
+    retry: &mut Vec<Item>,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if items.is_empty() {
+        return Ok(());
+    }
+    let (reg_tx, mut reg_rx) = tokio::sync::mpsc::unbounded_channel::<(u32, Item)>();
+    let first = *next_id;
+    *next_id += items.len() as u32;
+    let writer = async move {
+        let mut bytes = 0u64;
+        for (k, it) in items.into_iter().enumerate() {
+            let id = first + k as u32;
+            let (msg, content) = request(&it, id, ignore);
+            wr.queue(&msg).map_err(|e| e.to_string())?;
+            if content == Content::Whole {
+                bytes += send_file(wr, id, &it).await?;
+            }
+            let _ = reg_tx.send((id, it));
+        }
+        drop(reg_tx);
+        wr.flush().await.map_err(|e| e.to_string())?;
+        Ok::<u64, String>(bytes)
+    };
+    let reader = async {
+        let mut inflight: HashMap<u32, Item> = HashMap::new();
+        let mut open = true;
+        loop {
+            if inflight.is_empty() && !open {
+                return Ok::<(), String>(());
+            }
+            tokio::select! {
+                biased;
+                reg = reg_rx.recv(), if open => match reg {
+                    Some((id, it)) => { inflight.insert(id, it); }
+                    None => open = false,
+                },
+                m = rd.recv(), if !inflight.is_empty() => match m {
+                    Ok(Some(Msg::Ack { id, outcome })) => {
+                        let Some(it) = inflight.remove(&id) else {
+                            return Err(format!("reply for an unknown request {id}"));
+                        };
+                        on_outcome(it, outcome, ignore, report, retry);
+                    }
+                    Ok(Some(Msg::Error { code, message })) => return Err(format!("{code} ({message})")),
+                    Ok(Some(other)) => return Err(format!("unexpected reply 0x{:02x}", other.type_byte())),
+                    Ok(None) => return Err("the peer closed the connection".into()),
+                    Err(e) => return Err(e.to_string()),
+                },
+            }
+        }
+    };
+    let (w, r) = tokio::join!(writer, reader);
+    report.bytes += w?;
+    r
+}
+
+/// A large file the peer has an older version of: ask for its block
+/// signature, then send only the blocks that differ.
+#[allow(clippy::too_many_arguments)]
+async fn push_delta<R, W>(
+    rd: &mut Conn<R>,
+    wr: &mut Conn<W>,
+    mut it: Item,
+    next_id: &mut u32,
+    ignore: IgnoreFields,
+    report: &mut PeerReport,
+    retry: &mut Vec<Item>,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let id = *next_id;
+    *next_id += 1;
+    wr.send(&Msg::Sig { id, group: it.group.clone(), path: it.path.clone() })
+        .await
+        .map_err(|e| e.to_string())?;
+    let (block_size, blocks) = match rd.recv().await.map_err(|e| e.to_string())? {
+        Some(Msg::SigReply { id: rid, block_size, blocks, .. }) if rid == id => {
+            (block_size, blocks)
+        }
+        other => return Err(format!("expected a signature, got {other:?}")),
+    };
+    let file = it.real.as_ref().and_then(|r| std::fs::File::open(r).ok());
+    let (Some(file), false) = (file, blocks.is_empty()) else {
+        // Nothing to diff against: whole file after all.
+        it.need_content = true;
+        it.peer_has_old = false;
+        return pipeline(rd, wr, vec![it], next_id, ignore, report, retry).await;
+    };
+    let id = *next_id;
+    *next_id += 1;
+    let Some(m) = &it.local else { return Ok(()) };
+    wr.queue(&Msg::Push {
+        id,
+        group: it.group.clone(),
+        path: it.path.clone(),
+        entry: to_wire(m),
+        base: it.base,
+        force: it.forced,
+        content: Content::Delta,
+        parent_mtime: parent_mtime(&it),
+    })
+    .map_err(|e| e.to_string())?;
+    let mut enc =
+        delta::Encoder::new(std::io::BufReader::with_capacity(1 << 20, file), block_size, blocks);
+    loop {
+        match enc.next_chunk() {
+            Ok(Some(chunk)) => wr.send_data(id, &chunk).await.map_err(|e| e.to_string())?,
+            Ok(None) => break,
+            Err(e) => return Err(format!("reading {}: {e}", crate::paths::display(&it.path))),
+        }
+    }
+    report.bytes += enc.literal_bytes;
+    wr.send(&Msg::DataEnd { stream: id, hash: enc.source_hash() })
+        .await
+        .map_err(|e| e.to_string())?;
+    match rd.recv().await.map_err(|e| e.to_string())? {
+        Some(Msg::Ack { id: rid, outcome }) if rid == id => {
+            on_outcome(it, outcome, ignore, report, retry);
+            Ok(())
+        }
+        other => Err(format!("expected an ack, got {other:?}")),
+    }
+}
+
+/// What to do with the receiver's answer for one item.
+fn on_outcome(
+    mut it: Item,
+    outcome: Outcome,
+    ignore: IgnoreFields,
+    report: &mut PeerReport,
+    retry: &mut Vec<Item>,
+) {
+    match outcome {
+        Outcome::Applied | Outcome::InSync => {
+            report.pushed.push(Pushed {
+                path: it.path.clone(),
+                peer: report.peer.clone(),
+                clear_gen: (!it.ancestor).then_some(it.generation),
+                version: Some(it.local.as_ref().map(|m| version(m, ignore))),
+            });
+            if !it.ancestor {
+                report.paths.push((it.path, PathResult::Done));
+            }
+        }
+        Outcome::Conflict(theirs) => {
+            let their = theirs.as_ref().and_then(super::wire::from_wire);
+            let me = Side {
+                host: "",
+                position: it.me.0,
+                receive_only: it.me.1,
+                time_ns: it.local.as_ref().map_or(it.marked_at_ns, |m| m.mtime_ns),
+                size: it.local.as_ref().map_or(-1, |m| m.size as i64),
+            };
+            let peer = Side {
+                host: &report.peer,
+                position: it.peer_pos.0,
+                receive_only: it.peer_pos.1,
+                time_ns: their.as_ref().map_or(0, |m| m.mtime_ns),
+                size: their.as_ref().map_or(-1, |m| m.size as i64),
+            };
+            match decide(it.rule, me, peer) {
+                Decision::Win(why) => {
+                    report.conflicts.push((it.path.clone(), format!("won: {why}")));
+                    it.forced = true;
+                    retry.push(it);
+                }
+                Decision::Lose(why) => {
+                    report.conflicts.push((it.path.clone(), format!("lost: {why}")));
+                    report.paths.push((it.path, PathResult::Lost(why)));
+                }
+                Decision::Unresolved => {
+                    report.conflicts.push((it.path.clone(), "unresolved".into()));
+                    report.paths.push((it.path, PathResult::Unresolved));
+                }
+            }
+        }
+        Outcome::ParentMissing => {
+            if it.ancestor || retry.iter().any(|r| r.path == it.path) {
+                report.paths.push((
+                    it.path,
+                    PathResult::Failed("a parent directory is missing on the peer".into()),
+                ));
+                return;
+            }
+            for a in ancestors(&it) {
+                if !retry.iter().any(|r| r.path == a.path) {
+                    retry.push(a);
+                }
+            }
+            retry.push(it);
+        }
+        Outcome::NotEmpty => report.paths.push((
+            it.path,
+            PathResult::Failed(
+                "the directory still holds files there that are not managed; left in place".into(),
+            ),
+        )),
+        Outcome::Failed { code, message } => {
+            if message == super::receive::CONTENT_NEEDED && !it.need_content {
+                it.need_content = true;
+                retry.push(it);
+            } else {
+                let why =
+                    if code == ErrorCode::Io { message } else { format!("{code}: {message}") };
+                report.paths.push((it.path, PathResult::Failed(why)));
+            }
+        }
+    }
+}
+
+/// Directories above an item (up to, not including, `/` or the prefix), as
+/// items that create them with their local metadata, parents first.
+fn ancestors(it: &Item) -> Vec<Item> {
+    let mut out = Vec::new();
+    let (Some(real), path) = (&it.real, &it.path) else { return out };
+    let mut p = path.clone();
+    let mut r = real.clone();
+    while let Some(slash) = p.iter().rposition(|&b| b == b'/') {
+        if slash == 0 {
+            break;
+        }
+        p.truncate(slash);
+        if !r.pop() {
+            break;
+        }
+        let Ok(md) = std::fs::symlink_metadata(&r) else { break };
+        let meta = crate::scan::meta_of(&md);
+        if meta.kind != FileKind::Dir {
+            break;
+        }
+        out.push(Item {
+            path: p.clone(),
+            local: Some(meta),
+            real: Some(r.clone()),
+            base: None,
+            peer_has_old: false,
+            forced: true,
+            ancestor: true,
+            need_content: false,
+            generation: 0,
+            changes: Changes::NEW,
+            ..it.clone()
+        });
+        if p.first() == Some(&b'%') && !p.contains(&b'/') {
+            break;
+        }
+    }
+    out.reverse();
+    out
+}
+
+impl PeerReport {
+    /// Paths that failed or were left unresolved.
+    pub fn problems(&self) -> impl Iterator<Item = (&[u8], String)> {
+        self.paths.iter().filter_map(|(p, r)| match r {
+            PathResult::Failed(why) => Some((p.as_slice(), why.clone())),
+            PathResult::Unresolved => Some((
+                p.as_slice(),
+                "conflict: changed on both sides; keep one with 'csync -f PATH' on the node whose version should win".into(),
+            )),
+            _ => None,
+        })
+    }
+}
