@@ -20,3 +20,11 @@ CREATE TABLE conflict (
 -- NULL: unknown (a mark by hand); empty: the entry did not exist; else the
 -- 32-byte version.
 ALTER TABLE dirty ADD COLUMN base BLOB;
+
+-- Which node made the current version of an entry, when it was received
+-- (no row: this node made it). `auto left/right` and ties compare the hosts
+-- that made the two versions, not the two nodes that happen to meet.
+CREATE TABLE origin (
+    path BLOB PRIMARY KEY,  -- DB form
+    node TEXT NOT NULL      -- the host whose change this version is
+) STRICT, WITHOUT ROWID;

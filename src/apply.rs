@@ -303,6 +303,16 @@ pub fn open_file(root: &Path, rel: &[u8]) -> Result<Option<File>, Error> {
 
 /// A fresh temporary name for `name`: `.csync.<name>.<16 hex>`, with `name`
 /// shortened so the whole stays within 255 bytes.
+/// True for a name [`temp_name`] makes (`.csync.<name>.<16 hex>`): a
+/// transfer in progress, or one a crash interrupted. Scans skip these, so a
+/// leftover is never mistaken for a managed file and spread to peers.
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.len() > TEMP_PREFIX.len() + 17
+        && name.starts_with(TEMP_PREFIX)
+        && name[name.len() - 17] == b'.'
+        && name[name.len() - 16..].iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
 fn temp_name(name: &[u8]) -> Vec<u8> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = blake3::Hasher::new();
@@ -319,6 +329,55 @@ fn temp_name(name: &[u8]) -> Vec<u8> {
     out.push(b'.');
     out.extend_from_slice(&hex.as_bytes()[..16]);
     out
+}
+
+/// The temporary for a file's content: one fixed name per target, created
+/// exclusively and held under an exclusive `flock` while it is written. A
+/// temporary that exists but can be locked was left by a crashed writer (of
+/// this or another process): it is removed and replaced, so crashes leave no
+/// growing litter. One that is locked belongs to a live transfer: refused.
+fn locked_temp(dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<(Vec<u8>, OwnedFd), Error> {
+    let hex = blake3::hash(name).to_hex();
+    let keep = NAME_MAX - TEMP_PREFIX.len() - 1 - 16;
+    let mut tmp = TEMP_PREFIX.to_vec();
+    tmp.extend_from_slice(&name[..name.len().min(keep)]);
+    tmp.push(b'.');
+    tmp.extend_from_slice(&hex.as_bytes()[..16]);
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    for _ in 0..4 {
+        match rfs::openat(dir, &tmp, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => {
+                rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive)
+                    .map_err(|e| create_err(rel, e))?;
+                return Ok((tmp, fd));
+            }
+            Err(Errno::EXIST) => {
+                let old = rfs::openat(
+                    dir,
+                    &tmp,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                );
+                match old.map(|fd| rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive)) {
+                    Ok(Ok(())) | Err(Errno::NOENT) => {
+                        let _ = rfs::unlinkat(dir, &tmp, AtFlags::empty());
+                    }
+                    Ok(Err(Errno::WOULDBLOCK)) => {
+                        return Err(io_err(
+                            format!(
+                                "{} is being written by another transfer; try again",
+                                show(rel)
+                            ),
+                            Errno::BUSY,
+                        ));
+                    }
+                    Ok(Err(e)) | Err(e) => return Err(create_err(rel, e)),
+                }
+            }
+            Err(e) => return Err(create_err(rel, e)),
+        }
+    }
+    Err(create_err(rel, Errno::EXIST))
 }
 
 /// Calls `create` with fresh temporary names until one does not exist yet.
@@ -490,9 +549,7 @@ pub fn begin_file(
     }
     let (dir, name) = open_parent(root, rel)?;
     let parent_mtime = dir_mtime(&dir, rel)?;
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let (tmp, fd) =
-        with_temp(name, rel, |t| rfs::openat(&dir, t, flags, Mode::from_raw_mode(0o600)))?;
+    let (tmp, fd) = locked_temp(&dir, name, rel)?;
     Ok(FileWriter {
         name: name.to_vec(),
         tmp,
@@ -1459,6 +1516,15 @@ mod tests {
             let me = rustix::process::geteuid().as_raw();
             assert_eq!((m.uid, l.uid), (me, me));
         }
+    }
+
+    #[test]
+    fn temp_names_are_recognised() {
+        assert!(is_temp_name(&temp_name(b"nginx.conf")));
+        assert!(is_temp_name(&temp_name(&[b'x'; 255])));
+        assert!(!is_temp_name(b".csync.conf"));
+        assert!(!is_temp_name(b"nginx.conf"));
+        assert!(!is_temp_name(b".csync.x.0123456789ABCDEF"));
     }
 
     #[test]

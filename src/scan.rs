@@ -231,7 +231,7 @@ where
             }
         };
         let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
+        if name == b"." || name == b".." || crate::apply::is_temp_name(name) {
             continue;
         }
         let mut db = Vec::with_capacity(job.db.len() + 1 + name.len());

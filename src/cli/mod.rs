@@ -143,13 +143,7 @@ pub fn run(args: &Args) -> Exit {
         }
         Mode::Serve => return serve(args, &config, &sysdir, activated),
         Mode::Ping => return ping(args, &config, &sysdir),
-        Mode::Test => {
-            let what = "the in-sync test (-T)";
-            return fail!(
-                "{what} is not available in this build yet: it has the config, index, check and \
-                 transport commands only (-c, -L, -M, -m, -f, -R, -i, -ii, --ping); nothing was changed"
-            );
-        }
+        Mode::Test => {}
         _ => {}
     }
     let mut node = match open_node(args, config) {
@@ -164,6 +158,7 @@ pub fn run(args: &Args) -> Exit {
             if c == Exit::Ok { u } else { Exit::Error }
         }
         Mode::Update => update(&mut node, args, &sysdir),
+        Mode::Test => in_sync_test(&mut node, args, &sysdir),
         Mode::Mark | Mode::Force => mark(&mut node, args, mode == Mode::Force),
         Mode::List => output::list(&node, args.json),
         Mode::ListDirty => output::list_dirty(&node, args.json),
@@ -501,4 +496,47 @@ fn print_update(report: &crate::engine::update::UpdateReport, verbose: u8) -> Ex
         }
     }
     if report.is_clean() { Exit::Ok } else { Exit::Error }
+}
+
+fn in_sync_test(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
+    let settings = match client_settings(args, sysdir) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let target = match args.paths.first() {
+        Some(p) => match node.db_form_of(p) {
+            Some((db, _)) => Some(db),
+            None => return fail!("{}: not managed by any group", p.display()),
+        },
+        None => None,
+    };
+    let scope = match &target {
+        Some(db) => crate::index::Scope::Path { path: db, recursive: true },
+        None => crate::index::Scope::All,
+    };
+    let peers: Vec<String> = args.peers.iter().map(|p| p.to_lowercase()).collect();
+    let port = args.port.unwrap_or(crate::net::DEFAULT_PORT);
+    let report = match node.in_sync_test(&settings, port, &peers, scope, args.test >= 2, args.init)
+    {
+        Ok(r) => r,
+        Err(e) => return fail!("{e}"),
+    };
+    let me = node.config.myname.clone();
+    let mut out = std::io::stdout().lock();
+    for d in &report.differences {
+        let _ = writeln!(out, "{}\t{me}\t{}\t{}", d.kind, d.peer, paths::display(&d.path));
+        if let Some(diff) = &d.diff {
+            let _ = out.write_all(diff);
+        }
+    }
+    for (peer, why) in &report.failed {
+        eprintln!("csync: peer {peer}: {why}");
+    }
+    if !report.failed.is_empty() {
+        Exit::Error
+    } else if report.differences.is_empty() {
+        Exit::Nothing
+    } else {
+        Exit::Ok
+    }
 }

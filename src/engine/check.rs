@@ -145,6 +145,7 @@ impl Node {
                     (p, Changes::DELETE, Base::Version(version(&old, ignore)))
                 }
             };
+            batch.local.push(path.clone());
             if !init {
                 for (peer, myname) in self.peers_for(&path) {
                     batch.marks.push(OwnedMark {

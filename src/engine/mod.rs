@@ -4,6 +4,7 @@
 
 mod check;
 pub mod conflict;
+pub mod insync;
 mod maintain;
 pub mod receive;
 pub mod remote;
@@ -37,6 +38,9 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// The async runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(String),
     /// An include root uses a prefix this node does not define.
     #[error("group '{group}': prefix '%{prefix}%' is not defined for host '{host}'")]
     Prefix {

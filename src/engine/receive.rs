@@ -85,6 +85,8 @@ enum Stream {
 struct Pending {
     path: Vec<u8>,
     new_version: [u8; 32],
+    /// The host whose change this is.
+    origin: String,
 }
 
 /// Handles one authenticated session's requests.
@@ -246,6 +248,7 @@ impl Receiver {
                 .into_iter()
                 .collect(),
             removals: if m.is_none() { vec![path.to_vec()] } else { vec![] },
+            local: vec![path.to_vec()],
             marks: g
                 .push_to
                 .iter()
@@ -281,6 +284,15 @@ impl Receiver {
                 None
             }
         }
+    }
+
+    /// Our state of `path` as the wire shows it, with the host that made it.
+    fn wire_with_origin(&self, path: &[u8], m: &Meta) -> WireEntry {
+        let mut w = to_wire(m);
+        w.origin = Some(
+            self.index.origin(path).ok().flatten().unwrap_or_else(|| self.config.myname.clone()),
+        );
+        w
     }
 
     fn outcome_of(e: apply::Error) -> Outcome {
@@ -358,7 +370,7 @@ impl Receiver {
             }
             self.discard(id, content);
             info!(peer = %self.peer, "conflict on {}: changed here too", crate::paths::display(&path));
-            return Some(Outcome::Conflict(cur.as_ref().map(to_wire)));
+            return Some(Outcome::Conflict(cur.as_ref().map(|c| self.wire_with_origin(&path, c))));
         }
         if !same && force && cur.is_some() && base != cur_v {
             if let Some(kept) = self.keep_loser(gi, &root, &rel, &path) {
@@ -386,14 +398,15 @@ impl Receiver {
             target: new.target.clone(),
             rdev: new.rdev,
         };
-        let pending = Box::new(Pending { path: path.clone(), new_version: new_v });
+        let origin = entry.origin.clone().unwrap_or_else(|| self.peer.clone());
+        let pending = Box::new(Pending { path: path.clone(), new_version: new_v, origin });
         if same {
             // Identical already: no conflict, no content needed.
             self.discard(id, content);
             let cur = cur.expect("same implies present");
             if cur.mtime_ns == new.mtime_ns || new.kind == FileKind::Symlink {
                 let f = IndexedFile { path: path.clone(), meta: cur };
-                let _ = self.index.record_received(Some(&f), None, &self.peer, Some(new_v));
+                let _ = self.index.record_received(Some(&f), None, &self.peer, Some(new_v), None);
                 return Some(Outcome::InSync);
             }
             let r = if new.kind == FileKind::File {
@@ -516,7 +529,13 @@ impl Receiver {
         match r {
             Ok(Some(meta)) => {
                 let f = IndexedFile { path: p.path.clone(), meta };
-                match self.index.record_received(Some(&f), None, &self.peer, Some(p.new_version)) {
+                match self.index.record_received(
+                    Some(&f),
+                    None,
+                    &self.peer,
+                    Some(p.new_version),
+                    Some(&p.origin),
+                ) {
                     Ok(()) => Outcome::Applied,
                     Err(e) => Outcome::Failed {
                         code: ErrorCode::Internal,
@@ -590,7 +609,7 @@ impl Receiver {
             Err(e) => return Self::outcome_of(e),
         };
         let Some(cur) = cur else {
-            let _ = self.index.record_received(None, Some(&path), &self.peer, None);
+            let _ = self.index.record_received(None, Some(&path), &self.peer, None, None);
             return Outcome::InSync;
         };
         let cur_v = version(&cur, self.ignore);
@@ -598,7 +617,7 @@ impl Receiver {
             if local_change.is_real() {
                 self.record_local(gi, &path, Some(&cur), local_change);
             }
-            return Outcome::Conflict(Some(to_wire(&cur)));
+            return Outcome::Conflict(Some(self.wire_with_origin(&path, &cur)));
         }
         if force && base != Some(cur_v) {
             let kept = self.keep_loser(gi, &root, &rel, &path);
@@ -610,7 +629,7 @@ impl Receiver {
             );
         }
         match apply::delete(&root, &rel) {
-            Ok(_) => match self.index.record_received(None, Some(&path), &self.peer, None) {
+            Ok(_) => match self.index.record_received(None, Some(&path), &self.peer, None, None) {
                 Ok(()) => Outcome::Applied,
                 Err(e) => {
                     Outcome::Failed { code: ErrorCode::Internal, message: format!("index: {e}") }

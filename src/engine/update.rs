@@ -55,10 +55,13 @@ struct Item {
     need_content: bool,
     /// Pushed only to create a missing parent: no dirty row to clear.
     ancestor: bool,
-    /// Conflict rule inputs.
+    /// Conflict rule inputs: the rule, the group's host order, who made our
+    /// version, and whether each side is receive-only.
     rule: AutoMethod,
-    me: (usize, bool),
-    peer_pos: (usize, bool),
+    hosts: Arc<Vec<String>>,
+    origin: String,
+    me_receive_only: bool,
+    peer_receive_only: bool,
 }
 
 /// How one path ended with one peer.
@@ -274,8 +277,8 @@ impl Node {
             crate::types::Base::Absent => None,
             crate::types::Base::Unknown => known.flatten(),
         };
-        let pos = |h: &str| group.hosts.iter().position(|x| x.name == h).unwrap_or(usize::MAX);
         let ro = |h: &str| group.hosts.iter().any(|x| x.name == h && x.receive_only);
+        let origin = self.index.origin(&row.path)?.unwrap_or_else(|| self.config.myname.clone());
         let _ = ignore;
         Ok(Some(Item {
             path: row.path.clone(),
@@ -291,8 +294,10 @@ impl Node {
             need_content: false,
             ancestor: false,
             rule: group.auto,
-            me: (pos(&self.config.myname), ro(&self.config.myname)),
-            peer_pos: (pos(&row.peer), ro(&row.peer)),
+            hosts: Arc::new(group.hosts.iter().map(|h| h.name.clone()).collect()),
+            origin,
+            me_receive_only: ro(&self.config.myname),
+            peer_receive_only: ro(&row.peer),
         }))
     }
 
@@ -379,6 +384,13 @@ fn wants_delta(it: &Item) -> bool {
         && it.changes.contains(Changes::CONTENT)
 }
 
+/// An entry as it travels, saying which host made this version.
+fn with_origin(m: &Meta, it: &Item) -> crate::proto::WireEntry {
+    let mut w = to_wire(m);
+    w.origin = Some(it.origin.clone());
+    w
+}
+
 /// The mtime of the local directory holding the item (the receiver gives its
 /// copy of that directory the same time after applying the item).
 fn parent_mtime(it: &Item) -> Option<i64> {
@@ -424,7 +436,7 @@ fn request(it: &Item, id: u32, ignore: IgnoreFields) -> (Msg, Content) {
                     id,
                     group: it.group.clone(),
                     path: it.path.clone(),
-                    entry: to_wire(m),
+                    entry: with_origin(m, it),
                     base: it.base,
                     force: it.forced,
                     content,
@@ -577,7 +589,7 @@ where
         id,
         group: it.group.clone(),
         path: it.path.clone(),
-        entry: to_wire(m),
+        entry: with_origin(m, &it),
         base: it.base,
         force: it.forced,
         content: Content::Delta,
@@ -628,17 +640,22 @@ fn on_outcome(
         }
         Outcome::Conflict(theirs) => {
             let their = theirs.as_ref().and_then(super::wire::from_wire);
+            let their_origin = theirs
+                .as_ref()
+                .and_then(|w| w.origin.clone())
+                .unwrap_or_else(|| report.peer.clone());
+            let pos = |h: &str| it.hosts.iter().position(|x| x == h).unwrap_or(usize::MAX);
             let me = Side {
                 host: "",
-                position: it.me.0,
-                receive_only: it.me.1,
+                position: pos(&it.origin),
+                receive_only: it.me_receive_only,
                 time_ns: it.local.as_ref().map_or(it.marked_at_ns, |m| m.mtime_ns),
                 size: it.local.as_ref().map_or(-1, |m| m.size as i64),
             };
             let peer = Side {
                 host: &report.peer,
-                position: it.peer_pos.0,
-                receive_only: it.peer_pos.1,
+                position: pos(&their_origin),
+                receive_only: it.peer_receive_only,
                 time_ns: their.as_ref().map_or(0, |m| m.mtime_ns),
                 size: their.as_ref().map_or(-1, |m| m.size as i64),
             };

@@ -17,6 +17,7 @@ pub fn to_wire(m: &Meta) -> WireEntry {
         rdev: m.rdev,
         target: m.target.clone(),
         hash: m.hash,
+        origin: None,
     }
 }
 

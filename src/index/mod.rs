@@ -117,6 +117,8 @@ pub struct Batch {
     pub removals: Vec<Vec<u8>>,
     /// Dirty marks to add.
     pub marks: Vec<OwnedMark>,
+    /// Entries whose current version this node made (forget where it came from).
+    pub local: Vec<Vec<u8>>,
 }
 
 /// The result of one confirmed push, for [`Index::record_pushed`].
@@ -152,7 +154,10 @@ pub struct OwnedMark {
 impl Batch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.removals.is_empty() && self.marks.is_empty()
+        self.upserts.is_empty()
+            && self.removals.is_empty()
+            && self.marks.is_empty()
+            && self.local.is_empty()
     }
 }
 
@@ -350,6 +355,10 @@ impl Index {
             for p in &batch.removals {
                 del.execute([p]).map_err(sql)?;
             }
+            let mut mine = tx.prepare_cached("DELETE FROM origin WHERE path = ?1").map_err(sql)?;
+            for p in batch.local.iter().chain(&batch.removals) {
+                mine.execute([p]).map_err(sql)?;
+            }
             let now = unix_now();
             let mut mark = tx.prepare_cached(rows::UPSERT_DIRTY).map_err(sql)?;
             for m in &batch.marks {
@@ -462,6 +471,7 @@ impl Index {
         removed: Option<&[u8]>,
         peer: &str,
         version: Option<[u8; 32]>,
+        origin: Option<&str>,
     ) -> Result<()> {
         let path = self.path.clone();
         let sql = |source| Error::Sqlite { path: path.clone(), source };
@@ -480,12 +490,37 @@ impl Index {
         };
         tx.execute("DELETE FROM dirty WHERE path = ?1 AND peer = ?2", params![p, peer])
             .map_err(sql)?;
+        match (origin, file) {
+            (Some(o), Some(_)) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO origin (path, node) VALUES (?1, ?2)",
+                    params![p, o],
+                )
+                .map_err(sql)?;
+            }
+            (_, None) => {
+                tx.execute("DELETE FROM origin WHERE path = ?1", [p]).map_err(sql)?;
+            }
+            (None, Some(_)) => {}
+        }
         tx.execute(
             "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
             params![p, peer, version.as_ref().map(|h| h.as_slice())],
         )
         .map_err(sql)?;
         tx.commit().map_err(sql)
+    }
+
+    /// The host that made the current version of `path`, if it was received
+    /// (`None`: this node made it).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn origin(&self, path: &[u8]) -> Result<Option<String>> {
+        let sql = self.sql();
+        let mut st =
+            self.conn.prepare_cached("SELECT node FROM origin WHERE path = ?1").map_err(&sql)?;
+        st.query_row([path], |r| r.get(0)).optional().map_err(&sql)
     }
 
     /// Records a conflict and how it ended.

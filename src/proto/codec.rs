@@ -257,6 +257,13 @@ fn put_entry(out: &mut Vec<u8>, e: &WireEntry) -> Result<(), EncodeError> {
         None => out.push(0),
     }
     put_opt_hash(out, &e.hash);
+    match &e.origin {
+        Some(o) => {
+            out.push(1);
+            put_str(out, o, MAX_NAME, "origin")?;
+        }
+        None => out.push(0),
+    }
     Ok(())
 }
 
@@ -473,6 +480,11 @@ impl Reader<'_> {
             rdev: self.u64("rdev")?,
             target: if self.flag("target flag")? { Some(self.path()?) } else { None },
             hash: self.opt_hash()?,
+            origin: if self.flag("origin flag")? {
+                Some(self.str(MAX_NAME, "origin")?)
+            } else {
+                None
+            },
         })
     }
 
@@ -528,6 +540,7 @@ mod tests {
             rdev: 0,
             target: Some(b"../x".to_vec()),
             hash: None,
+            origin: Some("n2".into()),
         }
     }
 
@@ -672,11 +685,22 @@ mod tests {
             any::<i64>(),
             any::<u64>(),
             prop::option::of(prop::collection::vec(any::<u8>(), 0..100)),
-            any::<Option<[u8; 32]>>(),
+            (any::<Option<[u8; 32]>>(), prop::option::of(arb_name())),
         )
-            .prop_map(|(kind, mode, uid, gid, size, mtime_ns, rdev, target, hash)| {
-                WireEntry { kind, mode, uid, gid, size, mtime_ns, rdev, target, hash }
-            })
+            .prop_map(
+                |(kind, mode, uid, gid, size, mtime_ns, rdev, target, (hash, origin))| WireEntry {
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    mtime_ns,
+                    rdev,
+                    target,
+                    hash,
+                    origin,
+                },
+            )
     }
 
     fn arb_msg() -> impl Strategy<Value = Msg> {

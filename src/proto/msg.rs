@@ -129,6 +129,8 @@ pub struct WireEntry {
     pub target: Option<Vec<u8>>,
     /// BLAKE3 of the content (regular files).
     pub hash: Option<[u8; 32]>,
+    /// The host whose change this version is (conflict rules by host order).
+    pub origin: Option<String>,
 }
 
 /// How the content of a pushed regular file follows the `Push`.

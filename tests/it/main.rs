@@ -13,5 +13,9 @@ mod config_errors;
 mod config_example;
 /// Issue 4: `-x` between three real nodes.
 mod sync;
+/// Issue 4: every `auto` rule, both directions, ties, delete against modify.
+mod sync_conflicts;
+/// Receiver safety: hostile pushes, planted symlinks, kill -9 mid-transfer, deltas.
+mod sync_safety;
 /// Issue 3: identities, mutual TLS, the handshake, the daemon in every mode.
 mod transport;

@@ -372,3 +372,54 @@ fn strange_and_long_names() {
     c.x_ok("n1");
     c.assert_converged();
 }
+
+#[test]
+fn in_sync_test_lists_what_differs_then_nothing() {
+    let c = Cluster::new("in_sync_test_lists_what_differs_then_nothing", "none");
+    c.write("n1", "a/f", b"from n1\n");
+    c.write("n2", "b/f", b"from n2\n");
+    for n in ["n1", "n2"] {
+        let (code, o, e) = c.run(n, &["-cIr"]);
+        assert_eq!(code, 0, "{o}{e}");
+    }
+    let (code, o, e) = c.run("n2", &["-T", "-P", "n1"]);
+    assert_eq!(code, 0, "{o}{e}");
+    assert_eq!(
+        o, "R\tn2\tn1\t%p%/a\nR\tn2\tn1\t%p%/a/f\nL\tn2\tn1\t%p%/b\nL\tn2\tn1\t%p%/b/f\n",
+        "{e}"
+    );
+    // -TI marks what differs here; the next push sends it.
+    let (code, o, e) = c.run("n2", &["-TI", "-P", "n1"]);
+    assert_eq!(code, 0, "{o}{e}");
+    let (code, o, e) = c.run("n2", &["-u", "-P", "n1"]);
+    assert_eq!(code, 0, "{o}{e}");
+    let (code, o, e) = c.run("n1", &["-m", "-r", c.root("n1").join("a").to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    let (code, o, e) = c.run("n1", &["-u", "-P", "n2"]);
+    assert_eq!(code, 0, "{o}{e}");
+    let (code, o, e) = c.run("n2", &["-T", "-P", "n1"]);
+    assert_eq!(code, 2, "everything in sync: {o}{e}");
+    assert_eq!(o, "");
+}
+
+#[test]
+fn in_sync_test_with_diffs() {
+    let c = Cluster::new("in_sync_test_with_diffs", "none");
+    let seq = |n: usize| (1..=n).map(|i| format!("{i}\n")).collect::<String>();
+    c.write("n1", "a/f", seq(1000).as_bytes());
+    c.x_ok("n1");
+    c.write("n2", "a/f", seq(999).as_bytes());
+    let (code, o, e) = c.run("n2", &["-c"]);
+    assert_eq!(code, 0, "{o}{e}");
+    let (code, o, e) = c.run("n2", &["-T", "-P", "n1"]);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(o, "X\tn2\tn1\t%p%/a/f\n");
+    let (code, o, e) =
+        c.run("n2", &["-TT", "-P", "n1", c.root("n2").join("a/f").to_str().unwrap()]);
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        o.starts_with("X\tn2\tn1\t%p%/a/f\n--- n1:%p%/a/f\n+++ n2:%p%/a/f\n@@ -997,4 +997,3 @@\n"),
+        "{o}"
+    );
+    assert!(o.contains("\n-1000\n"), "{o}");
+}

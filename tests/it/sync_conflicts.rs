@@ -1,0 +1,150 @@
+//! Every `auto` rule, from a real conflict between n1 and n2 pushed both ways:
+//! all three nodes end up with the expected winner's bytes, and the loser's
+//! bytes are kept on the node that lost them.
+
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+use crate::sync::{Cluster, find_conflict_copy};
+
+const BASE: &[u8] = b"base\n";
+const A: &[u8] = b"AAAAAAAAAAAAAAAAAAAA from n1\n";
+const B: &[u8] = b"B from n2\n";
+
+fn set_mtime(c: &Cluster, n: &str, t: SystemTime) {
+    fs::File::options().write(true).open(c.root(n).join("a/f")).unwrap().set_modified(t).unwrap();
+}
+
+/// Both change `a/f` (or n1 deletes it); both check; then n1, n2, n1 push.
+/// Returns the cluster for inspection.
+fn conflict(
+    test: &str,
+    rule: &str,
+    n1: Option<(&[u8], SystemTime)>,
+    n2: (&[u8], SystemTime),
+) -> Cluster {
+    let c = Cluster::new(test, rule);
+    c.write("n1", "a/f", BASE);
+    c.x_ok("n1");
+    match n1 {
+        Some((data, t)) => {
+            c.write("n1", "a/f", data);
+            set_mtime(&c, "n1", t);
+        }
+        None => fs::remove_file(c.root("n1").join("a/f")).unwrap(),
+    }
+    c.write("n2", "a/f", n2.0);
+    set_mtime(&c, "n2", n2.1);
+    for n in ["n1", "n2"] {
+        let (code, o, e) = c.run(n, &["-cr"]);
+        assert_eq!(code, 0, "{o}{e}");
+    }
+    for n in ["n1", "n2", "n1"] {
+        let _ = c.x(n);
+    }
+    c
+}
+
+fn content(c: &Cluster, n: &str) -> Option<Vec<u8>> {
+    fs::read(c.root(n).join("a/f")).ok()
+}
+
+fn assert_winner(c: &Cluster, want: Option<&[u8]>, loser_node: &str, loser_bytes: Option<&[u8]>) {
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(content(c, n).as_deref(), want, "{n} has the wrong version");
+    }
+    if let Some(bytes) = loser_bytes {
+        let kept = find_conflict_copy(&c.net.path(&format!("db-{loser_node}")), "f.conflict-")
+            .unwrap_or_else(|| panic!("no kept copy of the loser on {loser_node}"));
+        assert_eq!(fs::read(kept).unwrap(), bytes, "kept copy on {loser_node}");
+    }
+    c.assert_converged();
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn hour_ago() -> SystemTime {
+    SystemTime::now() - Duration::from_secs(3600)
+}
+
+#[test]
+fn younger_wins_both_directions() {
+    // n2 newer: n2 wins, n1 keeps its A as the loser.
+    let c = conflict("younger_1", "younger", Some((A, hour_ago())), (B, now()));
+    assert_winner(&c, Some(B), "n1", Some(A));
+    // n1 newer: n1 wins.
+    let c = conflict("younger_2", "younger", Some((A, now())), (B, hour_ago()));
+    assert_winner(&c, Some(A), "n2", Some(B));
+}
+
+#[test]
+fn older_wins_both_directions() {
+    let c = conflict("older_1", "older", Some((A, hour_ago())), (B, now()));
+    assert_winner(&c, Some(A), "n2", Some(B));
+    let c = conflict("older_2", "older", Some((A, now())), (B, hour_ago()));
+    assert_winner(&c, Some(B), "n1", Some(A));
+}
+
+#[test]
+fn bigger_and_smaller() {
+    let c = conflict("bigger", "bigger", Some((A, now())), (B, now()));
+    assert_winner(&c, Some(A), "n2", Some(B));
+    let c = conflict("smaller", "smaller", Some((A, now())), (B, now()));
+    assert_winner(&c, Some(B), "n1", Some(A));
+}
+
+#[test]
+fn left_right_and_first() {
+    let c = conflict("left", "left", Some((A, hour_ago())), (B, now()));
+    assert_winner(&c, Some(A), "n2", Some(B));
+    let c = conflict("right", "right", Some((A, now())), (B, hour_ago()));
+    assert_winner(&c, Some(B), "n1", Some(A));
+    // first: the node that pushes first (n1 here) wins.
+    let c = conflict("first", "first", Some((A, hour_ago())), (B, now()));
+    assert_winner(&c, Some(A), "n2", Some(B));
+}
+
+#[test]
+fn ties_break_by_host_order() {
+    let t = hour_ago();
+    let c = conflict("tie_younger", "younger", Some((A, t)), (B, t));
+    assert_winner(&c, Some(A), "n2", Some(B));
+    let same = b"same size A\n";
+    let other = b"same size B\n";
+    let c = conflict("tie_bigger", "bigger", Some((same, now())), (other, now()));
+    assert_winner(&c, Some(same), "n2", Some(other));
+}
+
+#[test]
+fn none_leaves_both_versions_and_reports() {
+    let c = Cluster::new("none_leaves_both_versions_and_reports", "none");
+    c.write("n1", "a/f", BASE);
+    c.x_ok("n1");
+    c.write("n1", "a/f", A);
+    c.write("n2", "a/f", B);
+    let (code, _, e) = c.run("n2", &["-cr"]);
+    assert_eq!(code, 0, "{e}");
+    let (code, _, e) = c.run("n1", &["-x", "-P", "n2"]);
+    assert_eq!(code, 1);
+    assert!(e.contains("peer n2: %p%/a/f: conflict"), "{e}");
+    assert_eq!(content(&c, "n1").as_deref(), Some(A));
+    assert_eq!(content(&c, "n2").as_deref(), Some(B));
+    // -f on n2 settles it for n2's version.
+    let (code, o, e) = c.run("n2", &["-f", c.root("n2").join("a/f").to_str().unwrap()]);
+    assert_eq!(code, 0, "{o}{e}");
+    c.x_ok("n2");
+    c.x_ok("n1");
+    assert_winner(&c, Some(B), "n1", Some(A));
+}
+
+#[test]
+fn delete_against_modify() {
+    // n1 deletes (now), n2's modification is an hour old: the delete is younger.
+    let c = conflict("delete_wins", "younger", None, (B, hour_ago()));
+    assert_winner(&c, None, "n2", Some(B));
+    // n2's modification is newer than the delete: the file comes back.
+    let c = conflict("modify_wins", "younger", None, (B, now() + Duration::from_secs(3600)));
+    assert_winner(&c, Some(B), "n1", None);
+}
