@@ -78,6 +78,10 @@ pub struct Args {
     /// Say which group and which pattern decide whether PATH is managed.
     #[arg(long, value_name = "PATH", help_heading = "Modes")]
     pub explain: Option<PathBuf>,
+    /// Show what is pending per peer, and every conflict met with where the
+    /// losing version was kept.
+    #[arg(long, help_heading = "Modes")]
+    pub status: bool,
     /// Connect to PEER over mutual TLS, prove the shared group keys, and report
     /// the protocol version, verified identity, round trip and clock offset.
     #[arg(long, value_name = "PEER", help_heading = "Modes")]
@@ -184,6 +188,8 @@ pub enum Mode {
     Explain,
     /// `--ping PEER`.
     Ping,
+    /// `--status`.
+    Status,
     /// `--new-ca DIR`.
     NewCa,
     /// `--new-cert NAME --ca DIR --out DIR`.
@@ -216,6 +222,7 @@ impl Args {
         add(self.check_config, Mode::CheckConfig, "--check-config");
         add(self.explain.is_some(), Mode::Explain, "--explain");
         add(self.ping.is_some(), Mode::Ping, "--ping");
+        add(self.status, Mode::Status, "--status");
         add(self.new_ca.is_some(), Mode::NewCa, "--new-ca");
         add(self.new_cert.is_some(), Mode::NewCert, "--new-cert");
         match modes.as_slice() {

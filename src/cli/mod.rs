@@ -161,6 +161,7 @@ pub fn run(args: &Args) -> Exit {
         Mode::Test => in_sync_test(&mut node, args, &sysdir),
         Mode::Mark | Mode::Force => mark(&mut node, args, mode == Mode::Force),
         Mode::List => output::list(&node, args.json),
+        Mode::Status => output::status(&node, args.json),
         Mode::ListDirty => output::list_dirty(&node, args.json),
         Mode::Prune => {
             if !args.groups.is_empty() {

@@ -281,3 +281,87 @@ pub fn explain(c: &Config, arg: &Path) -> Exit {
     let exit = emit(&s);
     if exit == Exit::Ok && !any { Exit::Nothing } else { exit }
 }
+
+/// `--status`: per peer, how much is pending and since when; then every
+/// conflict met, how it ended, and where the losing version was kept.
+/// Exit 0 when nothing is pending and no conflict is unresolved, else 1.
+pub fn status(node: &Node, json: bool) -> Exit {
+    let (dirty, conflicts) = match (node.index.dirty(), node.index.conflicts()) {
+        (Ok(d), Ok(c)) => (d, c),
+        (Err(e), _) | (_, Err(e)) => return fail!("{e}"),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut peers: std::collections::BTreeMap<&str, (usize, usize, i64)> = Default::default();
+    for d in &dirty {
+        let e = peers.entry(d.peer.as_str()).or_insert((0, 0, i64::MAX));
+        e.0 += 1;
+        if d.forced {
+            e.1 += 1;
+        }
+        e.2 = e.2.min(d.marked_at);
+    }
+    // A conflict is unresolved while its path is still dirty towards that peer.
+    let unresolved: Vec<_> = conflicts
+        .iter()
+        .filter(|c| {
+            c.resolution == "unresolved"
+                && dirty.iter().any(|d| d.path == c.path && d.peer == c.peer)
+        })
+        .collect();
+    let text = if json {
+        let rows: Vec<_> = conflicts
+            .iter()
+            .map(|c| {
+                json!({
+                    "path": String::from_utf8_lossy(&c.path),
+                    "peer": c.peer,
+                    "detected_at": c.detected_at,
+                    "resolution": c.resolution,
+                    "kept": c.kept.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                })
+            })
+            .collect();
+        let pending: Vec<_> = peers
+            .iter()
+            .map(|(p, (n, f, oldest))| json!({"peer": p, "pending": n, "forced": f, "oldest_mark": oldest}))
+            .collect();
+        format!("{}\n", json!({"node": node.config.myname, "pending": pending, "conflicts": rows}))
+    } else {
+        let mut s = format!("node {}\n", node.config.myname);
+        if peers.is_empty() {
+            s.push_str("nothing pending\n");
+        }
+        for (p, (n, f, oldest)) in &peers {
+            let forced = if *f > 0 { format!(" ({f} forced)") } else { String::new() };
+            s.push_str(&format!(
+                "peer {p}: {n} entries pending{forced}, oldest {} s ago\n",
+                (now - oldest).max(0)
+            ));
+        }
+        for c in &conflicts {
+            let open =
+                if unresolved.iter().any(|u| std::ptr::eq(*u, c)) { " [unresolved]" } else { "" };
+            let kept = c
+                .kept
+                .as_ref()
+                .map_or(String::new(), |k| format!("; loser kept at {}", display(k)));
+            s.push_str(&format!(
+                "conflict {} with {}: {}{open}{kept}\n",
+                display(&c.path),
+                c.peer,
+                c.resolution
+            ));
+        }
+        s
+    };
+    let exit = emit(&text);
+    if exit == Exit::Ok && (peers.is_empty() && unresolved.is_empty()) {
+        Exit::Ok
+    } else if exit == Exit::Ok {
+        Exit::Error
+    } else {
+        exit
+    }
+}

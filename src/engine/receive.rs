@@ -15,7 +15,7 @@ use super::wire::{from_wire, to_wire, version};
 use crate::apply::{self, FileWriter};
 use crate::config::{Config, GroupKey};
 use crate::delta;
-use crate::index::{Index, IndexedFile, OwnedMark};
+use crate::index::{Index, IndexedFile, OwnedMark, Received};
 use crate::net::server::{Authority, Handler};
 use crate::pattern::{GroupMatcher, Level};
 use crate::proto::{Content, ErrorCode, Msg, Outcome, WireEntry};
@@ -100,7 +100,16 @@ pub struct Receiver {
     streams: HashMap<u32, Stream>,
     /// `(group, path, parent mtime)` of pushes whose content is still coming.
     parent_times: HashMap<u32, (String, Vec<u8>, Option<i64>)>,
+    /// Applied entries not yet committed to the index (one commit per batch).
+    pending: Vec<Received>,
+    /// Their paths: a request for one of them commits the batch first.
+    pending_paths: std::collections::HashSet<Vec<u8>>,
+    /// Acks held back until the entries they confirm are committed.
+    acks: Vec<Msg>,
 }
+
+/// Entries applied before the index is committed and the acks go out.
+const BATCH: usize = 256;
 
 impl Receiver {
     fn new(
@@ -151,6 +160,9 @@ impl Receiver {
             opts,
             streams: HashMap::new(),
             parent_times: HashMap::new(),
+            pending: Vec::new(),
+            pending_paths: Default::default(),
+            acks: Vec::new(),
         })
     }
 
@@ -406,7 +418,7 @@ impl Receiver {
             let cur = cur.expect("same implies present");
             if cur.mtime_ns == new.mtime_ns || new.kind == FileKind::Symlink {
                 let f = IndexedFile { path: path.clone(), meta: cur };
-                let _ = self.index.record_received(Some(&f), None, &self.peer, Some(new_v), None);
+                self.defer(Some(f), None, Some(new_v), None);
                 return Some(Outcome::InSync);
             }
             let r = if new.kind == FileKind::File {
@@ -518,6 +530,55 @@ impl Receiver {
         }
     }
 
+    /// Queues an applied entry for the next index commit.
+    fn defer(
+        &mut self,
+        file: Option<IndexedFile>,
+        removed: Option<Vec<u8>>,
+        version: Option<[u8; 32]>,
+        origin: Option<String>,
+    ) {
+        let path =
+            file.as_ref().map(|f| f.path.clone()).or_else(|| removed.clone()).unwrap_or_default();
+        self.pending_paths.insert(path);
+        self.pending.push(Received { file, removed, peer: self.peer.clone(), version, origin });
+    }
+
+    /// Commits the queued entries in one transaction, then sends the acks held
+    /// back for them: an ack always means "durable, and recorded here".
+    fn flush(&mut self, reply: &mut dyn FnMut(Msg)) {
+        if !self.pending.is_empty() {
+            if let Err(e) = self.index.record_received_batch(&self.pending) {
+                warn!("recording received entries: {e}");
+                for a in &mut self.acks {
+                    if let Msg::Ack { outcome, .. } = a
+                        && matches!(outcome, Outcome::Applied | Outcome::InSync)
+                    {
+                        *outcome = Outcome::Failed {
+                            code: ErrorCode::Internal,
+                            message: format!("index: {e}"),
+                        };
+                    }
+                }
+            }
+            self.pending.clear();
+            self.pending_paths.clear();
+        }
+        for a in self.acks.drain(..) {
+            reply(a);
+        }
+    }
+
+    /// Sends an ack now, or holds it back while entries await their commit.
+    fn ack(&mut self, id: u32, outcome: Outcome, reply: &mut dyn FnMut(Msg)) {
+        let msg = Msg::Ack { id, outcome };
+        if self.pending.is_empty() && self.acks.is_empty() {
+            reply(msg);
+        } else {
+            self.acks.push(msg);
+        }
+    }
+
     fn discard(&mut self, id: u32, content: Content) {
         if content != Content::None {
             self.streams.insert(id, Stream::Discard);
@@ -529,19 +590,8 @@ impl Receiver {
         match r {
             Ok(Some(meta)) => {
                 let f = IndexedFile { path: p.path.clone(), meta };
-                match self.index.record_received(
-                    Some(&f),
-                    None,
-                    &self.peer,
-                    Some(p.new_version),
-                    Some(&p.origin),
-                ) {
-                    Ok(()) => Outcome::Applied,
-                    Err(e) => Outcome::Failed {
-                        code: ErrorCode::Internal,
-                        message: format!("index: {e}"),
-                    },
-                }
+                self.defer(Some(f), None, Some(p.new_version), Some(p.origin.clone()));
+                Outcome::Applied
             }
             Ok(None) => Outcome::Failed {
                 code: ErrorCode::Io,
@@ -609,7 +659,7 @@ impl Receiver {
             Err(e) => return Self::outcome_of(e),
         };
         let Some(cur) = cur else {
-            let _ = self.index.record_received(None, Some(&path), &self.peer, None, None);
+            self.defer(None, Some(path.clone()), None, None);
             return Outcome::InSync;
         };
         let cur_v = version(&cur, self.ignore);
@@ -629,12 +679,10 @@ impl Receiver {
             );
         }
         match apply::delete(&root, &rel) {
-            Ok(_) => match self.index.record_received(None, Some(&path), &self.peer, None, None) {
-                Ok(()) => Outcome::Applied,
-                Err(e) => {
-                    Outcome::Failed { code: ErrorCode::Internal, message: format!("index: {e}") }
-                }
-            },
+            Ok(_) => {
+                self.defer(None, Some(path.clone()), None, None);
+                Outcome::Applied
+            }
             Err(e) => Self::outcome_of(e),
         }
     }
@@ -729,6 +777,30 @@ impl FromBytesCompat for std::ffi::OsStr {
 
 impl Handler for Receiver {
     fn handle(&mut self, msg: Msg, reply: &mut dyn FnMut(Msg)) -> bool {
+        // Keep replies in order for requests that answer with data, and never
+        // look at an entry whose new state is not committed yet.
+        let touches_pending = match &msg {
+            Msg::Push { path, .. } | Msg::Delete { path, .. } => self.pending_paths.contains(path),
+            Msg::Data { .. } | Msg::DataEnd { .. } => false,
+            _ => true,
+        };
+        if touches_pending {
+            self.flush(reply);
+        }
+        let keep = self.dispatch(msg, reply);
+        if self.pending.len() >= BATCH {
+            self.flush(reply);
+        }
+        keep
+    }
+
+    fn idle(&mut self, reply: &mut dyn FnMut(Msg)) {
+        self.flush(reply);
+    }
+}
+
+impl Receiver {
+    fn dispatch(&mut self, msg: Msg, reply: &mut dyn FnMut(Msg)) -> bool {
         match msg {
             Msg::Ping { id } => reply(Msg::Pong {
                 id,
@@ -745,12 +817,12 @@ impl Handler for Receiver {
                 {
                     self.parent_times.remove(&id);
                     self.after(&group, &path, parent_mtime, &outcome);
-                    reply(Msg::Ack { id, outcome });
+                    self.ack(id, outcome, reply);
                 }
             }
             Msg::Data { stream, bytes } => {
                 if let Some(outcome) = self.data(stream, &bytes) {
-                    reply(Msg::Ack { id: stream, outcome });
+                    self.ack(stream, outcome, reply);
                 }
             }
             Msg::DataEnd { stream, .. } => {
@@ -758,13 +830,13 @@ impl Handler for Receiver {
                     if let Some((group, path, t)) = self.parent_times.remove(&stream) {
                         self.after(&group, &path, t, &outcome);
                     }
-                    reply(Msg::Ack { id: stream, outcome });
+                    self.ack(stream, outcome, reply);
                 }
             }
             Msg::Delete { id, group, path, base, force, parent_mtime } => {
                 let outcome = self.delete(&group, path.clone(), base, force);
                 self.after(&group, &path, parent_mtime, &outcome);
-                reply(Msg::Ack { id, outcome });
+                self.ack(id, outcome, reply);
             }
             Msg::Sig { id, group, path } => reply(self.sig(id, &group, &path)),
             Msg::List { id, group } => self.list(id, &group, reply),

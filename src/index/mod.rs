@@ -121,6 +121,21 @@ pub struct Batch {
     pub local: Vec<Vec<u8>>,
 }
 
+/// One entry applied on the receiver, for [`Index::record_received_batch`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The entry's new state (`None` with `removed`: it was deleted).
+    pub file: Option<IndexedFile>,
+    /// The path deleted.
+    pub removed: Option<Vec<u8>>,
+    /// The sender.
+    pub peer: String,
+    /// What the sender now has (`None`: absent).
+    pub version: Option<[u8; 32]>,
+    /// The host whose change this is (`None`: leave as it was).
+    pub origin: Option<String>,
+}
+
 /// The result of one confirmed push, for [`Index::record_pushed`].
 #[derive(Debug, Clone)]
 pub struct Pushed {
@@ -473,41 +488,72 @@ impl Index {
         version: Option<[u8; 32]>,
         origin: Option<&str>,
     ) -> Result<()> {
+        let r = Received {
+            file: file.cloned(),
+            removed: removed.map(<[u8]>::to_vec),
+            peer: peer.to_string(),
+            version,
+            origin: origin.map(str::to_string),
+        };
+        self.record_received_batch(std::slice::from_ref(&r))
+    }
+
+    /// Many [`Index::record_received`] in one transaction: a receiver applying
+    /// thousands of small files pays one commit per batch, not per file.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing of the batch is then recorded.
+    pub fn record_received_batch(&mut self, batch: &[Received]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let path = self.path.clone();
         let sql = |source| Error::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(sql)?;
-        let p: &[u8] = match (file, removed) {
-            (Some(f), _) => {
-                let mut up = tx.prepare_cached(rows::UPSERT_FILE).map_err(sql)?;
-                rows::upsert_file(&mut up, f).map_err(sql)?;
-                &f.path
-            }
-            (None, Some(p)) => {
-                tx.execute("DELETE FROM file WHERE path = ?1", [p]).map_err(sql)?;
-                p
-            }
-            (None, None) => return Ok(()),
-        };
-        tx.execute("DELETE FROM dirty WHERE path = ?1 AND peer = ?2", params![p, peer])
-            .map_err(sql)?;
-        match (origin, file) {
-            (Some(o), Some(_)) => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO origin (path, node) VALUES (?1, ?2)",
-                    params![p, o],
+        {
+            let mut up = tx.prepare_cached(rows::UPSERT_FILE).map_err(sql)?;
+            let mut del_file =
+                tx.prepare_cached("DELETE FROM file WHERE path = ?1").map_err(sql)?;
+            let mut del_dirty = tx
+                .prepare_cached("DELETE FROM dirty WHERE path = ?1 AND peer = ?2")
+                .map_err(sql)?;
+            let mut set_origin = tx
+                .prepare_cached("INSERT OR REPLACE INTO origin (path, node) VALUES (?1, ?2)")
+                .map_err(sql)?;
+            let mut del_origin =
+                tx.prepare_cached("DELETE FROM origin WHERE path = ?1").map_err(sql)?;
+            let mut state = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
                 )
                 .map_err(sql)?;
+            for r in batch {
+                let p: &[u8] = match (&r.file, &r.removed) {
+                    (Some(f), _) => {
+                        rows::upsert_file(&mut up, f).map_err(sql)?;
+                        &f.path
+                    }
+                    (None, Some(p)) => {
+                        del_file.execute([p]).map_err(sql)?;
+                        p
+                    }
+                    (None, None) => continue,
+                };
+                del_dirty.execute(params![p, r.peer]).map_err(sql)?;
+                match (&r.origin, &r.file) {
+                    (Some(o), Some(_)) => {
+                        set_origin.execute(params![p, o]).map_err(sql)?;
+                    }
+                    (_, None) => {
+                        del_origin.execute([p]).map_err(sql)?;
+                    }
+                    (None, Some(_)) => {}
+                }
+                state
+                    .execute(params![p, r.peer, r.version.as_ref().map(|h| h.as_slice())])
+                    .map_err(sql)?;
             }
-            (_, None) => {
-                tx.execute("DELETE FROM origin WHERE path = ?1", [p]).map_err(sql)?;
-            }
-            (None, Some(_)) => {}
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
-            params![p, peer, version.as_ref().map(|h| h.as_slice())],
-        )
-        .map_err(sql)?;
         tx.commit().map_err(sql)
     }
 

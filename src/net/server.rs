@@ -41,6 +41,12 @@ pub trait Handler: Send {
     /// peer opened), sending any replies through `reply`. Returning `false`
     /// ends the session (after an `Error` reply, normally).
     fn handle(&mut self, msg: Msg, reply: &mut dyn FnMut(Msg)) -> bool;
+
+    /// Called when no request is waiting: a handler that batches work (index
+    /// commits) finishes it and sends the replies it held back.
+    fn idle(&mut self, reply: &mut dyn FnMut(Msg)) {
+        let _ = reply;
+    }
 }
 
 /// Answers `Ping`; anything else ends the session.
@@ -215,7 +221,26 @@ where
     let worker_pending = pending.clone();
     let worker = std::thread::Builder::new().name("csync-session".into()).spawn(move || {
         let mut handler = handler;
-        while let Some(msg) = req_rx.blocking_recv() {
+        loop {
+            let msg = match req_rx.try_recv() {
+                Ok(m) => m,
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                    // Nothing waiting: let the handler finish batched work first.
+                    handler.idle(&mut |r| {
+                        let _ = rep_tx.blocking_send(r);
+                    });
+                    match req_rx.blocking_recv() {
+                        Some(m) => m,
+                        None => break,
+                    }
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    handler.idle(&mut |r| {
+                        let _ = rep_tx.blocking_send(r);
+                    });
+                    break;
+                }
+            };
             let mut alive = true;
             let keep = handler.handle(msg, &mut |r| {
                 if rep_tx.blocking_send(r).is_err() {
