@@ -148,6 +148,9 @@ pub struct Args {
     /// Print help.
     #[arg(short = 'h', long, action = ArgAction::Help)]
     pub help: Option<bool>,
+    /// Print the man page (roff) and exit: `csync --man > csync.1`.
+    #[arg(long, hide = true)]
+    pub man: bool,
 
     /// Paths to check, mark, force or explain.
     #[arg(value_name = "PATH")]

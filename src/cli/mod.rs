@@ -64,6 +64,14 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command line.
 pub fn run(args: &Args) -> Exit {
+    if args.man {
+        use clap::CommandFactory;
+        let mut out = Vec::new();
+        if let Err(e) = clap_mangen::Man::new(Args::command()).render(&mut out) {
+            return fail!("man page: {e}");
+        }
+        return output_bytes(&out);
+    }
     let mode = match args.mode() {
         Ok(m) => m,
         Err(msg) => return fail!("{msg}"),
@@ -539,5 +547,13 @@ fn in_sync_test(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
         Exit::Nothing
     } else {
         Exit::Ok
+    }
+}
+
+fn output_bytes(b: &[u8]) -> Exit {
+    match std::io::stdout().lock().write_all(b) {
+        Ok(()) => Exit::Ok,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
+        Err(e) => fail!("stdout: {e}"),
     }
 }

@@ -126,3 +126,18 @@ fn combined_letters_work() {
     env.csync("n1").arg("-cIrv").assert().success().stderr(contains("checked"));
     env.csync("n1").arg("-M").assert().code(2);
 }
+
+#[test]
+fn man_page_documents_every_mode() {
+    let env = Env::new();
+    let out = env.csync("n1").arg("--man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(".ie") || text.contains(".TH csync 1"), "{text}");
+    for flag in ["\\-x", "\\-T", "\\-\\-status", "\\-\\-new\\-cert", "\\-\\-ping", "Exit status"] {
+        assert!(text.contains(flag), "man page lacks {flag}");
+    }
+    // The shipped copy is the generated one.
+    let shipped = std::fs::read_to_string(crate::util::repo().join("doc/csync.1")).unwrap();
+    assert_eq!(shipped, text, "doc/csync.1 is stale: regenerate with `csync --man > doc/csync.1`");
+}
