@@ -213,7 +213,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = conn.split();
-    let (req_tx, mut req_rx) = tokio::sync::mpsc::channel::<Msg>(256);
+    // Short: a queued request may be a 256 KiB data frame, and memory must stay
+    // bounded per session; TCP buffers keep the pipeline full meanwhile.
+    let (req_tx, mut req_rx) = tokio::sync::mpsc::channel::<Msg>(16);
     let (rep_tx, mut rep_rx) = tokio::sync::mpsc::channel::<Msg>(1024);
     // Messages handed to the worker and not yet handled: while it is busy, the
     // peer may rightly be silent (waiting for replies), so idle is not a fault.
