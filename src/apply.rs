@@ -199,41 +199,14 @@ fn lstat_at(dir: impl AsFd, name: &[u8], rel: &[u8]) -> Result<Option<rfs::Stat>
 }
 
 fn kind_of(st: &rfs::Stat) -> FileKind {
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => FileKind::File,
-        FileType::Directory => FileKind::Dir,
-        FileType::Symlink => FileKind::Symlink,
-        FileType::Fifo => FileKind::Fifo,
-        FileType::CharacterDevice => FileKind::CharDevice,
-        FileType::BlockDevice => FileKind::BlockDevice,
-        _ => FileKind::Socket,
-    }
-}
-
-/// The metadata csync tracks, from a raw stat (as `scan::meta_of_stat`).
-fn meta_of_stat(st: &rfs::Stat) -> Meta {
-    let kind = kind_of(st);
-    let is_dev = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
-    Meta {
-        kind,
-        mode: st.st_mode & 0o7777,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        size: if kind == FileKind::File { st.st_size as u64 } else { 0 },
-        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
-        ino: st.st_ino,
-        ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
-        rdev: if is_dev { st.st_rdev } else { 0 },
-        target: None,
-        hash: None,
-    }
+    FileKind::from_file_type(FileType::from_raw_mode(st.st_mode))
 }
 
 /// The final `Meta` of `name` in `dir` (link target filled in).
 fn final_meta(dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<Meta, Error> {
     let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| io_err(format!("lstat {}", show(rel)), e))?;
-    let mut meta = meta_of_stat(&st);
+    let mut meta = Meta::from_stat(&st);
     if meta.kind == FileKind::Symlink {
         let t = rfs::readlinkat(dir, name, Vec::new())
             .map_err(|e| io_err(format!("readlink {}", show(rel)), e))?;
@@ -252,7 +225,7 @@ pub fn stat(root: &Path, rel: &[u8]) -> Result<Option<Meta>, Error> {
     check_rel(rel)?;
     if rel.is_empty() {
         return match rfs::stat(root) {
-            Ok(st) => Ok(Some(meta_of_stat(&st))),
+            Ok(st) => Ok(Some(Meta::from_stat(&st))),
             Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(io_err(format!("stat root {}", root.display()), e)),
         };
@@ -752,7 +725,7 @@ pub fn make(root: &Path, rel: &[u8], entry: &Entry, opts: &Options) -> Result<Me
         let old = rfs::fstat(&fd).map_err(|e| io_err("fstat root", e))?;
         set_dir_attrs(&fd, entry, opts, Some(&old), rel)?;
         let st = rfs::fstat(&fd).map_err(|e| io_err("fstat root", e))?;
-        return Ok(meta_of_stat(&st));
+        return Ok(Meta::from_stat(&st));
     }
     let (dir, name) = open_parent(root, rel)?;
     let parent_mtime = dir_mtime(&dir, rel)?;

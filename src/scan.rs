@@ -272,7 +272,7 @@ where
                 continue;
             }
         };
-        let mut meta = meta_of_stat(&st);
+        let mut meta = Meta::from_stat(&st);
         if meta.kind == FileKind::Dir {
             queue.push(DirJob { root: job.root, db: db.clone() });
         }
@@ -293,37 +293,6 @@ where
             }
         }
         out.observed.push(Observed { path: db, root: job.root, meta });
-    }
-}
-
-/// The metadata csync tracks, from a raw `fstatat` result.
-fn meta_of_stat(st: &rfs::Stat) -> Meta {
-    let kind = kind_of(rfs::FileType::from_raw_mode(st.st_mode));
-    let is_dev = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
-    Meta {
-        kind,
-        mode: st.st_mode & 0o7777,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        size: if kind == FileKind::File { st.st_size as u64 } else { 0 },
-        mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
-        ino: st.st_ino,
-        ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
-        rdev: if is_dev { st.st_rdev } else { 0 },
-        target: None,
-        hash: None,
-    }
-}
-
-fn kind_of(t: rfs::FileType) -> FileKind {
-    match t {
-        rfs::FileType::RegularFile => FileKind::File,
-        rfs::FileType::Directory => FileKind::Dir,
-        rfs::FileType::Symlink => FileKind::Symlink,
-        rfs::FileType::Fifo => FileKind::Fifo,
-        rfs::FileType::CharacterDevice => FileKind::CharDevice,
-        rfs::FileType::BlockDevice => FileKind::BlockDevice,
-        _ => FileKind::Socket,
     }
 }
 

@@ -59,6 +59,23 @@ impl FileKind {
     }
 }
 
+impl FileKind {
+    /// The kind of a file type from `stat` (anything unknown counts as a socket,
+    /// which is recorded and never transferred).
+    pub fn from_file_type(t: rustix::fs::FileType) -> Self {
+        use rustix::fs::FileType as T;
+        match t {
+            T::RegularFile => Self::File,
+            T::Directory => Self::Dir,
+            T::Symlink => Self::Symlink,
+            T::Fifo => Self::Fifo,
+            T::CharacterDevice => Self::CharDevice,
+            T::BlockDevice => Self::BlockDevice,
+            _ => Self::Socket,
+        }
+    }
+}
+
 /// The last seen state of one entry: what `lstat` said, plus the content hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
@@ -87,6 +104,26 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// The metadata csync tracks, from a raw `fstatat` result (no hash, no
+    /// link target: the caller adds those).
+    pub fn from_stat(st: &rustix::fs::Stat) -> Meta {
+        let kind = FileKind::from_file_type(rustix::fs::FileType::from_raw_mode(st.st_mode));
+        let is_dev = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
+        Meta {
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: if kind == FileKind::File { st.st_size as u64 } else { 0 },
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ino: st.st_ino,
+            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+            rdev: if is_dev { st.st_rdev } else { 0 },
+            target: None,
+            hash: None,
+        }
+    }
+
     /// True when the stat fields say the content may differ from `old`, so the
     /// file must be hashed again. Cheap fields first; no I/O.
     pub fn content_may_differ(&self, old: &Meta) -> bool {

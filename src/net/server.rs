@@ -213,9 +213,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = conn.split();
-    // Short: a queued request may be a 256 KiB data frame, and memory must stay
-    // bounded per session; TCP buffers keep the pipeline full meanwhile.
-    let (req_tx, mut req_rx) = tokio::sync::mpsc::channel::<Msg>(16);
+    // Bounded: a queued request may be a 256 KiB data frame (at most 16 MiB per
+    // session), while small pushes still flow without waiting on the worker.
+    let (req_tx, mut req_rx) = tokio::sync::mpsc::channel::<Msg>(64);
     let (rep_tx, mut rep_rx) = tokio::sync::mpsc::channel::<Msg>(1024);
     // Messages handed to the worker and not yet handled: while it is busy, the
     // peer may rightly be silent (waiting for replies), so idle is not a fault.
