@@ -551,6 +551,12 @@ impl Write for FileWriter {
 }
 
 impl FileWriter {
+    /// The mtime the parent directory gets at commit: the sender's, instead of
+    /// the one it had before (which [`FileWriter::commit`] restores by default).
+    pub fn set_parent_mtime(&mut self, mtime_ns: i64) {
+        self.parent_mtime = mtime_ns;
+    }
+
     /// Checks the BLAKE3 of what was written ([`Error::HashMismatch`]
     /// otherwise, temporary removed), sets owner (`fchown`, unless ignored:
     /// then the replaced file's owner is kept), mode (`fchmod`; with

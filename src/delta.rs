@@ -236,6 +236,11 @@ impl<B: Read + Seek, W: Write> Decoder<B, W> {
         Ok(())
     }
 
+    /// The output writer, in place.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// The output writer.
     pub fn into_inner(self) -> W {
         self.out

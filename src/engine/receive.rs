@@ -68,6 +68,8 @@ struct Allowed {
     sender_receive_only: bool,
     /// `(peer, myname)` this node pushes its own changes to (for re-check marks).
     push_to: Vec<(String, String)>,
+    /// The group's walk roots (DB form), computed once per session.
+    roots: Vec<String>,
     conflict_dir: PathBuf,
 }
 
@@ -133,12 +135,14 @@ impl Receiver {
                 .backup_directory
                 .clone()
                 .unwrap_or_else(|| index_dir.join(format!("{}.conflicts", config.myname)));
+            let roots = matcher.walk_roots();
             allowed.push(Allowed {
                 name: g.name.clone(),
                 matcher,
                 sender_receive_only,
                 push_to,
                 conflict_dir,
+                roots,
             });
         }
         let ignore = IgnoreFields {
@@ -193,7 +197,7 @@ impl Receiver {
                 format!("{shown} is not managed by group '{group}' here"),
             ));
         }
-        for root in g.matcher.walk_roots() {
+        for root in &g.roots {
             let rb = root.as_bytes();
             let rel: &[u8] = if path == rb {
                 b""
@@ -514,17 +518,7 @@ impl Receiver {
     /// when that directory is part of what the group manages here.
     fn after(&mut self, group: &str, path: &[u8], parent_mtime: Option<i64>, outcome: &Outcome) {
         let (Some(t), Outcome::Applied) = (parent_mtime, outcome) else { return };
-        let Ok((gi, root, rel)) = self.resolve(group, path) else { return };
-        if rel.is_empty() {
-            return;
-        }
-        if !rel.contains(&b'/') {
-            // The parent is the include root itself: only if it is managed.
-            let root_db = &path[..path.len() - rel.len() - 1];
-            if self.groups[gi].matcher.level(root_db) != Level::Managed {
-                return;
-            }
-        }
+        let Some((root, rel)) = self.parent_in_tree(group, path) else { return };
         if let Err(e) = apply::set_parent_mtime(&root, &rel, t) {
             warn!("setting the directory mtime for {}: {e}", crate::paths::display(path));
         }
@@ -577,6 +571,23 @@ impl Receiver {
         } else {
             self.acks.push(msg);
         }
+    }
+
+    /// Where `path` lives, if its parent directory is part of what the group
+    /// manages here (only then does it take the sender's mtime).
+    fn parent_in_tree(&self, group: &str, path: &[u8]) -> Option<(PathBuf, Vec<u8>)> {
+        let (gi, root, rel) = self.resolve(group, path).ok()?;
+        if rel.is_empty() {
+            return None;
+        }
+        if !rel.contains(&b'/') {
+            // The parent is the include root itself: only if it is managed.
+            let root_db = &path[..path.len() - rel.len() - 1];
+            if self.groups[gi].matcher.level(root_db) != Level::Managed {
+                return None;
+            }
+        }
+        Some((root, rel))
     }
 
     fn discard(&mut self, id: u32, content: Content) {
@@ -812,12 +823,34 @@ impl Receiver {
                 if content != Content::None {
                     self.parent_times.insert(id, (group.clone(), path.clone(), parent_mtime));
                 }
-                if let Some(outcome) =
-                    self.push(id, &group, path.clone(), entry, base, force, content)
-                {
-                    self.parent_times.remove(&id);
-                    self.after(&group, &path, parent_mtime, &outcome);
-                    self.ack(id, outcome, reply);
+                match self.push(id, &group, path.clone(), entry, base, force, content) {
+                    Some(outcome) => {
+                        self.parent_times.remove(&id);
+                        self.after(&group, &path, parent_mtime, &outcome);
+                        self.ack(id, outcome, reply);
+                    }
+                    None => {
+                        // Content follows: the writer gives the parent the
+                        // sender's mtime at commit (no second walk for it).
+                        if let Some(t) = parent_mtime
+                            && self.parent_in_tree(&group, &path).is_some()
+                        {
+                            let set = match self.streams.get_mut(&id) {
+                                Some(Stream::Whole(_, w)) => {
+                                    w.set_parent_mtime(t);
+                                    true
+                                }
+                                Some(Stream::Delta(_, d)) => {
+                                    d.get_mut().set_parent_mtime(t);
+                                    true
+                                }
+                                _ => false,
+                            };
+                            if set {
+                                self.parent_times.remove(&id);
+                            }
+                        }
+                    }
                 }
             }
             Msg::Data { stream, bytes } => {
