@@ -601,14 +601,21 @@ impl Index {
     /// # Errors
     /// When SQLite fails.
     pub fn conflicts(&self) -> Result<Vec<ConflictRow>> {
+        self.query_all(
+            "SELECT path, peer, detected_at, resolution, kept FROM conflict ORDER BY detected_at DESC, path",
+            rows::conflict_from_row,
+        )
+    }
+
+    /// Every row a parameterless query returns, decoded by `row`.
+    fn query_all<T>(
+        &self,
+        query: &str,
+        row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
         let sql = self.sql();
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT path, peer, detected_at, resolution, kept FROM conflict ORDER BY detected_at DESC, path",
-            )
-            .map_err(&sql)?;
-        let it = st.query_map([], rows::conflict_from_row).map_err(&sql)?;
+        let mut st = self.conn.prepare_cached(query).map_err(&sql)?;
+        let it = st.query_map([], row).map_err(&sql)?;
         it.map(|r| r.map_err(&sql)).collect()
     }
 
@@ -617,15 +624,10 @@ impl Index {
     /// # Errors
     /// When SQLite fails.
     pub fn dirty(&self) -> Result<Vec<DirtyRow>> {
-        let sql = self.sql();
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT path, peer, myname, forced, changes, marked_at, gen, base FROM dirty ORDER BY peer, path",
-            )
-            .map_err(&sql)?;
-        let it = st.query_map([], rows::dirty_from_row).map_err(&sql)?;
-        it.map(|r| r.map_err(&sql)).collect()
+        self.query_all(
+            "SELECT path, peer, myname, forced, changes, marked_at, gen, base FROM dirty ORDER BY peer, path",
+            rows::dirty_from_row,
+        )
     }
 
     /// Removes the given dirty rows `(path, peer)` and every `file` row whose path
