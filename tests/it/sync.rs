@@ -423,3 +423,44 @@ fn in_sync_test_with_diffs() {
     );
     assert!(o.contains("\n-1000\n"), "{o}");
 }
+
+#[test]
+fn local_runs_and_the_daemon_share_the_index_without_lock_errors() {
+    // n1 keeps pushing to n2 while n2 keeps checking and pushing its own
+    // changes: both write n2's index at the same time.
+    let c =
+        Cluster::new("local_runs_and_the_daemon_share_the_index_without_lock_errors", "younger");
+    c.write("n1", "a/seed", b"seed");
+    c.write("n2", "b/seed", b"seed");
+    let pusher = {
+        let root = c.root("n1");
+        let mut cmd = c.net.csync("n1");
+        cmd.args(["-x", "--timeout", "5"]);
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            for i in 0..15 {
+                fs::write(root.join(format!("a/f{i}")), format!("n1 {i}")).unwrap();
+                let out = cmd.output().unwrap();
+                if !out.status.success() {
+                    failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+            }
+            failures
+        })
+    };
+    let mut local_failures = Vec::new();
+    for i in 0..15 {
+        c.write("n2", &format!("b/g{i}"), format!("n2 {i}").as_bytes());
+        let (code, o, e) = c.run("n2", &["-x"]);
+        if code != 0 {
+            local_failures.push(format!("{o}{e}"));
+        }
+    }
+    let remote_failures = pusher.join().unwrap();
+    let all = [local_failures, remote_failures].concat();
+    assert!(!all.iter().any(|e| e.contains("locked") || e.contains("busy")), "{all:?}");
+    assert!(all.is_empty(), "{all:?}");
+    c.x_ok("n1");
+    c.x_ok("n2");
+    c.assert_converged();
+}
