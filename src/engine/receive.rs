@@ -70,6 +70,8 @@ struct Allowed {
     push_to: Vec<(String, String)>,
     /// The group's walk roots (DB form), computed once per session.
     roots: Vec<String>,
+    /// `backup-directory` and `backup-generations`, when backups are on.
+    backup: Option<(PathBuf, u32)>,
     conflict_dir: PathBuf,
 }
 
@@ -89,6 +91,8 @@ struct Pending {
     new_version: [u8; 32],
     /// The host whose change this is.
     origin: String,
+    /// A regular file this replaces, to back up first: `(group, root, rel)`.
+    replaces: Option<(usize, PathBuf, Vec<u8>)>,
 }
 
 /// Handles one authenticated session's requests.
@@ -136,6 +140,11 @@ impl Receiver {
                 .clone()
                 .unwrap_or_else(|| index_dir.join(format!("{}.conflicts", config.myname)));
             let roots = matcher.walk_roots();
+            let backup = g
+                .backup_directory
+                .clone()
+                .filter(|_| g.backup_generations > 0)
+                .map(|d| (d, g.backup_generations));
             allowed.push(Allowed {
                 name: g.name.clone(),
                 matcher,
@@ -143,6 +152,7 @@ impl Receiver {
                 push_to,
                 conflict_dir,
                 roots,
+                backup,
             });
         }
         let ignore = IgnoreFields {
@@ -283,6 +293,35 @@ impl Receiver {
         }
     }
 
+    /// `backup-generations`: before a peer's version replaces or deletes a
+    /// regular file, its content is kept (owner, mode and mtime too) as
+    /// `<backup-directory>/<path>.1`, the previous `.1` becoming `.2` and so
+    /// on; the oldest beyond N goes. `<path>` is the DB form without a
+    /// leading `/` (`%www%/a/f`, `etc/nginx/nginx.conf`).
+    fn back_up(&mut self, p: &Pending) {
+        if let Some((gi, root, rel)) = &p.replaces {
+            self.back_up_file(*gi, root, rel, &p.path);
+        }
+    }
+
+    fn back_up_file(&mut self, gi: usize, root: &Path, rel: &[u8], path: &[u8]) {
+        let Some((dir, n)) = self.groups[gi].backup.clone() else { return };
+        let stem =
+            dir.join(std::ffi::OsStr::from_bytes_compat(path.strip_prefix(b"/").unwrap_or(path)));
+        let generation = |k: u32| {
+            let mut s = stem.clone().into_os_string();
+            s.push(format!(".{k}"));
+            PathBuf::from(s)
+        };
+        let _ = std::fs::remove_file(generation(n));
+        for k in (1..n).rev() {
+            let _ = std::fs::rename(generation(k), generation(k + 1));
+        }
+        if let Err(e) = apply::preserve(root, rel, &generation(1)) {
+            warn!("backup of {}: {e}", crate::paths::display(path));
+        }
+    }
+
     /// Keeps the version about to be replaced after a conflict. Returns where.
     fn keep_loser(&mut self, gi: usize, root: &Path, rel: &[u8], path: &[u8]) -> Option<PathBuf> {
         let stamp = std::time::SystemTime::now()
@@ -415,7 +454,12 @@ impl Receiver {
             rdev: new.rdev,
         };
         let origin = entry.origin.clone().unwrap_or_else(|| self.peer.clone());
-        let pending = Box::new(Pending { path: path.clone(), new_version: new_v, origin });
+        let replaces = cur
+            .as_ref()
+            .filter(|c| c.kind == FileKind::File && !same)
+            .map(|_| (gi, root.clone(), rel.clone()));
+        let pending =
+            Box::new(Pending { path: path.clone(), new_version: new_v, origin, replaces });
         if same {
             // Identical already: no conflict, no content needed.
             self.discard(id, content);
@@ -439,6 +483,7 @@ impl Receiver {
         }
         if new.kind != FileKind::File {
             self.discard(id, content);
+            self.back_up(&pending);
             let r = apply::make(&root, &rel, &ae, &self.opts);
             return Some(self.finish(&pending, r.map(Some)));
         }
@@ -637,10 +682,12 @@ impl Receiver {
         match self.streams.remove(&stream)? {
             Stream::Discard => None,
             Stream::Whole(p, w) => {
+                self.back_up(&p);
                 let r = w.commit();
                 Some(self.finish(&p, r.map(Some)))
             }
             Stream::Delta(p, d) => {
+                self.back_up(&p);
                 let r = d.into_inner().commit();
                 Some(self.finish(&p, r.map(Some)))
             }
@@ -688,6 +735,9 @@ impl Receiver {
                 "lost: deleted by a forced push",
                 kept.as_deref(),
             );
+        }
+        if cur.kind == FileKind::File {
+            self.back_up_file(gi, &root, &rel, &path);
         }
         match apply::delete(&root, &rel) {
             Ok(_) => {

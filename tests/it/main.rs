@@ -3,6 +3,8 @@
 mod net_util;
 mod util;
 
+/// Backups: N generations of what a peer replaced or deleted.
+mod backups;
 /// `-c`, `-cI`, `-L`, `-M`, `-m`, `-f`, `-R` on a prefixed tree.
 mod check;
 /// Command-line surface: modes, exit codes, `-k`.
