@@ -9,10 +9,10 @@ use std::io::Write;
 
 use super::Node;
 use super::wire::{from_wire, version};
-use crate::index::{Mark, Scope};
+use crate::index::Scope;
 use crate::net::client::{self, ClientSettings};
 use crate::proto::{Msg, Outcome};
-use crate::types::{Base, Changes, FileKind, Meta};
+use crate::types::{FileKind, Meta};
 
 /// One difference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,26 +168,13 @@ impl Node {
             });
         }
         if mark {
-            let mut owned: Vec<(Vec<u8>, String, String)> = Vec::new();
-            for d in report.differences.iter().filter(|d| d.kind != 'R') {
-                for (peer, me) in self.peers_for(&d.path) {
-                    owned.push((d.path.clone(), peer.to_string(), me.to_string()));
-                }
-            }
-            owned.sort();
-            owned.dedup();
-            let marks: Vec<Mark<'_>> = owned
+            let differ = report
+                .differences
                 .iter()
-                .map(|(p, peer, me)| Mark {
-                    path: p,
-                    peer,
-                    myname: me,
-                    changes: Changes::MARKED,
-                    forced: false,
-                    base: Base::Unknown,
-                })
+                .filter(|d| d.kind != 'R')
+                .map(|d| d.path.clone())
                 .collect();
-            self.index.mark(&marks)?;
+            self.mark_by_hand(differ, false)?;
         }
         Ok(report)
     }

@@ -31,27 +31,40 @@ pub fn mark_paths(
             node.index.dirty()?.into_iter().filter(|d| scope.contains(&d.path)).map(|d| d.path),
         );
     }
-    targets.sort();
-    targets.dedup();
-    let mut owned: Vec<(Vec<u8>, String, String)> = Vec::new();
-    for t in &targets {
-        for (peer, me) in node.peers_for(t) {
-            owned.push((t.clone(), peer.to_string(), me.to_string()));
+    let n = node.mark_by_hand(targets, force)?;
+    Ok((n, report.ignored_args))
+}
+
+impl Node {
+    /// Marks `paths` dirty towards every peer that should have them, as a
+    /// person asked (`-m`, `-f`, `-TI`): what the peer has is not known, and
+    /// with `force` this node's version wins. Returns the marks written.
+    ///
+    /// # Errors
+    /// When the index fails.
+    pub fn mark_by_hand(&mut self, mut paths: Vec<Vec<u8>>, force: bool) -> Result<usize, Error> {
+        paths.sort();
+        paths.dedup();
+        let mut owned: Vec<(Vec<u8>, String, String)> = Vec::new();
+        for p in &paths {
+            for (peer, me) in self.peers_for(p) {
+                owned.push((p.clone(), peer.to_string(), me.to_string()));
+            }
         }
+        let marks: Vec<Mark<'_>> = owned
+            .iter()
+            .map(|(p, peer, me)| Mark {
+                path: p,
+                peer,
+                myname: me,
+                changes: Changes::MARKED,
+                forced: force,
+                base: Base::Unknown,
+            })
+            .collect();
+        self.index.mark(&marks)?;
+        Ok(marks.len())
     }
-    let marks: Vec<Mark<'_>> = owned
-        .iter()
-        .map(|(p, peer, me)| Mark {
-            path: p,
-            peer,
-            myname: me,
-            changes: Changes::MARKED,
-            forced: force,
-            base: Base::Unknown,
-        })
-        .collect();
-    node.index.mark(&marks)?;
-    Ok((marks.len(), report.ignored_args))
 }
 
 /// `-R`: removes index rows no member group manages any more, and dirty rows
