@@ -7,7 +7,7 @@
 //! Dependencies point one way, top to bottom:
 //!
 //! ```text
-//! cli ─▶ engine ─▶ { index, scan, paths } ─▶ config ─▶ pattern ─▶ { diag, types }
+//! cli ─▶ engine ─▶ { index, scan, paths, action } ─▶ config ─▶ pattern ─▶ { diag, types }
 //! ```
 //!
 //! - [`config`]: csync2 syntax → [`config::Config`], every error with `file:line:col`.
@@ -16,7 +16,8 @@
 //!   the previous state. Never touches the database.
 //! - [`index`]: the SQLite index: file states, dirty marks, peer states. Knows
 //!   nothing of the config.
-//! - [`engine`]: joins them into check, mark, force, prune.
+//! - [`action`]: runs `action` commands (paths as arguments, timeout, logfile).
+//! - [`engine`]: joins them into check, update, receive, actions, prune.
 //! - [`cli`]: arguments, output, exit codes.
 //!
 //! # Words
@@ -25,6 +26,7 @@
 //! group this node is in. *DB form*: a path as stored and sent, `%prefix%/rest`
 //! where a prefix applies. *dirty*: an entry still to be pushed to a peer.
 
+pub mod action;
 pub mod apply;
 pub mod cli;
 pub mod config;

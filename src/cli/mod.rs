@@ -159,13 +159,20 @@ pub fn run(args: &Args) -> Exit {
         Err(exit) => return exit,
     };
     match mode {
-        Mode::Check { update: false } => check(&mut node, args),
+        Mode::Check { update: false } => {
+            let c = check(&mut node, args);
+            worst(c, run_actions(&mut node, args))
+        }
         Mode::Sync | Mode::Check { update: true } => {
             let c = check(&mut node, args);
             let u = update(&mut node, args, &sysdir);
-            if c == Exit::Ok { u } else { Exit::Error }
+            let c = if c == Exit::Ok { u } else { Exit::Error };
+            worst(c, run_actions(&mut node, args))
         }
-        Mode::Update => update(&mut node, args, &sysdir),
+        Mode::Update => {
+            let u = update(&mut node, args, &sysdir);
+            worst(u, run_actions(&mut node, args))
+        }
         Mode::Test => in_sync_test(&mut node, args, &sysdir),
         Mode::Mark | Mode::Force => mark(&mut node, args, mode == Mode::Force),
         Mode::List => output::list(&node, args.json),
@@ -263,6 +270,47 @@ fn check(node: &mut Node, args: &Args) -> Exit {
     }
 }
 
+/// The worse of two outcomes (an error wins).
+fn worst(a: Exit, b: Exit) -> Exit {
+    if a == Exit::Error || b == Exit::Error { Exit::Error } else { a }
+}
+
+/// The end of a run: the actions its own changes owe here (`do-local`), and
+/// any a crashed run left behind. A dry run runs nothing.
+fn run_actions(node: &mut Node, args: &Args) -> Exit {
+    if args.dry_run {
+        return Exit::Ok;
+    }
+    let owner = node.actions.owner().to_string();
+    let ran = match engine::actions::run_owed(&mut node.index, &owner, &mut || {}) {
+        Ok(r) => r,
+        Err(e) => return fail!("{e}"),
+    };
+    let mut exit = Exit::Ok;
+    for r in &ran {
+        let n = r.paths.len();
+        if r.result.status.ok() {
+            if args.verbose > 0 {
+                eprintln!(
+                    "csync: action '{}' (group {}) ran for {n} paths: {} in {:.0} ms",
+                    r.command,
+                    r.group,
+                    r.result.status,
+                    r.result.elapsed.as_secs_f64() * 1e3
+                );
+            }
+        } else {
+            exit = fail!(
+                "action '{}' (group {}) for {n} paths: {}",
+                r.command,
+                r.group,
+                r.result.status
+            );
+        }
+    }
+    exit
+}
+
 fn mark(node: &mut Node, args: &Args, force: bool) -> Exit {
     if args.paths.is_empty() {
         return fail!("{} needs at least one PATH", if force { "-f" } else { "-m" });
@@ -322,9 +370,18 @@ fn serve(
         return fail!("{e}");
     }
     let busy = Duration::from_secs(u64::from(config.lock_timeout.unwrap_or(30)));
-    let service: std::sync::Arc<dyn crate::net::server::Authority> = std::sync::Arc::new(
-        crate::engine::receive::Service::new(std::sync::Arc::new(config.clone()), db, busy),
-    );
+    let service =
+        match crate::engine::receive::Service::new(std::sync::Arc::new(config.clone()), db, busy) {
+            Ok(s) => s,
+            Err(e) => return fail!("{e}"),
+        };
+    if args.serve >= 2 {
+        // Actions a killed daemon journalled but never ran: this is their next run.
+        let gate = service.gate();
+        let _ =
+            std::thread::Builder::new().name("csync-actions".into()).spawn(move || gate.run_now());
+    }
+    let service: std::sync::Arc<dyn crate::net::server::Authority> = std::sync::Arc::new(service);
     let result = if args.serve >= 2 {
         let opts = crate::daemon::Options {
             port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
@@ -486,6 +543,19 @@ fn print_update(report: &crate::engine::update::UpdateReport, verbose: u8) -> Ex
         }
         for (path, why) in p.problems() {
             eprintln!("csync: peer {}: {}: {why}", p.peer, paths::display(path));
+        }
+        for a in &p.actions {
+            if !a.ok {
+                eprintln!(
+                    "csync: peer {}: action '{}' (group {}) for {} paths: {}",
+                    p.peer, a.command, a.group, a.paths, a.status
+                );
+            } else if verbose > 0 {
+                eprintln!(
+                    "csync: peer {}: action '{}' (group {}) ran for {} paths: {}",
+                    p.peer, a.command, a.group, a.paths, a.status
+                );
+            }
         }
         if verbose > 0 {
             let done = p.paths.iter().filter(|(_, r)| *r == PathResult::Done).count();

@@ -31,6 +31,7 @@ pub(crate) enum Kw {
     Logfile,
     DoLocal,
     DoLocalOnly,
+    Timeout,
     Prefix,
     On,
     Nossl,
@@ -44,7 +45,7 @@ pub(crate) enum Kw {
 }
 
 impl Kw {
-    const ALL: [Kw; 23] = [
+    const ALL: [Kw; 24] = [
         Kw::Group,
         Kw::Host,
         Kw::Exclude,
@@ -58,6 +59,7 @@ impl Kw {
         Kw::Logfile,
         Kw::DoLocal,
         Kw::DoLocalOnly,
+        Kw::Timeout,
         Kw::Prefix,
         Kw::On,
         Kw::Nossl,
@@ -86,6 +88,7 @@ impl Kw {
             Kw::Logfile => "logfile",
             Kw::DoLocal => "do-local",
             Kw::DoLocalOnly => "do-local-only",
+            Kw::Timeout => "timeout",
             Kw::Prefix => "prefix",
             Kw::On => "on",
             Kw::Nossl => "nossl",

@@ -161,8 +161,21 @@ pub struct Action {
     pub do_local: bool,
     /// `do-local-only;`.
     pub do_local_only: bool,
+    /// `timeout SECONDS;` (our extension): a command still running after it
+    /// is killed. `None`: [`Action::DEFAULT_TIMEOUT`].
+    pub timeout: Option<u32>,
     /// Where the block starts.
     pub span: Span,
+}
+
+impl Action {
+    /// Seconds an action may run when it sets no `timeout`.
+    pub const DEFAULT_TIMEOUT: u32 = 60;
+
+    /// The timeout in seconds, default applied.
+    pub fn timeout_s(&self) -> u32 {
+        self.timeout.unwrap_or(Self::DEFAULT_TIMEOUT)
+    }
 }
 
 /// One `prefix NAME { on HOSTPATTERN: /path; … }` block.

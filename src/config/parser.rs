@@ -84,7 +84,9 @@ impl Ctx {
             | Kw::Action
             | Kw::BackupDirectory
             | Kw::BackupGenerations => Ctx::Group,
-            Kw::Pattern | Kw::Exec | Kw::Logfile | Kw::DoLocal | Kw::DoLocalOnly => Ctx::Action,
+            Kw::Pattern | Kw::Exec | Kw::Logfile | Kw::DoLocal | Kw::DoLocalOnly | Kw::Timeout => {
+                Ctx::Action
+            }
             Kw::On => Ctx::Prefix,
         }
     }
@@ -112,7 +114,7 @@ impl Ctx {
                 "backup-directory",
                 "backup-generations",
             ],
-            Ctx::Action => &["pattern", "exec", "logfile", "do-local", "do-local-only"],
+            Ctx::Action => &["pattern", "exec", "logfile", "do-local", "do-local-only", "timeout"],
             Ctx::Prefix => &["on"],
         }
     }
@@ -711,6 +713,21 @@ impl<'a> Parser<'a> {
                 Kw::DoLocalOnly => {
                     a.do_local = true;
                     a.do_local_only = true;
+                }
+                Kw::Timeout => {
+                    // Our extension: csync2 waited for ever.
+                    if let Some(v) = self.one_value(kw, "a number of seconds") {
+                        match self.number(&v, "timeout") {
+                            Some(0) => self.error(
+                                v.seq,
+                                &v.span,
+                                "'timeout' must be at least 1 second".to_string(),
+                                None,
+                            ),
+                            Some(n) => a.timeout = Some(n),
+                            None => {}
+                        }
+                    }
                 }
                 _ => unreachable!("only action keywords are dispatched here"),
             }

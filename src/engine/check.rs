@@ -146,6 +146,13 @@ impl Node {
                 }
             };
             batch.local.push(path.clone());
+            if !init && changes.is_real() && !self.actions.is_empty() {
+                // `do-local` actions: the change is on disk already, so the
+                // journal row is ready and goes in with the index update.
+                if let Some(real) = crate::paths::real_path(&self.config, &path) {
+                    batch.actions.extend(self.actions.owed(&path, &real, None, true));
+                }
+            }
             if !init {
                 for (peer, myname) in self.peers_for(&path) {
                     batch.marks.push(OwnedMark {

@@ -2,6 +2,7 @@
 //! the index into the operations the CLI offers (check, mark, force, prune,
 //! listings). It is the only layer that knows all of them.
 
+pub mod actions;
 mod check;
 pub mod conflict;
 pub mod insync;
@@ -38,6 +39,9 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// The action journal's lock could not be taken.
+    #[error("actions: {0}")]
+    Actions(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(String),
@@ -74,6 +78,8 @@ pub struct Node {
     pub groups: Vec<ActiveGroup>,
     /// The node's index.
     pub index: Index,
+    /// The actions of the member groups.
+    pub actions: actions::ActionTable,
 }
 
 impl Node {
@@ -101,7 +107,8 @@ impl Node {
             };
             groups.push(ActiveGroup { index: i, matcher, push_to });
         }
-        Ok(Node { config, groups, index })
+        let actions = actions::ActionTable::new(&config)?;
+        Ok(Node { config, groups, index, actions })
     }
 
     /// The config group behind an active group.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::actions::{ActionTable, Gate};
 use super::wire::{from_wire, to_wire, version};
 use crate::apply::{self, FileWriter};
 use crate::config::{Config, GroupKey};
@@ -30,12 +31,25 @@ pub struct Service {
     config: Arc<Config>,
     index_path: PathBuf,
     busy: Duration,
+    actions: Arc<ActionTable>,
+    gate: Arc<Gate>,
 }
 
 impl Service {
     /// A service over `config`, opening the index at `index_path` per session.
-    pub fn new(config: Arc<Config>, index_path: PathBuf, busy: Duration) -> Self {
-        Service { config, index_path, busy }
+    ///
+    /// # Errors
+    /// When an action pattern does not compile.
+    pub fn new(config: Arc<Config>, index_path: PathBuf, busy: Duration) -> Result<Self, String> {
+        let actions = ActionTable::new(&config).map_err(|e| e.to_string())?;
+        let gate = Gate::new(index_path.clone(), busy, actions.owner().to_string());
+        Ok(Service { config, index_path, busy, actions: Arc::new(actions), gate: Arc::new(gate) })
+    }
+
+    /// The gate all sessions share; the daemon runs what a killed
+    /// predecessor left in the journal through it at start.
+    pub fn gate(&self) -> Arc<Gate> {
+        self.gate.clone()
     }
 }
 
@@ -56,7 +70,8 @@ impl Authority for Service {
 
     fn open_session(&self, peer: &str, groups: &[String]) -> Result<Box<dyn Handler>, String> {
         let index = Index::open(&self.index_path, self.busy).map_err(|e| e.to_string())?;
-        Ok(Box::new(Receiver::new(self.config.clone(), index, peer, groups)?))
+        let (actions, gate) = (self.actions.clone(), self.gate.clone());
+        Ok(Box::new(Receiver::new(self.config.clone(), index, peer, groups, actions, gate)?))
     }
 }
 
@@ -93,6 +108,10 @@ struct Pending {
     origin: String,
     /// A regular file this replaces, to back up first: `(group, root, rel)`.
     replaces: Option<(usize, PathBuf, Vec<u8>)>,
+    /// The entry's local path.
+    real: PathBuf,
+    /// Journalled actions this change owes (ready once it is recorded).
+    actions: Vec<i64>,
 }
 
 /// Handles one authenticated session's requests.
@@ -112,6 +131,15 @@ pub struct Receiver {
     pending_paths: std::collections::HashSet<Vec<u8>>,
     /// Acks held back until the entries they confirm are committed.
     acks: Vec<Msg>,
+    /// The node's actions.
+    actions: Arc<ActionTable>,
+    /// The daemon's gate: where this session's actions run, shared with
+    /// the sessions that overlap it.
+    gate: Arc<Gate>,
+    /// Whether this session counts as a writer at the gate.
+    entered: bool,
+    /// Journal rows this session wrote.
+    journalled: Vec<i64>,
 }
 
 /// Entries applied before the index is committed and the acks go out.
@@ -123,6 +151,8 @@ impl Receiver {
         index: Index,
         peer: &str,
         groups: &[String],
+        actions: Arc<ActionTable>,
+        gate: Arc<Gate>,
     ) -> Result<Self, String> {
         let mut allowed = Vec::new();
         let index_dir = index.path().parent().map(Path::to_path_buf).unwrap_or_default();
@@ -177,6 +207,10 @@ impl Receiver {
             pending: Vec::new(),
             pending_paths: Default::default(),
             acks: Vec::new(),
+            actions,
+            gate,
+            entered: false,
+            journalled: Vec::new(),
         })
     }
 
@@ -262,7 +296,14 @@ impl Receiver {
         Ok((Some(m), changed))
     }
 
-    fn record_local(&mut self, gi: usize, path: &[u8], m: Option<&Meta>, changes: Changes) {
+    fn record_local(
+        &mut self,
+        gi: usize,
+        path: &[u8],
+        real: &Path,
+        m: Option<&Meta>,
+        changes: Changes,
+    ) {
         let base = match self.index.file(path).ok().flatten() {
             Some(old) => Base::Version(version(&old, self.ignore)),
             None => Base::Absent,
@@ -275,6 +316,7 @@ impl Receiver {
                 .collect(),
             removals: if m.is_none() { vec![path.to_vec()] } else { vec![] },
             local: vec![path.to_vec()],
+            actions: Vec::new(),
             marks: g
                 .push_to
                 .iter()
@@ -290,7 +332,55 @@ impl Receiver {
         };
         if let Err(e) = self.index.apply(&batch) {
             warn!("recording local change of {}: {e}", crate::paths::display(path));
+            return;
         }
+        // A change made here, found by this re-check rather than by a check:
+        // it owes its `do-local` actions all the same.
+        let _ = self.journal(path, real, true);
+    }
+
+    /// Journals the actions a change of `path` owes, before it is made
+    /// (`local`: a change made here, already on disk). Returns the rows;
+    /// an error refuses the change, which must not land without its actions.
+    fn journal(&mut self, path: &[u8], real: &Path, local: bool) -> Result<Vec<i64>, Outcome> {
+        if self.actions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let from = (!local).then_some(self.peer.as_str());
+        let owed = self.actions.owed(path, real, from, local);
+        if owed.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.entered {
+            // Before the first row: a run must not start between this
+            // session's journal rows and its changes.
+            self.gate.enter();
+            self.entered = true;
+        }
+        match self.index.queue_actions(&owed) {
+            Ok(ids) => {
+                self.journalled.extend_from_slice(&ids);
+                Ok(ids)
+            }
+            Err(e) => {
+                warn!("journalling the actions of {}: {e}", crate::paths::display(path));
+                Err(Outcome::Failed {
+                    code: ErrorCode::Internal,
+                    message: "cannot journal its actions".into(),
+                })
+            }
+        }
+    }
+
+    /// Drops journal rows of a change that was not made after all.
+    fn unjournal(&mut self, ids: &[i64]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.index.unqueue_actions(ids) {
+            warn!("dropping journalled actions: {e}");
+        }
+        self.journalled.retain(|i| !ids.contains(i));
     }
 
     /// `backup-generations`: before a peer's version replaces or deletes a
@@ -421,7 +511,7 @@ impl Receiver {
         if !same && !force && base != cur_v {
             // Refused: our own change stands, and our next run must push it.
             if local_change.is_real() {
-                self.record_local(gi, &path, cur.as_ref(), local_change);
+                self.record_local(gi, &path, &real_of(&root, &rel), cur.as_ref(), local_change);
             }
             self.discard(id, content);
             info!(peer = %self.peer, "conflict on {}: changed here too", crate::paths::display(&path));
@@ -458,15 +548,21 @@ impl Receiver {
             .as_ref()
             .filter(|c| c.kind == FileKind::File && !same)
             .map(|_| (gi, root.clone(), rel.clone()));
-        let pending =
-            Box::new(Pending { path: path.clone(), new_version: new_v, origin, replaces });
+        let mut pending = Box::new(Pending {
+            path: path.clone(),
+            new_version: new_v,
+            origin,
+            replaces,
+            real: real_of(&root, &rel),
+            actions: Vec::new(),
+        });
         if same {
             // Identical already: no conflict, no content needed.
             self.discard(id, content);
             let cur = cur.expect("same implies present");
             if cur.mtime_ns == new.mtime_ns || new.kind == FileKind::Symlink {
                 let f = IndexedFile { path: path.clone(), meta: cur };
-                self.defer(Some(f), None, Some(new_v), None);
+                self.defer(Some(f), None, Some(new_v), None, Vec::new());
                 return Some(Outcome::InSync);
             }
             let r = if new.kind == FileKind::File {
@@ -483,6 +579,10 @@ impl Receiver {
         }
         if new.kind != FileKind::File {
             self.discard(id, content);
+            pending.actions = match self.journal(&path, &pending.real, false) {
+                Ok(ids) => ids,
+                Err(o) => return Some(o),
+            };
             self.back_up(&pending);
             let r = apply::make(&root, &rel, &ae, &self.opts);
             return Some(self.finish(&pending, r.map(Some)));
@@ -498,6 +598,10 @@ impl Receiver {
                         message: CONTENT_NEEDED.into(),
                     });
                 }
+                pending.actions = match self.journal(&path, &pending.real, false) {
+                    Ok(ids) => ids,
+                    Err(o) => return Some(o),
+                };
                 let r = apply::set_file_attrs(&root, &rel, &ae, &self.opts).map(|m| {
                     m.map(|mut m| {
                         m.hash = new.hash;
@@ -576,11 +680,13 @@ impl Receiver {
         removed: Option<Vec<u8>>,
         version: Option<[u8; 32]>,
         origin: Option<String>,
+        actions: Vec<i64>,
     ) {
         let path =
             file.as_ref().map(|f| f.path.clone()).or_else(|| removed.clone()).unwrap_or_default();
         self.pending_paths.insert(path);
-        self.pending.push(Received { file, removed, peer: self.peer.clone(), version, origin });
+        let peer = self.peer.clone();
+        self.pending.push(Received { file, removed, peer, version, origin, actions });
     }
 
     /// Commits the queued entries in one transaction, then sends the acks held
@@ -646,14 +752,21 @@ impl Receiver {
         match r {
             Ok(Some(meta)) => {
                 let f = IndexedFile { path: p.path.clone(), meta };
-                self.defer(Some(f), None, Some(p.new_version), Some(p.origin.clone()));
+                let (v, o) = (Some(p.new_version), Some(p.origin.clone()));
+                self.defer(Some(f), None, v, o, p.actions.clone());
                 Outcome::Applied
             }
-            Ok(None) => Outcome::Failed {
-                code: ErrorCode::Io,
-                message: "the entry changed type while being applied".into(),
-            },
-            Err(e) => Self::outcome_of(e),
+            Ok(None) => {
+                self.unjournal(&p.actions);
+                Outcome::Failed {
+                    code: ErrorCode::Io,
+                    message: "the entry changed type while being applied".into(),
+                }
+            }
+            Err(e) => {
+                self.unjournal(&p.actions);
+                Self::outcome_of(e)
+            }
         }
     }
 
@@ -681,12 +794,20 @@ impl Receiver {
     fn data_end(&mut self, stream: u32) -> Option<Outcome> {
         match self.streams.remove(&stream)? {
             Stream::Discard => None,
-            Stream::Whole(p, w) => {
+            Stream::Whole(mut p, w) => {
+                p.actions = match self.journal(&p.path, &p.real, false) {
+                    Ok(ids) => ids,
+                    Err(o) => return Some(o),
+                };
                 self.back_up(&p);
                 let r = w.commit();
                 Some(self.finish(&p, r.map(Some)))
             }
-            Stream::Delta(p, d) => {
+            Stream::Delta(mut p, d) => {
+                p.actions = match self.journal(&p.path, &p.real, false) {
+                    Ok(ids) => ids,
+                    Err(o) => return Some(o),
+                };
                 self.back_up(&p);
                 let r = d.into_inner().commit();
                 Some(self.finish(&p, r.map(Some)))
@@ -717,13 +838,13 @@ impl Receiver {
             Err(e) => return Self::outcome_of(e),
         };
         let Some(cur) = cur else {
-            self.defer(None, Some(path.clone()), None, None);
+            self.defer(None, Some(path.clone()), None, None, Vec::new());
             return Outcome::InSync;
         };
         let cur_v = version(&cur, self.ignore);
         if !force && base != Some(cur_v) {
             if local_change.is_real() {
-                self.record_local(gi, &path, Some(&cur), local_change);
+                self.record_local(gi, &path, &real_of(&root, &rel), Some(&cur), local_change);
             }
             return Outcome::Conflict(Some(self.wire_with_origin(&path, &cur)));
         }
@@ -736,15 +857,22 @@ impl Receiver {
                 kept.as_deref(),
             );
         }
+        let actions = match self.journal(&path, &real_of(&root, &rel), false) {
+            Ok(ids) => ids,
+            Err(o) => return o,
+        };
         if cur.kind == FileKind::File {
             self.back_up_file(gi, &root, &rel, &path);
         }
         match apply::delete(&root, &rel) {
             Ok(_) => {
-                self.defer(None, Some(path.clone()), None, None);
+                self.defer(None, Some(path.clone()), None, None, actions);
                 Outcome::Applied
             }
-            Err(e) => Self::outcome_of(e),
+            Err(e) => {
+                self.unjournal(&actions);
+                Self::outcome_of(e)
+            }
         }
     }
 
@@ -813,6 +941,15 @@ impl Receiver {
     }
 }
 
+/// The local path of `rel` below `root`.
+fn real_of(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(std::ffi::OsStr::from_bytes_compat(rel))
+    }
+}
+
 fn hash_reader(r: &mut impl Read) -> std::io::Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -857,6 +994,51 @@ impl Handler for Receiver {
 
     fn idle(&mut self, reply: &mut dyn FnMut(Msg)) {
         self.flush(reply);
+    }
+
+    fn end(&mut self, bye: bool, reply: &mut dyn FnMut(Msg)) {
+        self.flush(reply);
+        if !self.entered {
+            if self.has_orphans() {
+                // A killed predecessor's actions: run them, but not on this
+                // peer's time.
+                let gate = self.gate.clone();
+                let _ = std::thread::Builder::new()
+                    .name("csync-actions".into())
+                    .spawn(move || gate.run_now());
+            }
+            return;
+        }
+        self.entered = false;
+        let ids = std::mem::take(&mut self.journalled);
+        let mut tick = || {
+            if bye {
+                reply(Msg::Working);
+            }
+        };
+        let ran = self.gate.leave(&ids, &mut tick);
+        if bye {
+            for r in ran {
+                reply(Msg::ActionResult {
+                    group: r.group,
+                    command: r.command,
+                    paths: u32::try_from(r.paths.len()).unwrap_or(u32::MAX),
+                    ok: r.result.status.ok(),
+                    status: r.result.status.to_string(),
+                });
+            }
+        }
+    }
+}
+
+impl Receiver {
+    /// Journal rows whose process is gone (a daemon killed before it ran them).
+    fn has_orphans(&self) -> bool {
+        let mine = self.actions.owner();
+        self.index.queued_actions().is_ok_and(|rows| {
+            rows.iter()
+                .any(|r| r.action.owner != mine && !crate::action::owner_alive(&r.action.owner))
+        })
     }
 }
 

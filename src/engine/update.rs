@@ -89,11 +89,32 @@ pub struct PeerReport {
     pub paths: Vec<(Vec<u8>, PathResult)>,
     /// Content bytes sent (whole files and delta literals).
     pub bytes: u64,
+    /// The actions the peer ran for what it received from us.
+    pub actions: Vec<RemoteAction>,
     /// Confirmed pushes, for the index.
     pushed: Vec<Pushed>,
     /// Conflicts met, `(path, resolution)`, for the index.
     conflicts: Vec<(Vec<u8>, String)>,
 }
+
+/// An action a peer ran for the changes it received, as it reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAction {
+    /// The group of the action.
+    pub group: String,
+    /// The command, as the peer's config has it.
+    pub command: String,
+    /// How many paths it was given.
+    pub paths: u32,
+    /// Exit status 0.
+    pub ok: bool,
+    /// How it ended.
+    pub status: String,
+}
+
+/// The longest a peer may keep us after `Bye` while it runs actions (it
+/// sends `Working` meanwhile; its own timeouts kill hung commands long before).
+const MAX_ACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What an update did.
 #[derive(Debug, Default)]
@@ -112,6 +133,7 @@ impl UpdateReport {
         self.guarded.is_empty()
             && self.peers.iter().all(|p| {
                 p.error.is_none()
+                    && p.actions.iter().all(|a| a.ok)
                     && p.paths
                         .iter()
                         .all(|(_, r)| matches!(r, PathResult::Done | PathResult::Lost(_)))
@@ -371,7 +393,17 @@ async fn push_peer(
     }
     if report.error.is_none() {
         let _ = wr.send(&Msg::Bye).await;
-        let _ = rd.recv().await;
+        // The peer runs its actions before the ByeAck, telling us how they went.
+        let until = tokio::time::Instant::now() + MAX_ACTION_WAIT;
+        loop {
+            match tokio::time::timeout_at(until, rd.recv()).await {
+                Ok(Ok(Some(Msg::Working))) => {}
+                Ok(Ok(Some(Msg::ActionResult { group, command, paths, ok, status }))) => {
+                    report.actions.push(RemoteAction { group, command, paths, ok, status });
+                }
+                _ => break,
+            }
+        }
     }
     wr.shutdown().await;
     report

@@ -5,6 +5,7 @@
 //! hand it rows and marks in domain terms. Every multi-row change runs in one
 //! transaction, so a crash leaves either the old or the new state.
 
+mod queue;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use queue::{QueuedAction, QueuedRow};
 pub use rows::{ConflictRow, DirtyRow, IndexedFile};
 
 use crate::types::{Base, Changes, Meta};
@@ -20,6 +22,7 @@ use crate::types::{Base, Changes, Meta};
 const MIGRATIONS: &[(&str, &str)] = &[
     ("001-initial.sql", include_str!("../../schema/001-initial.sql")),
     ("002-sync.sql", include_str!("../../schema/002-sync.sql")),
+    ("003-actions.sql", include_str!("../../schema/003-actions.sql")),
 ];
 
 /// `PRAGMA application_id`: lets `file(1)` and we ourselves recognise an index ("CSYN").
@@ -119,6 +122,8 @@ pub struct Batch {
     pub marks: Vec<OwnedMark>,
     /// Entries whose current version this node made (forget where it came from).
     pub local: Vec<Vec<u8>>,
+    /// Actions to journal with the change (`do-local` actions of a check).
+    pub actions: Vec<QueuedAction>,
 }
 
 /// One entry applied on the receiver, for [`Index::record_received_batch`].
@@ -134,6 +139,8 @@ pub struct Received {
     pub version: Option<[u8; 32]>,
     /// The host whose change this is (`None`: leave as it was).
     pub origin: Option<String>,
+    /// Journalled actions this change owes, now ready to run.
+    pub actions: Vec<i64>,
 }
 
 /// The result of one confirmed push, for [`Index::record_pushed`].
@@ -173,6 +180,7 @@ impl Batch {
             && self.removals.is_empty()
             && self.marks.is_empty()
             && self.local.is_empty()
+            && self.actions.is_empty()
     }
 }
 
@@ -388,6 +396,7 @@ impl Index {
                 ])
                 .map_err(sql)?;
             }
+            queue::insert(&tx, &batch.actions).map_err(sql)?;
         }
         tx.commit().map_err(sql)
     }
@@ -494,6 +503,7 @@ impl Index {
             peer: peer.to_string(),
             version,
             origin: origin.map(str::to_string),
+            actions: Vec::new(),
         };
         self.record_received_batch(std::slice::from_ref(&r))
     }
@@ -528,6 +538,7 @@ impl Index {
                 )
                 .map_err(sql)?;
             for r in batch {
+                queue::set_ready(&tx, &r.actions).map_err(sql)?;
                 let p: &[u8] = match (&r.file, &r.removed) {
                     (Some(f), _) => {
                         rows::upsert_file(&mut up, f).map_err(sql)?;

@@ -47,6 +47,14 @@ pub trait Handler: Send {
     fn idle(&mut self, reply: &mut dyn FnMut(Msg)) {
         let _ = reply;
     }
+
+    /// Called once when the session's requests have ended: after the peer's
+    /// `Bye` (`bye`; whatever is sent here goes out before the `ByeAck`), or
+    /// because the connection broke. A handler finishes its run here (the
+    /// receiver runs its actions, sending `Working` while the peer waits).
+    fn end(&mut self, bye: bool, reply: &mut dyn FnMut(Msg)) {
+        let _ = (bye, reply);
+    }
 }
 
 /// Answers `Ping`; anything else ends the session.
@@ -222,6 +230,10 @@ where
     // peer may rightly be silent (waiting for replies), so idle is not a fault.
     let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let worker_pending = pending.clone();
+    // Set before the request channel closes: the worker then knows whether
+    // the session ended with a `Bye` (someone waits for the end) or broke.
+    let said_bye = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker_bye = said_bye.clone();
     let worker = std::thread::Builder::new().name("csync-session".into()).spawn(move || {
         let mut handler = handler;
         'session: loop {
@@ -257,6 +269,10 @@ where
                 }
             }
         }
+        let bye = worker_bye.load(std::sync::atomic::Ordering::SeqCst);
+        handler.end(bye, &mut |r| {
+            let _ = rep_tx.blocking_send(r);
+        });
     });
     if let Err(e) = worker {
         return fail(who, format!("cannot start the session worker: {e}"));
@@ -269,6 +285,7 @@ where
             m = rd.recv(), if reading => match m {
                 Ok(Some(Msg::Bye)) => {
                     bye = true;
+                    said_bye.store(true, std::sync::atomic::Ordering::SeqCst);
                     reading = false;
                     req_tx = None;
                 }
@@ -280,6 +297,7 @@ where
                         match rd.recv().await {
                             Ok(Some(Msg::Bye)) => {
                                 bye = true;
+                                said_bye.store(true, std::sync::atomic::Ordering::SeqCst);
                                 reading = false;
                                 break;
                             }

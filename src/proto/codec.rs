@@ -187,7 +187,14 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), EncodeError> {
                 }
             }
         }
-        Msg::Bye | Msg::ByeAck => {}
+        Msg::Bye | Msg::ByeAck | Msg::Working => {}
+        Msg::ActionResult { group, command, paths, ok, status } => {
+            put_str(out, group, MAX_NAME, "group name")?;
+            put_str(out, truncate_utf8(command, MAX_MESSAGE), MAX_MESSAGE, "command")?;
+            out.extend_from_slice(&paths.to_be_bytes());
+            out.push(u8::from(*ok));
+            put_str(out, truncate_utf8(status, MAX_MESSAGE), MAX_MESSAGE, "status")?;
+        }
     }
     Ok(())
 }
@@ -332,6 +339,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, DecodeError> {
         0x05 => Msg::Pong { id: r.u32("id")?, time_ns: r.u64("time")? as i64 },
         0x06 => Msg::Bye,
         0x07 => Msg::ByeAck,
+        0x08 => Msg::Working,
         0x10 => {
             let stream = r.u32("stream")?;
             let n = r.u32("chunk length")? as usize;
@@ -403,6 +411,13 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, DecodeError> {
             };
             Msg::Ack { id, outcome }
         }
+        0x29 => Msg::ActionResult {
+            group: r.str(MAX_NAME, "group name")?,
+            command: r.str(MAX_MESSAGE, "command")?,
+            paths: r.u32("path count")?,
+            ok: r.flag("ok")?,
+            status: r.str(MAX_MESSAGE, "status")?,
+        },
         t => return Err(DecodeError::UnknownType(t)),
     };
     if !r.buf.is_empty() {
@@ -590,6 +605,14 @@ mod tests {
             Msg::ListEntry { id: 12, path: b"%p%/l".to_vec(), entry: sample_entry() },
             Msg::ListEnd { id: 12 },
             Msg::Fetch { id: 13, group: "g".into(), path: b"%p%/f".to_vec() },
+            Msg::Working,
+            Msg::ActionResult {
+                group: "web".into(),
+                command: "nginx -s reload".into(),
+                paths: 3,
+                ok: false,
+                status: "exit status 1".into(),
+            },
             Msg::Ack { id: 9, outcome: Outcome::Applied },
             Msg::Ack { id: 9, outcome: Outcome::Conflict(Some(sample_entry())) },
             Msg::Ack { id: 9, outcome: Outcome::Conflict(None) },
@@ -803,6 +826,16 @@ mod tests {
                 .prop_map(|(stream, hash)| Msg::DataEnd { stream, hash }),
             Just(Msg::Bye),
             Just(Msg::ByeAck),
+            Just(Msg::Working),
+            (arb_name(), ".{0,100}", any::<u32>(), any::<bool>(), ".{0,50}").prop_map(
+                |(group, command, paths, ok, status)| Msg::ActionResult {
+                    group,
+                    command,
+                    paths,
+                    ok,
+                    status
+                }
+            ),
         ]
     }
 

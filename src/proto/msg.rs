@@ -335,6 +335,23 @@ pub enum Msg {
     Bye,
     /// Reply to `Bye`: everything before it has been processed.
     ByeAck,
+    /// Server → client after `Bye`, while the receiver waits for or runs its
+    /// actions: still alive, keep waiting for the `ByeAck`.
+    Working,
+    /// Server → client after `Bye`: one action command the session's changes
+    /// triggered, and how it ended.
+    ActionResult {
+        /// The group of the action.
+        group: String,
+        /// The command as configured (shortened to the message limit).
+        command: String,
+        /// How many paths it was given.
+        paths: u32,
+        /// Exit status 0.
+        ok: bool,
+        /// How it ended, for people (`exit status 1`, `… killed`).
+        status: String,
+    },
 }
 
 impl Msg {
@@ -348,6 +365,7 @@ impl Msg {
             Msg::Pong { .. } => 0x05,
             Msg::Bye => 0x06,
             Msg::ByeAck => 0x07,
+            Msg::Working => 0x08,
             Msg::Data { .. } => 0x10,
             Msg::DataEnd { .. } => 0x11,
             Msg::Push { .. } => 0x20,
@@ -359,6 +377,7 @@ impl Msg {
             Msg::ListEnd { .. } => 0x26,
             Msg::Fetch { .. } => 0x27,
             Msg::Ack { .. } => 0x28,
+            Msg::ActionResult { .. } => 0x29,
         }
     }
 }

@@ -1,0 +1,387 @@
+//! Actions across the engine: which changes owe which commands (journalled in
+//! the index before the change is made), running what is owed once per run,
+//! and the daemon's [`Gate`] that lets overlapping sessions share one run.
+//!
+//! "Once per run": every distinct command (with its logfile and timeout) runs
+//! once with all the paths journalled for it, and journalled rows are removed
+//! only after their command ended, so a crash re-runs it on the next run.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::Error;
+use crate::action::{self, Compiled, Job, JobResult};
+use crate::config::Config;
+use crate::index::{Index, QueuedAction};
+use crate::pattern::GroupMatcher;
+
+/// How long a daemon session that has finished waits for others still
+/// receiving before it runs the actions anyway (a big upload from one peer
+/// must not hold back another peer's `nginx -s reload` for minutes).
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// Paths named in one log line; the rest are counted.
+const LOG_PATHS: usize = 32;
+
+/// The actions of this node's groups, ready to match changes.
+#[derive(Debug, Clone)]
+pub struct ActionTable {
+    groups: Vec<(String, GroupMatcher, Vec<Compiled>)>,
+    owner: String,
+}
+
+impl ActionTable {
+    /// Compiles the actions of every member group that has some.
+    ///
+    /// # Errors
+    /// When a pattern does not compile.
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        let mut groups = Vec::new();
+        for g in config.my_groups().filter(|g| !g.actions.is_empty()) {
+            let pattern_error = |pattern: String, message| Error::Pattern {
+                group: g.name.clone(),
+                pattern,
+                message,
+            };
+            let matcher = GroupMatcher::new(&g.rules).map_err(|(i, m)| {
+                pattern_error(g.rules.get(i).map(|r| r.pattern.clone()).unwrap_or_default(), m)
+            })?;
+            let mut compiled = Vec::new();
+            for a in &g.actions {
+                compiled.push(Compiled::new(a).map_err(|(i, m)| {
+                    pattern_error(a.patterns.get(i).cloned().unwrap_or_default(), m)
+                })?);
+            }
+            groups.push((g.name.clone(), matcher, compiled));
+        }
+        Ok(ActionTable { groups, owner: action::owner_token() })
+    }
+
+    /// This process, as the owner of what it journals.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// True when no group has an action: nothing is ever owed.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The commands a real change of `path` (DB form; `real` on this disk)
+    /// owes: made here (`from: None`) or received from a peer. csync2's
+    /// rule: every member group managing the path, every action whose
+    /// pattern matches, each `exec` once.
+    pub fn owed(
+        &self,
+        path: &[u8],
+        real: &Path,
+        from: Option<&str>,
+        ready: bool,
+    ) -> Vec<QueuedAction> {
+        let mut out: Vec<QueuedAction> = Vec::new();
+        for (group, matcher, actions) in &self.groups {
+            if !matcher.is_managed(path) {
+                continue;
+            }
+            for a in actions.iter().filter(|a| a.applies(path, from.is_none())) {
+                for command in &a.exec {
+                    let dup = out.iter().any(|q| {
+                        q.command == *command
+                            && q.logfile == a.logfile
+                            && q.timeout_s == a.timeout_s
+                    });
+                    if !dup {
+                        out.push(QueuedAction {
+                            command: command.clone(),
+                            logfile: a.logfile.clone(),
+                            timeout_s: a.timeout_s,
+                            group: group.clone(),
+                            path: path.to_vec(),
+                            real: real.to_path_buf(),
+                            peer: from.map(str::to_string),
+                            owner: self.owner.clone(),
+                            ready,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One command that ran.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// The group of the action (of its first row).
+    pub group: String,
+    /// The command as configured.
+    pub command: String,
+    /// The paths it was given.
+    pub paths: Vec<PathBuf>,
+    /// The journal rows it settled.
+    pub ids: Vec<i64>,
+    /// How it went.
+    pub result: JobResult,
+}
+
+/// Where the lock that serializes action runs lives: next to the index.
+pub fn lock_path(index: &Path) -> PathBuf {
+    let mut p = index.as_os_str().to_owned();
+    p.push(".actions.lock");
+    PathBuf::from(p)
+}
+
+/// Runs what this process owes (rows of `owner` that are ready) and what dead
+/// processes left behind: each distinct command once with all its paths, in
+/// order of its first row; serialized with every other runner on this index.
+/// `tick` runs about every [`action::TICK`] while waiting.
+///
+/// # Errors
+/// When the index or the lock file fails (per-command failures are in the results).
+pub fn run_owed(index: &mut Index, owner: &str, tick: &mut dyn FnMut()) -> Result<Vec<Ran>, Error> {
+    let _lock = action::RunLock::acquire(&lock_path(index.path()), tick)
+        .map_err(|e| Error::Actions(format!("{}: {e}", lock_path(index.path()).display())))?;
+    let rows = index.queued_actions()?;
+    let mut jobs: Vec<(Job, String, Vec<i64>)> = Vec::new();
+    for r in rows {
+        let a = &r.action;
+        let mine = a.owner == owner;
+        if (mine && !a.ready) || (!mine && action::owner_alive(&a.owner)) {
+            continue;
+        }
+        let timeout = Duration::from_secs(u64::from(a.timeout_s.max(1)));
+        let at = jobs.iter().position(|(j, _, _)| {
+            j.command == a.command && j.logfile == a.logfile && j.timeout == timeout
+        });
+        let (job, _, ids) = match at {
+            Some(i) => &mut jobs[i],
+            None => {
+                let job = Job {
+                    command: a.command.clone(),
+                    logfile: a.logfile.clone(),
+                    timeout,
+                    paths: Vec::new(),
+                };
+                jobs.push((job, a.group.clone(), Vec::new()));
+                jobs.last_mut().expect("just pushed")
+            }
+        };
+        if !job.paths.contains(&a.real) {
+            job.paths.push(a.real.clone());
+        }
+        ids.push(r.id);
+    }
+    let mut ran = Vec::new();
+    for (job, group, ids) in jobs {
+        let result = action::execute(&job, tick);
+        log_result(&group, &job, &result);
+        // Only now: a crash while it ran runs it again next time.
+        index.unqueue_actions(&ids)?;
+        ran.push(Ran { group, command: job.command, paths: job.paths, ids, result });
+    }
+    Ok(ran)
+}
+
+fn log_result(group: &str, job: &Job, r: &JobResult) {
+    let mut paths = String::new();
+    for p in job.paths.iter().take(LOG_PATHS) {
+        let _ = write!(paths, " {}", p.display());
+    }
+    if job.paths.len() > LOG_PATHS {
+        let _ = write!(paths, " (and {} more)", job.paths.len() - LOG_PATHS);
+    }
+    if let Some(e) = &r.logfile_error {
+        warn!("action '{}' (group {group}): {e}; its output goes to this log", job.command);
+    }
+    for line in String::from_utf8_lossy(&r.output).lines() {
+        info!("action '{}': {line}", job.command);
+    }
+    let ms = r.elapsed.as_secs_f64() * 1e3;
+    if r.status.ok() {
+        info!(
+            "action '{}' (group {group}) ran for{paths}: {} in {ms:.0} ms",
+            job.command, r.status
+        );
+    } else {
+        warn!(
+            "action '{}' (group {group}) failed for{paths}: {} after {ms:.0} ms",
+            job.command, r.status
+        );
+    }
+}
+
+/// Makes a daemon's overlapping sessions share their action runs: a session
+/// that journalled actions waits, at its end, until no other session is
+/// still applying changes (or [`MAX_WAIT`] passed), and then one run covers
+/// them all. Runs never overlap.
+#[derive(Debug)]
+pub struct Gate {
+    index_path: PathBuf,
+    busy: Duration,
+    owner: String,
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Sessions that journalled actions and have not ended.
+    writers: usize,
+    running: bool,
+    /// Runs started and finished so far (runs are numbered from 1).
+    started: u64,
+    done: u64,
+    /// Recent runs, for the sessions that wait on them.
+    history: VecDeque<(u64, Arc<Vec<Ran>>)>,
+}
+
+impl Gate {
+    /// A gate for the index at `index_path`, running as `owner`.
+    pub fn new(index_path: PathBuf, busy: Duration, owner: String) -> Gate {
+        Gate { index_path, busy, owner, state: Mutex::default(), cv: Condvar::new() }
+    }
+
+    /// A session is about to journal its first action.
+    pub fn enter(&self) {
+        self.state.lock().expect("gate poisoned").writers += 1;
+    }
+
+    /// A session that [`Gate::enter`]ed has ended (its changes recorded):
+    /// returns once a run that started after this point has finished, with
+    /// the commands that covered its journal rows `ids`. `tick` runs about
+    /// every [`action::TICK`] meanwhile.
+    pub fn leave(&self, ids: &[i64], tick: &mut dyn FnMut()) -> Vec<Ran> {
+        let mut st = self.state.lock().expect("gate poisoned");
+        st.writers = st.writers.saturating_sub(1);
+        let ticket = st.started;
+        let since = Instant::now();
+        loop {
+            if st.done > ticket {
+                let mut out = Vec::new();
+                for (_, runs) in &st.history {
+                    out.extend(
+                        runs.iter().filter(|r| r.ids.iter().any(|i| ids.contains(i))).cloned(),
+                    );
+                }
+                return out;
+            }
+            if !st.running && (st.writers == 0 || since.elapsed() >= MAX_WAIT) {
+                st.running = true;
+                st.started += 1;
+                let n = st.started;
+                drop(st);
+                let ran = self.run(tick);
+                st = self.state.lock().expect("gate poisoned");
+                st.running = false;
+                st.done = n;
+                st.history.push_back((n, Arc::new(ran)));
+                while st.history.len() > 64 {
+                    st.history.pop_front();
+                }
+                self.cv.notify_all();
+                continue;
+            }
+            let (g, _) = self.cv.wait_timeout(st, action::TICK).expect("gate poisoned");
+            drop(g);
+            tick();
+            st = self.state.lock().expect("gate poisoned");
+        }
+    }
+
+    /// Runs what is owed now (at daemon start: what a killed daemon left),
+    /// in turn with the sessions.
+    pub fn run_now(&self) -> Vec<Ran> {
+        self.enter();
+        let mut ran = self.leave(&[], &mut || {});
+        // `leave` filters by ids; here every command of that run is wanted.
+        let st = self.state.lock().expect("gate poisoned");
+        if let Some((_, last)) = st.history.back() {
+            ran = last.as_ref().clone();
+        }
+        ran
+    }
+
+    fn run(&self, tick: &mut dyn FnMut()) -> Vec<Ran> {
+        let r = Index::open(&self.index_path, self.busy)
+            .map_err(Error::from)
+            .and_then(|mut idx| run_owed(&mut idx, &self.owner, tick));
+        r.unwrap_or_else(|e| {
+            warn!("running actions: {e}");
+            Vec::new()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(idx: &mut Index, owner: &str, cmd: &str, real: &str, ready: bool) -> i64 {
+        let a = QueuedAction {
+            command: cmd.into(),
+            logfile: None,
+            timeout_s: 20,
+            group: "g".into(),
+            path: real.as_bytes().to_vec(),
+            real: real.into(),
+            peer: None,
+            owner: owner.into(),
+            ready,
+        };
+        idx.queue_actions(&[a]).unwrap()[0]
+    }
+
+    #[test]
+    fn each_command_once_with_all_its_paths_and_orphans_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(5)).unwrap();
+        let me = action::owner_token();
+        let out = dir.path().join("out");
+        let cmd = format!("echo run %% >> {}", out.display());
+        queued(&mut idx, &me, &cmd, "/a", true);
+        queued(&mut idx, &me, &cmd, "/b", true);
+        queued(&mut idx, "999999999:1", &cmd, "/c", true); // a dead process's
+        queued(&mut idx, &me, &cmd, "/a", true); // the same path twice
+        let waiting = queued(&mut idx, &me, &cmd, "/d", false); // still being applied
+        let ran = run_owed(&mut idx, &me, &mut || {}).unwrap();
+        assert_eq!(ran.len(), 1);
+        assert!(ran[0].result.status.ok());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "run /a /b /c\n");
+        let left: Vec<i64> = idx.queued_actions().unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(left, vec![waiting]);
+        // Nothing owed: nothing runs.
+        idx.unqueue_actions(&[waiting]).unwrap();
+        assert!(run_owed(&mut idx, &me, &mut || {}).unwrap().is_empty());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "run /a /b /c\n");
+    }
+
+    #[test]
+    fn gate_runs_once_after_the_last_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("i.db");
+        let mut idx = Index::open(&db, Duration::from_secs(5)).unwrap();
+        let me = action::owner_token();
+        let out = dir.path().join("out");
+        let cmd = format!("echo run %% >> {}", out.display());
+        let gate = Arc::new(Gate::new(db.clone(), Duration::from_secs(5), me.clone()));
+        gate.enter();
+        gate.enter();
+        let a = queued(&mut idx, &me, &cmd, "/a", true);
+        let g2 = gate.clone();
+        let first = std::thread::spawn(move || g2.leave(&[a], &mut || {}));
+        // The first session waits for the second, which is still applying.
+        let b = queued(&mut idx, &me, &cmd, "/b", true);
+        let ran = gate.leave(&[b], &mut || {});
+        let ran_first = first.join().unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "run /a /b\n");
+        assert_eq!(ran.len(), 1);
+        assert_eq!(ran_first.len(), 1);
+        assert_eq!(ran_first[0].ids, ran[0].ids);
+    }
+}

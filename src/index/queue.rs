@@ -1,0 +1,217 @@
+//! The action journal (`action_queue`): commands owed to changes that are
+//! made (or about to be). Rows are written before the change becomes visible
+//! and removed after the command ran, so a crash in between costs a second
+//! run of the command, never a missing one.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use rusqlite::{Connection, params};
+
+use super::{Error, Index, Result, unix_now};
+
+/// One command owed to one changed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedAction {
+    /// The `exec` string as configured (`%%` not expanded).
+    pub command: String,
+    /// `logfile`; `None`: the node's log.
+    pub logfile: Option<PathBuf>,
+    /// Seconds before the command is killed.
+    pub timeout_s: u32,
+    /// The group whose action it is.
+    pub group: String,
+    /// DB form of the changed entry.
+    pub path: Vec<u8>,
+    /// Its local path (what `%%` expands to).
+    pub real: PathBuf,
+    /// The node the change came from; `None`: changed here.
+    pub peer: Option<String>,
+    /// The process that is to run it (see `action::owner_token`).
+    pub owner: String,
+    /// The change is made (false: still being applied; see
+    /// [`Index::record_received_batch`], which sets it in the same step).
+    pub ready: bool,
+}
+
+/// A journalled [`QueuedAction`] with its row id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRow {
+    /// Row id: order of queueing.
+    pub id: i64,
+    /// What is owed.
+    pub action: QueuedAction,
+    /// Unix seconds.
+    pub queued_at: i64,
+}
+
+/// Inserts `rows` on `conn` (inside the caller's transaction); returns their ids.
+pub(super) fn insert(conn: &Connection, rows: &[QueuedAction]) -> rusqlite::Result<Vec<i64>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare_cached(
+        "INSERT INTO action_queue (command, logfile, timeout_s, grp, path, real, peer, owner, ready, queued_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let now = unix_now();
+    let mut ids = Vec::with_capacity(rows.len());
+    for a in rows {
+        st.execute(params![
+            a.command,
+            a.logfile.as_ref().map(|p| p.as_os_str().as_bytes().to_vec()),
+            i64::from(a.timeout_s),
+            a.group,
+            a.path,
+            a.real.as_os_str().as_bytes(),
+            a.peer,
+            a.owner,
+            i64::from(a.ready),
+            now
+        ])?;
+        ids.push(conn.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
+/// Marks journalled rows ready (their change is now made), on `conn` inside
+/// the caller's transaction.
+pub(super) fn set_ready(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached("UPDATE action_queue SET ready = 1 WHERE id = ?1")?;
+    for id in ids {
+        st.execute([id])?;
+    }
+    Ok(())
+}
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedRow> {
+    let bytes_path = |b: Vec<u8>| PathBuf::from(std::ffi::OsStr::from_bytes(&b));
+    Ok(QueuedRow {
+        id: r.get(0)?,
+        action: QueuedAction {
+            command: r.get(1)?,
+            logfile: r.get::<_, Option<Vec<u8>>>(2)?.map(bytes_path),
+            timeout_s: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(u32::MAX),
+            group: r.get(4)?,
+            path: r.get(5)?,
+            real: bytes_path(r.get(6)?),
+            peer: r.get(7)?,
+            owner: r.get(8)?,
+            ready: r.get::<_, i64>(9)? != 0,
+        },
+        queued_at: r.get(10)?,
+    })
+}
+
+impl Index {
+    /// Journals `rows` in one transaction, durable before this returns
+    /// (against a crash of the process); returns their ids in order.
+    ///
+    /// # Errors
+    /// When SQLite fails; then nothing is journalled.
+    pub fn queue_actions(&mut self, rows: &[QueuedAction]) -> Result<Vec<i64>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let ids = insert(&tx, rows).map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(ids)
+    }
+
+    /// Every journalled action, in queueing order.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn queued_actions(&self) -> Result<Vec<QueuedRow>> {
+        self.query_all(
+            "SELECT id, command, logfile, timeout_s, grp, path, real, peer, owner, ready, queued_at \
+             FROM action_queue ORDER BY id",
+            from_row,
+        )
+    }
+
+    /// Removes journalled actions (their command ran, or their change was
+    /// not made after all).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn unqueue_actions(&mut self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut st =
+                tx.prepare_cached("DELETE FROM action_queue WHERE id = ?1").map_err(sql)?;
+            for id in ids {
+                st.execute([id]).map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, owner: &str) -> QueuedAction {
+        QueuedAction {
+            command: "echo %%".into(),
+            logfile: Some(PathBuf::from("/tmp/log")),
+            timeout_s: 60,
+            group: "g".into(),
+            path: path.as_bytes().to_vec(),
+            real: PathBuf::from(path),
+            peer: None,
+            owner: owner.into(),
+            ready: true,
+        }
+    }
+
+    #[test]
+    fn queue_list_unqueue() {
+        let mut idx = Index::open_in_memory().unwrap();
+        let ids = idx.queue_actions(&[row("/a", "1:1"), row("/b", "1:1")]).unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(ids[0] < ids[1]);
+        let rows = idx.queued_actions().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].action, row("/a", "1:1"));
+        idx.unqueue_actions(&ids[..1]).unwrap();
+        let rows = idx.queued_actions().unwrap();
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[1]]);
+    }
+
+    #[test]
+    fn ready_with_the_received_entry() {
+        let mut idx = Index::open_in_memory().unwrap();
+        let mut a = row("/r", "3:3");
+        a.ready = false;
+        let ids = idx.queue_actions(&[a]).unwrap();
+        assert!(!idx.queued_actions().unwrap()[0].action.ready);
+        let r = super::super::Received {
+            file: None,
+            removed: Some(b"/r".to_vec()),
+            peer: "p".into(),
+            version: None,
+            origin: None,
+            actions: ids,
+        };
+        idx.record_received_batch(&[r]).unwrap();
+        assert!(idx.queued_actions().unwrap()[0].action.ready);
+    }
+
+    #[test]
+    fn journalled_with_a_batch() {
+        let mut idx = Index::open_in_memory().unwrap();
+        let batch = super::super::Batch { actions: vec![row("/x", "2:2")], ..Default::default() };
+        idx.apply(&batch).unwrap();
+        assert_eq!(idx.queued_actions().unwrap()[0].action.path, b"/x".to_vec());
+    }
+}
