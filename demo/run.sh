@@ -37,6 +37,16 @@ group demo {
     include %www%;
     exclude *~ %www%/cache;
     auto younger;
+    # Stands in for "nginx -t && nginx -s reload": runs once per run on every
+    # node whose conf/ changed (do-local: also where the change was made),
+    # with the changed paths as arguments.
+    action {
+        pattern %www%/conf;
+        exec "echo 'reloaded for:' %%";
+        logfile "$work/$n/reload.log";
+        timeout 10;
+        do-local;
+    }
 }
 prefix www { on n1: $work/n1/root; on n2: $work/n2/root; on n3: $work/n3/root; }
 CFG
@@ -72,6 +82,8 @@ echo "scratch, not synced" > "$work/n1/root/cache/tmp"
 echo "editor backup, not synced" > "$work/n1/root/conf/site.conf~"
 run n1 -x
 for n in n2 n3; do echo "$n now has:"; tree "$n"; done
+echo "the action ran once on each node, after its files were in place:"
+for n in "${nodes[@]}"; do printf '  %s reload.log: %s\n' "$n" "$(tail -1 "$work/$n/reload.log")"; done
 
 echo; echo "== a change on n2, a delete on n3; each runs csync -x"
 echo "<h1>edited on n2</h1>" > "$work/n2/root/htdocs/index.html"
@@ -87,6 +99,7 @@ echo "server { listen 8443; } # n3" > "$work/n3/root/conf/site.conf"
 run n1 -x
 run n3 -x
 for n in "${nodes[@]}"; do printf '%s: %s\n' "$n" "$(cat "$work/$n/root/conf/site.conf")"; done
+for n in "${nodes[@]}"; do printf '%s reloaded %s times\n' "$n" "$(wc -l < "$work/$n/reload.log")"; done
 echo "n1 kept its losing version: $(find "$work/n1/db" -name 'site.conf.conflict-*' -exec cat {} \;)"
 
 echo; echo "== in-sync test (csync -T): no output and exit 2 means identical"

@@ -22,8 +22,16 @@ Identities: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out DIR2.
 Each node needs csync2_ssl_ca.pem, csync2_ssl_cert.pem and csync2_ssl_key.pem
 (0600) in the system dir; see certs/README.md.
 
-Exit status: 0 success; 1 any error (failed peer, conflict, bad config);
-2 a listing found nothing, or -T found everything in sync.
+Actions (action { pattern P; exec \"CMD\"; logfile F; timeout N; do-local; }):
+after a run, each command runs once on every host whose matching files changed
+(receivers; with do-local also here), with %% as the changed paths, one argument
+each (never shell text). Output goes to logfile (else csync's log); a command
+running past its timeout (default 60 s) is killed. A failed command makes the
+run exit 1, on that host and on the host that pushed. Pending commands survive
+a crash in the index and run at the next run.
+
+Exit status: 0 success; 1 any error (failed peer, conflict, failed action, bad
+config); 2 a listing found nothing, or -T found everything in sync.
 
 Files: config <sysdir>/csync2.cfg (or csync2_NAME.cfg with -C NAME), where
 sysdir is $CSYNC2_SYSTEM_DIR or /etc; index /var/lib/csync/<node>[_NAME].db.";

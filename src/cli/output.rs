@@ -197,9 +197,11 @@ pub fn config_summary(c: &Config) -> Exit {
             for e in &a.exec {
                 s.push_str(&format!("          exec \"{e}\"\n"));
             }
-            if let Some(l) = &a.logfile {
-                s.push_str(&format!("          logfile {}\n", l.display()));
+            match &a.logfile {
+                Some(l) => s.push_str(&format!("          logfile {}\n", l.display())),
+                None => s.push_str("          logfile (csync's log)\n"),
             }
+            s.push_str(&format!("          timeout {} s\n", a.timeout_s()));
             if a.do_local_only {
                 s.push_str("          do-local-only\n");
             } else if a.do_local {

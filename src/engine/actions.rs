@@ -209,7 +209,8 @@ fn log_result(group: &str, job: &Job, r: &JobResult) {
             job.command, r.status
         );
     } else {
-        warn!(
+        // The caller reports the failure its own way (stderr, warning, peer).
+        info!(
             "action '{}' (group {group}) failed for{paths}: {} after {ms:.0} ms",
             job.command, r.status
         );
@@ -311,10 +312,14 @@ impl Gate {
         let r = Index::open(&self.index_path, self.busy)
             .map_err(Error::from)
             .and_then(|mut idx| run_owed(&mut idx, &self.owner, tick));
-        r.unwrap_or_else(|e| {
+        let ran = r.unwrap_or_else(|e| {
             warn!("running actions: {e}");
             Vec::new()
-        })
+        });
+        for f in ran.iter().filter(|r| !r.result.status.ok()) {
+            warn!("action '{}' (group {}) failed: {}", f.command, f.group, f.result.status);
+        }
+        ran
     }
 }
 

@@ -401,7 +401,21 @@ async fn push_peer(
                 Ok(Ok(Some(Msg::ActionResult { group, command, paths, ok, status }))) => {
                     report.actions.push(RemoteAction { group, command, paths, ok, status });
                 }
-                _ => break,
+                Ok(Ok(Some(Msg::ByeAck))) => break,
+                other => {
+                    // Every change was confirmed; what is unknown is whether
+                    // the peer's actions ran (its journal re-runs them later).
+                    let why = match other {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "waited too long".to_string(),
+                        _ => "connection closed".to_string(),
+                    };
+                    report.error = Some(format!(
+                        "the session did not end cleanly after the last change ({why}); \
+                         the peer runs any actions it owes on its next run"
+                    ));
+                    break;
+                }
             }
         }
     }

@@ -3,6 +3,8 @@
 mod net_util;
 mod util;
 
+/// Actions: once per run, paths as arguments, timeouts, the journal.
+mod actions;
 /// Backups: N generations of what a peer replaced or deleted.
 mod backups;
 /// `-c`, `-cI`, `-L`, `-M`, `-m`, `-f`, `-R` on a prefixed tree.

@@ -122,6 +122,13 @@ impl Net {
         c
     }
 
+    /// The same as [`Net::csync`], as a `std` command (to run in the background).
+    pub fn csync_std(&self, node: &str) -> StdCommand {
+        let mut c = StdCommand::new(bin());
+        self.prepare(&mut c, node);
+        c
+    }
+
     fn prepare<C: CommandLike>(&self, c: &mut C, node: &str) {
         c.env_("CSYNC2_SYSTEM_DIR", self.sysdir(node));
         c.args_(["-N", node, "-p", &self.port.to_string(), "-D"]);

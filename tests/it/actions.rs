@@ -1,0 +1,309 @@
+//! Actions (PRODUCT 6, issue 5): three real nodes on loopback; every action
+//! appends what it saw to a per-node log file, and the tests read those.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::net_util::wait_until;
+use crate::sync::Cluster;
+
+/// `@ACTION@` is the body of the action block; `@OUT@` the node's own log
+/// file, `@DIR@` a scratch directory per node.
+const CFG: &str = "
+group g {
+    host n1@@ADDR_n1@ n2@@ADDR_n2@ n3@@ADDR_n3@;
+    key csync2.key;
+    include %p%;
+    action {
+@ACTION@
+    }
+}
+prefix p { on n1: @ROOT_n1@; on n2: @ROOT_n2@; on n3: @ROOT_n3@; }
+";
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// A cluster whose group has the action `body` (with `@OUT@`/`@DIR@` filled
+/// in per node); daemons restarted to read it.
+fn cluster(test: &str, body: &str) -> Cluster {
+    let mut c = Cluster::new(test, "none");
+    configure(&mut c, body);
+    c
+}
+
+fn configure(c: &mut Cluster, body: &str) {
+    for n in NODES {
+        let dir = scratch(c, n);
+        let text = CFG.replace("@ACTION@", body).replace("@OUT@", out(c, n).to_str().unwrap());
+        c.net.write_config_for(n, &text.replace("@DIR@", dir.to_str().unwrap()));
+        c.stop(n);
+        c.start(n);
+    }
+}
+
+fn scratch(c: &Cluster, n: &str) -> PathBuf {
+    let d = c.net.path(&format!("scratch-{n}"));
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn out(c: &Cluster, n: &str) -> PathBuf {
+    c.net.path(&format!("actions-{n}.log"))
+}
+
+/// The action log of node `n`, one line per run.
+fn runs(c: &Cluster, n: &str) -> Vec<String> {
+    fs::read_to_string(out(c, n)).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// `printf` each argument as `<arg>`: one line per run, arguments visible.
+const RECORD: &str = "exec \"printf 'run' >> @OUT@; printf ' <%s>' %% >> @OUT@; echo >> @OUT@\";";
+
+fn expected(c: &Cluster, n: &str, rels: &[&str]) -> String {
+    let mut line = String::from("run");
+    for r in rels {
+        line.push_str(&format!(" <{}>", c.root(n).join(r).display()));
+    }
+    line
+}
+
+#[test]
+fn three_matching_changes_run_the_action_once_on_each_receiver() {
+    let body = format!("pattern %p%/etc/nginx/*;\n{RECORD}");
+    let c = cluster("three_matching_changes_run_the_action_once_on_each_receiver", &body);
+    let files = ["etc/nginx/a.conf", "etc/nginx/b.conf", "etc/nginx/c.conf"];
+    for f in files {
+        c.write("n1", f, b"x\n");
+    }
+    c.write("n1", "www/index.html", b"not matching\n");
+    c.x_ok("n1");
+    // The receivers' actions ran before their sessions ended: no waiting needed.
+    // (etc and etc/nginx are created too, but only etc/nginx/* matches.)
+    for n in ["n2", "n3"] {
+        assert_eq!(runs(&c, n), vec![expected(&c, n, &files)], "on {n}");
+    }
+    assert!(runs(&c, "n1").is_empty(), "no do-local: nothing runs where the change was made");
+
+    // A no-op run runs nothing anywhere.
+    c.x_ok("n1");
+    c.x_ok("n2");
+    for n in ["n2", "n3"] {
+        assert_eq!(runs(&c, n).len(), 1, "a no-op run ran the action on {n}");
+    }
+    // A change to a file the pattern does not match runs nothing.
+    c.write("n1", "www/index.html", b"changed, still not matching\n");
+    c.x_ok("n1");
+    assert_eq!(
+        fs::read(c.root("n3").join("www/index.html")).unwrap(),
+        b"changed, still not matching\n"
+    );
+    for n in ["n2", "n3"] {
+        assert_eq!(runs(&c, n).len(), 1, "a non-matching change ran the action on {n}");
+    }
+    // A touch (mtime only) is no real change: synced, no action.
+    let t = std::time::SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(c.root("n1").join(files[0]))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    c.x_ok("n1");
+    c.assert_converged();
+    assert_eq!(runs(&c, "n2").len(), 1, "an mtime-only change ran the action");
+    // A delete is a real change: the deleted path is passed.
+    fs::remove_file(c.root("n1").join(files[1])).unwrap();
+    c.x_ok("n1");
+    assert_eq!(runs(&c, "n3"), vec![expected(&c, "n3", &files), expected(&c, "n3", &files[1..2])]);
+}
+
+#[test]
+fn do_local_also_runs_where_the_change_was_made_and_do_local_only_only_there() {
+    let body = format!("pattern %p%/etc/*;\n{RECORD}\ndo-local;");
+    let mut c = cluster("do_local_also_runs_where_the_change_was_made", &body);
+    let files = ["etc/a", "etc/b", "etc/c"];
+    for f in files {
+        c.write("n1", f, b"1\n");
+    }
+    c.x_ok("n1");
+    for n in NODES {
+        assert_eq!(runs(&c, n), vec![expected(&c, n, &files)], "do-local, on {n}");
+    }
+    // A no-op run runs nothing, locally either.
+    c.x_ok("n1");
+    assert_eq!(runs(&c, "n1").len(), 1);
+
+    let body = format!("pattern %p%/etc/*;\n{RECORD}\ndo-local-only;");
+    configure(&mut c, &body);
+    for f in files {
+        c.write("n1", f, b"2\n");
+    }
+    c.x_ok("n1");
+    assert_eq!(runs(&c, "n1"), vec![expected(&c, "n1", &files); 2], "do-local-only runs here");
+    for n in ["n2", "n3"] {
+        assert_eq!(fs::read(c.root(n).join("etc/b")).unwrap(), b"2\n");
+        assert_eq!(runs(&c, n).len(), 1, "do-local-only ran on the receiver {n}");
+    }
+}
+
+#[test]
+fn overlapping_runs_from_two_nodes_share_runs_that_never_overlap() {
+    // Each run writes `start`, its paths, then `end`, slowly: two runs at once
+    // would interleave their lines.
+    let body = "pattern %p%/etc/*;
+        exec \"echo start >> @OUT@; sleep 0.3; printf '%s\\n' %% >> @OUT@; echo end >> @OUT@\";";
+    let c = cluster("overlapping_runs_from_two_nodes_share_runs", body);
+    let mut want = BTreeSet::new();
+    for i in 0..20 {
+        c.write("n1", &format!("etc/from-n1-{i}"), b"1\n");
+        c.write("n2", &format!("etc/from-n2-{i}"), b"2\n");
+        for n in ["n1", "n2"] {
+            want.insert(c.root("n3").join(format!("etc/from-{n}-{i}")).display().to_string());
+        }
+    }
+    let spawn = |n: &str| c.net.csync_std(n).args(["-x", "--timeout", "2"]).spawn().unwrap();
+    let (mut a, mut b) = (spawn("n1"), spawn("n2"));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    for p in &want {
+        assert!(Path::new(p).exists(), "{p} did not reach n3");
+    }
+
+    let lines = runs(&c, "n3");
+    let mut seen = BTreeSet::new();
+    let mut executions = 0;
+    let mut inside = false;
+    for l in &lines {
+        match l.as_str() {
+            "start" => {
+                assert!(!inside, "two runs overlapped on n3:\n{}", lines.join("\n"));
+                inside = true;
+                executions += 1;
+            }
+            "end" => {
+                assert!(inside, "unbalanced log:\n{}", lines.join("\n"));
+                inside = false;
+            }
+            p => {
+                assert!(inside, "path outside a run:\n{}", lines.join("\n"));
+                assert!(seen.insert(p.to_string()), "{p} given twice:\n{}", lines.join("\n"));
+            }
+        }
+    }
+    assert!(!inside);
+    assert_eq!(seen, want, "n3's action must see every path it received");
+    assert!((1..=2).contains(&executions), "{executions} runs for two pushing runs");
+}
+
+#[test]
+fn hostile_file_names_reach_the_command_as_single_arguments() {
+    let body = format!("pattern %p%/in/*;\n{RECORD}");
+    let c = cluster("hostile_file_names_reach_the_command_as_single_arguments", &body);
+    // The command runs with the scratch dir as a possible target of `touch`.
+    let names = [
+        "x; touch CANARY",
+        "$(touch CANARY2)",
+        "`touch CANARY3`",
+        "a b && touch CANARY4",
+        "q'\"|touch CANARY5",
+        "*",
+    ];
+    for n in names {
+        c.write("n1", &format!("in/{n}"), b"data\n");
+    }
+    c.x_ok("n1");
+    for n in ["n2", "n3"] {
+        let got = runs(&c, n);
+        assert_eq!(got.len(), 1, "{got:?}");
+        for name in names {
+            let arg = format!("<{}>", c.root(n).join("in").join(name).display());
+            assert!(got[0].contains(&arg), "{name:?} is not one argument on {n}: {}", got[0]);
+        }
+        for canary in ["CANARY", "CANARY2", "CANARY3", "CANARY4", "CANARY5"] {
+            // Actions run in `/`; a spliced name would also have run there.
+            assert!(!Path::new("/").join(canary).exists(), "{canary} exists: injection");
+            assert!(!c.root(n).join("in").join(canary).exists(), "{canary}: injection");
+        }
+        assert_eq!(fs::read(c.root(n).join("in/x; touch CANARY")).unwrap(), b"data\n");
+    }
+}
+
+#[test]
+fn an_action_past_its_timeout_is_killed_and_the_run_fails() {
+    let body = "pattern %p%/etc/*;
+        exec \"echo started >> @OUT@; sleep 30; echo finished >> @OUT@\";
+        timeout 1;
+        do-local;";
+    let c = cluster("an_action_past_its_timeout_is_killed_and_the_run_fails", body);
+    c.write("n1", "etc/slow.conf", b"x\n");
+    let started = std::time::Instant::now();
+    let (code, _, err) = c.x("n1");
+    assert_eq!(code, 1, "a killed action fails the run:\n{err}");
+    assert!(started.elapsed() < Duration::from_secs(25), "the timeout did not hold");
+    // Reported for the local run and for each peer, naming the command.
+    assert!(err.contains("csync: action 'echo started"), "{err}");
+    for n in ["n2", "n3"] {
+        assert!(err.contains(&format!("csync: peer {n}: action 'echo started")), "{err}");
+        assert!(err.contains("1 s timeout: killed"), "{err}");
+    }
+    for n in NODES {
+        assert_eq!(runs(&c, n), vec!["started"], "on {n}: killed before it finished");
+    }
+    // The file itself synced, and the failed action is not run again.
+    assert_eq!(fs::read(c.root("n2").join("etc/slow.conf")).unwrap(), b"x\n");
+    c.x_ok("n1");
+    assert_eq!(runs(&c, "n2"), vec!["started"]);
+}
+
+#[test]
+fn an_action_interrupted_by_a_daemon_kill_runs_on_the_next_run() {
+    // While `block` exists the action waits (recording its process group);
+    // the daemon is killed then, so the command never completes.
+    let body = "pattern %p%/etc/*;
+        exec \"echo $$ > @DIR@/pgid; while [ -e @DIR@/block ]; do sleep 0.05; done; printf 'ran' >> @OUT@; printf ' <%s>' %% >> @OUT@; echo >> @OUT@\";";
+    let mut c = cluster("an_action_interrupted_by_a_daemon_kill_runs_on_the_next_run", body);
+    let dir = scratch(&c, "n2");
+    fs::write(dir.join("block"), "").unwrap();
+    c.write("n1", "etc/app.conf", b"v1\n");
+    let mut push = c.net.csync_std("n1").args(["-x", "--timeout", "2"]).spawn().unwrap();
+    let pgid: i32 = wait_until(Duration::from_secs(20), || {
+        fs::read_to_string(dir.join("pgid")).ok()?.trim().parse().ok()
+    })
+    .expect("the action never started on n2");
+    // The file is applied; the action is running: kill the daemon, and the
+    // command with it (as a reboot would).
+    assert_eq!(fs::read(c.root("n2").join("etc/app.conf")).unwrap(), b"v1\n");
+    c.stop("n2");
+    let group = rustix::process::Pid::from_raw(pgid).unwrap();
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    // The pusher learns that the end of the session was lost.
+    let status = push.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(runs(&c, "n2").is_empty());
+
+    // The next run of n2 (here: its daemon starting again) runs it, once.
+    fs::remove_file(dir.join("block")).unwrap();
+    c.start("n2");
+    let want = format!("ran <{}>", c.root("n2").join("etc/app.conf").display());
+    wait_until(Duration::from_secs(20), || (runs(&c, "n2") == vec![want.clone()]).then_some(()))
+        .unwrap_or_else(|| panic!("the journalled action did not run: {:?}", runs(&c, "n2")));
+    c.x_ok("n1");
+    c.x_ok("n2");
+    assert_eq!(runs(&c, "n2"), vec![want], "run exactly once");
+}
+
+#[test]
+fn without_logfile_the_output_and_status_go_to_the_node_log() {
+    let body = "pattern %p%/etc/*;
+        exec \"echo hello from the action; exit 3\";";
+    let c = cluster("without_logfile_the_output_and_status_go_to_the_node_log", body);
+    c.write("n1", "etc/f", b"x\n");
+    let (code, _, err) = c.x("n1");
+    assert_eq!(code, 1, "a failed action on a peer fails the run: {err}");
+    assert!(err.contains("csync: peer n2: action 'echo hello from the action; exit 3' (group g) for 1 paths: exit status 3"), "{err}");
+    let d = c.daemons[1].as_ref().unwrap();
+    d.wait_log("action 'echo hello from the action; exit 3': hello from the action");
+    let log = d.wait_log("exit status 3");
+    assert!(log.contains(&c.root("n2").join("etc/f").display().to_string()), "{log}");
+}
