@@ -6,7 +6,7 @@
 //! once with all the paths journalled for it, and journalled rows are removed
 //! only after their command ended, so a crash re-runs it on the next run.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -149,6 +149,8 @@ pub fn run_owed(index: &mut Index, owner: &str, tick: &mut dyn FnMut()) -> Resul
         .map_err(|e| Error::Actions(format!("{}: {e}", lock_path(index.path()).display())))?;
     let rows = index.queued_actions()?;
     let mut jobs: Vec<(Job, String, Vec<i64>)> = Vec::new();
+    // Paths already given to each job (thousands of files may match).
+    let mut given: Vec<HashSet<PathBuf>> = Vec::new();
     for r in rows {
         let a = &r.action;
         let mine = a.owner == owner;
@@ -159,20 +161,19 @@ pub fn run_owed(index: &mut Index, owner: &str, tick: &mut dyn FnMut()) -> Resul
         let at = jobs.iter().position(|(j, _, _)| {
             j.command == a.command && j.logfile == a.logfile && j.timeout == timeout
         });
-        let (job, _, ids) = match at {
-            Some(i) => &mut jobs[i],
-            None => {
-                let job = Job {
-                    command: a.command.clone(),
-                    logfile: a.logfile.clone(),
-                    timeout,
-                    paths: Vec::new(),
-                };
-                jobs.push((job, a.group.clone(), Vec::new()));
-                jobs.last_mut().expect("just pushed")
-            }
-        };
-        if !job.paths.contains(&a.real) {
+        let i = at.unwrap_or_else(|| {
+            let job = Job {
+                command: a.command.clone(),
+                logfile: a.logfile.clone(),
+                timeout,
+                paths: Vec::new(),
+            };
+            jobs.push((job, a.group.clone(), Vec::new()));
+            given.push(HashSet::new());
+            jobs.len() - 1
+        });
+        let (job, _, ids) = &mut jobs[i];
+        if given[i].insert(a.real.clone()) {
             job.paths.push(a.real.clone());
         }
         ids.push(r.id);
@@ -264,11 +265,11 @@ impl Gate {
         let since = Instant::now();
         loop {
             if st.done > ticket {
+                let mine: HashSet<i64> = ids.iter().copied().collect();
                 let mut out = Vec::new();
                 for (_, runs) in &st.history {
-                    out.extend(
-                        runs.iter().filter(|r| r.ids.iter().any(|i| ids.contains(i))).cloned(),
-                    );
+                    let touching = runs.iter().filter(|r| r.ids.iter().any(|i| mine.contains(i)));
+                    out.extend(touching.cloned());
                 }
                 return out;
             }

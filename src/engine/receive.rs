@@ -140,6 +140,11 @@ pub struct Receiver {
     entered: bool,
     /// Journal rows this session wrote.
     journalled: Vec<i64>,
+    /// Rows journalled ahead for the requests of the current batch, by request
+    /// id; taken when the change is made.
+    ahead: HashMap<u32, Vec<i64>>,
+    /// Rows journalled ahead for changes that were not made after all.
+    stale: Vec<i64>,
 }
 
 /// Entries applied before the index is committed and the acks go out.
@@ -211,6 +216,8 @@ impl Receiver {
             gate,
             entered: false,
             journalled: Vec::new(),
+            ahead: HashMap::new(),
+            stale: Vec::new(),
         })
     }
 
@@ -336,15 +343,24 @@ impl Receiver {
         }
         // A change made here, found by this re-check rather than by a check:
         // it owes its `do-local` actions all the same.
-        let _ = self.journal(path, real, true);
+        let _ = self.journal(None, path, real, true);
     }
 
     /// Journals the actions a change of `path` owes, before it is made
     /// (`local`: a change made here, already on disk). Returns the rows;
     /// an error refuses the change, which must not land without its actions.
-    fn journal(&mut self, path: &[u8], real: &Path, local: bool) -> Result<Vec<i64>, Outcome> {
+    fn journal(
+        &mut self,
+        req: Option<u32>,
+        path: &[u8],
+        real: &Path,
+        local: bool,
+    ) -> Result<Vec<i64>, Outcome> {
         if self.actions.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(ids) = req.and_then(|id| self.ahead.remove(&id)) {
+            return Ok(ids);
         }
         let from = (!local).then_some(self.peer.as_str());
         let owed = self.actions.owed(path, real, from, local);
@@ -372,6 +388,51 @@ impl Receiver {
         }
     }
 
+    /// Journals, in one transaction, the actions every `Push` and `Delete`
+    /// of `batch` would owe if applied: one commit per batch instead of one
+    /// per file. Rows of requests that end up not applied are dropped after.
+    fn journal_ahead(&mut self, batch: &[Msg]) {
+        let mut owed = Vec::new();
+        let mut owners = Vec::new();
+        for m in batch {
+            let (id, group, path) = match m {
+                Msg::Push { id, group, path, .. } | Msg::Delete { id, group, path, .. } => {
+                    (*id, group, path)
+                }
+                _ => continue,
+            };
+            let Ok((_, root, rel)) = self.resolve(group, path) else { continue };
+            let rows = self.actions.owed(path, &real_of(&root, &rel), Some(&self.peer), false);
+            owners.extend(std::iter::repeat_n(id, rows.len()));
+            owed.extend(rows);
+        }
+        if owed.is_empty() {
+            return;
+        }
+        if !self.entered {
+            self.gate.enter();
+            self.entered = true;
+        }
+        match self.index.queue_actions(&owed) {
+            Ok(ids) => {
+                self.journalled.extend_from_slice(&ids);
+                for (id, row) in owners.into_iter().zip(ids) {
+                    self.ahead.entry(id).or_default().push(row);
+                }
+            }
+            // Each request journals its own rows then (or is refused).
+            Err(e) => warn!("journalling actions ahead: {e}"),
+        }
+    }
+
+    /// A request is answered: rows journalled ahead for it and not taken
+    /// belong to a change that was not made.
+    fn settle_ahead(&mut self, id: u32) {
+        if let Some(ids) = self.ahead.remove(&id) {
+            self.stale.extend(ids);
+        }
+    }
+
     /// Drops journal rows of a change that was not made after all.
     fn unjournal(&mut self, ids: &[i64]) {
         if ids.is_empty() {
@@ -380,7 +441,8 @@ impl Receiver {
         if let Err(e) = self.index.unqueue_actions(ids) {
             warn!("dropping journalled actions: {e}");
         }
-        self.journalled.retain(|i| !ids.contains(i));
+        let gone: std::collections::HashSet<i64> = ids.iter().copied().collect();
+        self.journalled.retain(|i| !gone.contains(i));
     }
 
     /// `backup-generations`: before a peer's version replaces or deletes a
@@ -579,7 +641,7 @@ impl Receiver {
         }
         if new.kind != FileKind::File {
             self.discard(id, content);
-            pending.actions = match self.journal(&path, &pending.real, false) {
+            pending.actions = match self.journal(Some(id), &path, &pending.real, false) {
                 Ok(ids) => ids,
                 Err(o) => return Some(o),
             };
@@ -598,7 +660,7 @@ impl Receiver {
                         message: CONTENT_NEEDED.into(),
                     });
                 }
-                pending.actions = match self.journal(&path, &pending.real, false) {
+                pending.actions = match self.journal(Some(id), &path, &pending.real, false) {
                     Ok(ids) => ids,
                     Err(o) => return Some(o),
                 };
@@ -692,6 +754,10 @@ impl Receiver {
     /// Commits the queued entries in one transaction, then sends the acks held
     /// back for them: an ack always means "durable, and recorded here".
     fn flush(&mut self, reply: &mut dyn FnMut(Msg)) {
+        if !self.stale.is_empty() {
+            let stale = std::mem::take(&mut self.stale);
+            self.unjournal(&stale);
+        }
         if !self.pending.is_empty() {
             if let Err(e) = self.index.record_received_batch(&self.pending) {
                 warn!("recording received entries: {e}");
@@ -795,7 +861,7 @@ impl Receiver {
         match self.streams.remove(&stream)? {
             Stream::Discard => None,
             Stream::Whole(mut p, w) => {
-                p.actions = match self.journal(&p.path, &p.real, false) {
+                p.actions = match self.journal(Some(stream), &p.path, &p.real, false) {
                     Ok(ids) => ids,
                     Err(o) => return Some(o),
                 };
@@ -804,7 +870,7 @@ impl Receiver {
                 Some(self.finish(&p, r.map(Some)))
             }
             Stream::Delta(mut p, d) => {
-                p.actions = match self.journal(&p.path, &p.real, false) {
+                p.actions = match self.journal(Some(stream), &p.path, &p.real, false) {
                     Ok(ids) => ids,
                     Err(o) => return Some(o),
                 };
@@ -817,6 +883,7 @@ impl Receiver {
 
     fn delete(
         &mut self,
+        id: u32,
         group: &str,
         path: Vec<u8>,
         base: Option<[u8; 32]>,
@@ -857,7 +924,7 @@ impl Receiver {
                 kept.as_deref(),
             );
         }
-        let actions = match self.journal(&path, &real_of(&root, &rel), false) {
+        let actions = match self.journal(Some(id), &path, &real_of(&root, &rel), false) {
             Ok(ids) => ids,
             Err(o) => return o,
         };
@@ -992,22 +1059,32 @@ impl Handler for Receiver {
         keep
     }
 
+    fn prepare(&mut self, batch: &[Msg]) {
+        if !self.actions.is_empty() {
+            self.journal_ahead(batch);
+        }
+    }
+
     fn idle(&mut self, reply: &mut dyn FnMut(Msg)) {
         self.flush(reply);
     }
 
     fn end(&mut self, bye: bool, reply: &mut dyn FnMut(Msg)) {
+        // Streams the peer never finished: their changes were not made.
+        let open: Vec<u32> = self.ahead.keys().copied().collect();
+        for id in open {
+            self.settle_ahead(id);
+        }
         self.flush(reply);
         if !self.entered {
-            if self.has_orphans() {
-                // A killed predecessor's actions: run them, but not on this
-                // peer's time.
-                let gate = self.gate.clone();
-                let _ = std::thread::Builder::new()
-                    .name("csync-actions".into())
-                    .spawn(move || gate.run_now());
+            // Nothing owed by this session; but a killed predecessor's
+            // actions are run now (before the ByeAck: with `-i` this process
+            // ends with the session and must not leave them half run).
+            if !self.has_orphans() {
+                return;
             }
-            return;
+            self.gate.enter();
+            self.entered = true;
         }
         self.entered = false;
         let ids = std::mem::take(&mut self.journalled);
@@ -1057,6 +1134,7 @@ impl Receiver {
                 }
                 match self.push(id, &group, path.clone(), entry, base, force, content) {
                     Some(outcome) => {
+                        self.settle_ahead(id);
                         self.parent_times.remove(&id);
                         self.after(&group, &path, parent_mtime, &outcome);
                         self.ack(id, outcome, reply);
@@ -1091,7 +1169,9 @@ impl Receiver {
                 }
             }
             Msg::DataEnd { stream, .. } => {
-                if let Some(outcome) = self.data_end(stream) {
+                let outcome = self.data_end(stream);
+                self.settle_ahead(stream);
+                if let Some(outcome) = outcome {
                     if let Some((group, path, t)) = self.parent_times.remove(&stream) {
                         self.after(&group, &path, t, &outcome);
                     }
@@ -1099,7 +1179,8 @@ impl Receiver {
                 }
             }
             Msg::Delete { id, group, path, base, force, parent_mtime } => {
-                let outcome = self.delete(&group, path.clone(), base, force);
+                let outcome = self.delete(id, &group, path.clone(), base, force);
+                self.settle_ahead(id);
                 self.after(&group, &path, parent_mtime, &outcome);
                 self.ack(id, outcome, reply);
             }

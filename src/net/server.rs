@@ -42,6 +42,14 @@ pub trait Handler: Send {
     /// ends the session (after an `Error` reply, normally).
     fn handle(&mut self, msg: Msg, reply: &mut dyn FnMut(Msg)) -> bool;
 
+    /// Called with each batch of requests before they are handled one by
+    /// one: a handler that must write something durable before acting on a
+    /// request (the receiver's action journal) does it for the whole batch
+    /// in one step.
+    fn prepare(&mut self, batch: &[Msg]) {
+        let _ = batch;
+    }
+
     /// Called when no request is waiting: a handler that batches work (index
     /// commits) finishes it and sends the replies it held back.
     fn idle(&mut self, reply: &mut dyn FnMut(Msg)) {
@@ -256,6 +264,7 @@ where
                     break;
                 }
             };
+            handler.prepare(&batch);
             for msg in batch {
                 let mut alive = true;
                 let keep = handler.handle(msg, &mut |r| {

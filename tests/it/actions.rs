@@ -58,6 +58,14 @@ fn runs(c: &Cluster, n: &str) -> Vec<String> {
     fs::read_to_string(out(c, n)).unwrap_or_default().lines().map(str::to_string).collect()
 }
 
+/// Rows left in node `n`'s action journal.
+fn journal(c: &Cluster, n: &str) -> usize {
+    let db = c.net.path(&format!("db-{n}")).join(format!("{n}.db"));
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM action_queue", [], |r| r.get::<_, i64>(0)).unwrap()
+        as usize
+}
+
 /// `printf` each argument as `<arg>`: one line per run, arguments visible.
 const RECORD: &str = "exec \"printf 'run' >> @OUT@; printf ' <%s>' %% >> @OUT@; echo >> @OUT@\";";
 
@@ -85,6 +93,9 @@ fn three_matching_changes_run_the_action_once_on_each_receiver() {
         assert_eq!(runs(&c, n), vec![expected(&c, n, &files)], "on {n}");
     }
     assert!(runs(&c, "n1").is_empty(), "no do-local: nothing runs where the change was made");
+    for n in NODES {
+        assert_eq!(journal(&c, n), 0, "the journal of {n} is settled");
+    }
 
     // A no-op run runs nothing anywhere.
     c.x_ok("n1");
@@ -117,6 +128,24 @@ fn three_matching_changes_run_the_action_once_on_each_receiver() {
     fs::remove_file(c.root("n1").join(files[1])).unwrap();
     c.x_ok("n1");
     assert_eq!(runs(&c, "n3"), vec![expected(&c, "n3", &files), expected(&c, "n3", &files[1..2])]);
+}
+
+#[test]
+fn content_already_there_runs_nothing_and_leaves_no_journal() {
+    let body = format!("pattern %p%/etc/*;\n{RECORD}");
+    let c = cluster("content_already_there_runs_nothing_and_leaves_no_journal", &body);
+    // The same file made on every node independently: the push finds it in
+    // place (only the mtime differs), which is no change to act on.
+    for n in NODES {
+        c.write(n, "etc/same.conf", b"identical\n");
+        c.write(n, "etc/other", b"identical too\n");
+    }
+    c.x_ok("n1");
+    c.assert_converged();
+    for n in NODES {
+        assert!(runs(&c, n).is_empty(), "{n} ran an action for content it had: {:?}", runs(&c, n));
+        assert_eq!(journal(&c, n), 0, "rows journalled ahead on {n} were not dropped");
+    }
 }
 
 #[test]
