@@ -380,12 +380,14 @@ struct TempGuard<'a> {
     dir: BorrowedFd<'a>,
     name: &'a [u8],
     armed: bool,
+    /// `REMOVEDIR` for a temporary directory.
+    flags: AtFlags,
 }
 
 impl Drop for TempGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = rfs::unlinkat(self.dir, self.name, AtFlags::empty());
+            let _ = rfs::unlinkat(self.dir, self.name, self.flags);
         }
     }
 }
@@ -750,18 +752,43 @@ fn make_in(
     let what = |op: &str| format!("{op} {}", show(rel));
     let old = lstat_at(dir, name, rel)?;
     if entry.kind == FileKind::Dir {
-        let existing_dir = old.as_ref().is_some_and(|st| kind_of(st) == FileKind::Dir);
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut existing_dir = old.as_ref().is_some_and(|st| kind_of(st) == FileKind::Dir);
         if !existing_dir {
             if old.is_some() {
+                // A directory cannot be renamed over a non-directory.
                 match rfs::unlinkat(dir, name, AtFlags::empty()) {
                     Ok(()) | Err(Errno::NOENT) => {}
                     Err(e) => return Err(io_err(what("unlink"), e)),
                 }
             }
-            rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700))
-                .map_err(|e| io_err(what("mkdir"), e))?;
+            // Made whole under a temporary name and renamed into place: never
+            // visible with the wrong owner, mode or mtime (another session
+            // looking at it meanwhile would see a change that is not there).
+            let (tmp, ()) =
+                with_temp(name, rel, |t| rfs::mkdirat(dir, t, Mode::from_raw_mode(0o700)))?;
+            let mut guard =
+                TempGuard { dir: dir.as_fd(), name: &tmp, armed: true, flags: AtFlags::REMOVEDIR };
+            let fd = rfs::openat(dir, tmp.as_slice(), flags, Mode::empty())
+                .map_err(|e| io_err(what("open temporary for"), e))?;
+            set_dir_attrs(&fd, entry, opts, None, rel)?;
+            match rfs::renameat_with(dir, tmp.as_slice(), dir, name, rfs::RenameFlags::NOREPLACE) {
+                Ok(()) => guard.armed = false,
+                // Made meanwhile by someone else: use theirs (the guard removes ours).
+                Err(Errno::EXIST) => existing_dir = true,
+                // No RENAME_NOREPLACE on this filesystem.
+                Err(Errno::INVAL) => {
+                    rfs::renameat(dir, tmp.as_slice(), dir, name)
+                        .map_err(|e| io_err(what("rename to"), e))?;
+                    guard.armed = false;
+                }
+                Err(e) => return Err(io_err(what("rename to"), e)),
+            }
+            if !existing_dir {
+                rfs::fsync(dir).map_err(|e| io_err(what("fsync parent of"), e))?;
+                return final_meta(dir, name, rel);
+            }
         }
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rfs::openat(dir, name, flags, Mode::empty()).map_err(|e| match e {
             Errno::LOOP | Errno::NOTDIR => Error::Symlink(show(rel)),
             e => io_err(what("open"), e),
@@ -807,7 +834,8 @@ fn make_in(
             }
         }
     };
-    let mut guard = TempGuard { dir: dir.as_fd(), name: &tmp, armed: true };
+    let mut guard =
+        TempGuard { dir: dir.as_fd(), name: &tmp, armed: true, flags: AtFlags::empty() };
     let cur = rfs::statat(dir, tmp.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| io_err(what("lstat temporary for"), e))?;
     chown_if_needed(&cur, wanted_owner(entry, opts, old.as_ref()), rel, |u, g| {

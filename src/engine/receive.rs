@@ -761,6 +761,12 @@ impl Receiver {
         if !self.pending.is_empty() {
             if let Err(e) = self.index.record_received_batch(&self.pending) {
                 warn!("recording received entries: {e}");
+                // The files are in place all the same: their actions are owed
+                // (a re-push will find them identical and owe nothing).
+                let owed: Vec<i64> = self.pending.iter().flat_map(|r| r.actions.clone()).collect();
+                if let Err(e) = self.index.mark_actions_ready(&owed) {
+                    warn!("actions stay journalled for the next start: {e}");
+                }
                 for a in &mut self.acks {
                     if let Msg::Ack { outcome, .. } = a
                         && matches!(outcome, Outcome::Applied | Outcome::InSync)

@@ -133,6 +133,19 @@ impl Index {
         )
     }
 
+    /// Marks journalled actions ready (their change is made) on their own,
+    /// when the commit that should have done it failed.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn mark_actions_ready(&mut self, ids: &[i64]) -> Result<()> {
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        set_ready(&tx, ids).map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
     /// Removes journalled actions (their command ran, or their change was
     /// not made after all).
     ///

@@ -192,9 +192,16 @@ fn overlapping_runs_from_two_nodes_share_runs_that_never_overlap() {
             want.insert(c.root("n3").join(format!("etc/from-{n}-{i}")).display().to_string());
         }
     }
-    let spawn = |n: &str| c.net.csync_std(n).args(["-x", "--timeout", "2"]).spawn().unwrap();
-    let (mut a, mut b) = (spawn("n1"), spawn("n2"));
-    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let x = |n: &str| c.net.csync_std(n).args(["-x", "--timeout", "2"]).output().unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| x("n1"));
+        let b = s.spawn(|| x("n2"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for (n, o) in [("n1", &a), ("n2", &b)] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "csync -x on {n} failed:\n{err}");
+    }
     for p in &want {
         assert!(Path::new(p).exists(), "{p} did not reach n3");
     }
