@@ -14,5 +14,8 @@ CREATE TABLE action_queue (
     owner     TEXT NOT NULL,        -- the process that runs it: 'pid:starttime' (see action::owner_token)
     ready     INTEGER NOT NULL,     -- 1: the change is made; 0: being applied (its owner waits for it;
                                     --    an orphaned row runs anyway: the change may have landed)
+    running   TEXT,                 -- the command's shell while it runs, 'pid:starttime' (it leads
+                                    --    its process group); NULL: not started. A run that finds
+                                    --    the owner dead and this still going kills it and starts over
     queued_at INTEGER NOT NULL      -- unix seconds
 ) STRICT;

@@ -185,8 +185,10 @@ pub struct JobResult {
 
 /// Runs `job` to its end or its timeout, calling `tick` about every
 /// [`TICK`] while it waits (the daemon keeps the waiting peer's connection
-/// alive with it).
-pub fn execute(job: &Job, tick: &mut dyn FnMut()) -> JobResult {
+/// alive with it). `started` learns the command's process token (see
+/// [`process_token`]) as soon as it runs: its process group, to kill if this
+/// process dies and a later run finds it still going.
+pub fn execute(job: &Job, started: &mut dyn FnMut(&str), tick: &mut dyn FnMut()) -> JobResult {
     let start = Instant::now();
     let mut logfile_error = None;
     let log = match &job.logfile {
@@ -218,7 +220,10 @@ pub fn execute(job: &Job, tick: &mut dyn FnMut()) -> JobResult {
         .process_group(0);
     let status = match cmd.spawn() {
         Err(e) => Status::NotStarted(e.to_string()),
-        Ok(child) => wait(child, job.timeout, tick),
+        Ok(child) => {
+            started(&process_token(child.id()));
+            wait(child, job.timeout, tick)
+        }
     };
     let output = capture.map(read_tail).unwrap_or_default();
     JobResult { status, elapsed: start.elapsed(), output, logfile_error }
@@ -289,24 +294,49 @@ fn wait(mut child: std::process::Child, timeout: Duration, tick: &mut dyn FnMut(
 /// The process a journalled action belongs to: `pid:starttime`. The start
 /// time tells a live owner from a dead one whose pid was reused.
 pub fn owner_token() -> String {
-    let pid = std::process::id();
+    process_token(std::process::id())
+}
+
+/// `pid:starttime` of any process (see [`owner_token`]).
+pub fn process_token(pid: u32) -> String {
     format!("{pid}:{}", start_time(pid).unwrap_or(0))
 }
 
+/// Kills the process group led by the process behind `token` if that very
+/// process still runs: a command left running by a process that died, about
+/// to be run again. Returns whether it was there.
+pub fn kill_leftover(token: &str) -> bool {
+    if !owner_alive(token) {
+        return false;
+    }
+    let pid = token.split_once(':').and_then(|(p, _)| p.parse::<i32>().ok());
+    match pid.and_then(rustix::process::Pid::from_raw) {
+        Some(g) => rustix::process::kill_process_group(g, rustix::process::Signal::KILL).is_ok(),
+        None => false,
+    }
+}
+
 /// True when the process behind `token` still runs (its actions are its own
-/// business); false when it is gone and its journalled actions are orphans.
+/// business); false when it is gone, or dead and not yet reaped, and its
+/// journalled actions are orphans.
 pub fn owner_alive(token: &str) -> bool {
     let Some((pid, t)) = token.split_once(':') else { return false };
     let (Ok(pid), Ok(t)) = (pid.parse::<u32>(), t.parse::<u64>()) else { return false };
-    start_time(pid) == Some(t)
+    proc_stat(pid).is_some_and(|(state, start)| start == t && !matches!(state.as_str(), "Z" | "X"))
 }
 
 /// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks.
 fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, start)| start)
+}
+
+/// The state letter and start time of a process, from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.to_string();
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// An exclusive lock held while actions run: commands never run concurrently
@@ -415,6 +445,7 @@ mod tests {
                 Duration::from_secs(20),
                 Some(log.clone()),
             ),
+            &mut |_| {},
             &mut || {},
         );
         assert_eq!(r.status, Status::Exited(3));
@@ -424,7 +455,7 @@ mod tests {
 
     #[test]
     fn without_logfile_the_output_is_captured() {
-        let r = execute(&job("echo %%", Duration::from_secs(20), None), &mut || {});
+        let r = execute(&job("echo %%", Duration::from_secs(20), None), &mut |_| {}, &mut || {});
         assert!(r.status.ok());
         assert_eq!(r.output, b"/a b /c\n");
     }
@@ -435,7 +466,7 @@ mod tests {
         let flag = dir.path().join("late");
         let cmd = format!("sleep 30; touch {}", flag.display());
         let mut ticks = 0;
-        let r = execute(&job(&cmd, Duration::from_secs(1), None), &mut || ticks += 1);
+        let r = execute(&job(&cmd, Duration::from_secs(1), None), &mut |_| {}, &mut || ticks += 1);
         assert_eq!(r.status, Status::TimedOut(Duration::from_secs(1)));
         assert!(r.elapsed < Duration::from_secs(20), "{:?}", r.elapsed);
         assert!(ticks >= 1);
@@ -444,8 +475,31 @@ mod tests {
 
     #[test]
     fn a_command_ignoring_sigterm_is_killed() {
-        let r = execute(&job("trap '' TERM; sleep 30", Duration::from_secs(1), None), &mut || {});
+        let r = execute(
+            &job("trap '' TERM; sleep 30", Duration::from_secs(1), None),
+            &mut |_| {},
+            &mut || {},
+        );
         assert_eq!(r.status, Status::TimedOut(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_leftover_command_is_killed_by_its_token() {
+        let mut token = String::new();
+        let (tx, rx) = mpsc::channel();
+        let t = std::thread::spawn(move || {
+            execute(
+                &job("sleep 30", Duration::from_secs(60), None),
+                &mut |t| tx.send(t.to_string()).unwrap(),
+                &mut || {},
+            )
+        });
+        token.push_str(&rx.recv_timeout(Duration::from_secs(20)).unwrap());
+        assert!(owner_alive(&token));
+        assert!(kill_leftover(&token));
+        let r = t.join().unwrap();
+        assert_eq!(r.status, Status::Signalled(9));
+        assert!(!kill_leftover(&token), "gone: nothing to kill");
     }
 
     #[test]

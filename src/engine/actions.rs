@@ -157,6 +157,14 @@ pub fn run_owed(index: &mut Index, owner: &str, tick: &mut dyn FnMut()) -> Resul
         if (mine && !a.ready) || (!mine && action::owner_alive(&a.owner)) {
             continue;
         }
+        if !mine
+            && let Some(token) = &r.running
+            && action::kill_leftover(token)
+        {
+            // Its process died, the command did not: it is run again below,
+            // and must not finish (or misbehave) next to its second run.
+            info!("killed action '{}' left running by a process that died", a.command);
+        }
         let timeout = Duration::from_secs(u64::from(a.timeout_s.max(1)));
         let at = jobs.iter().position(|(j, _, _)| {
             j.command == a.command && j.logfile == a.logfile && j.timeout == timeout
@@ -180,7 +188,12 @@ pub fn run_owed(index: &mut Index, owner: &str, tick: &mut dyn FnMut()) -> Resul
     }
     let mut ran = Vec::new();
     for (job, group, ids) in jobs {
-        let result = action::execute(&job, tick);
+        let mut started = |token: &str| {
+            if let Err(e) = index.mark_actions_running(&ids, token) {
+                warn!("recording the running action '{}': {e}", job.command);
+            }
+        };
+        let result = action::execute(&job, &mut started, tick);
         log_result(&group, &job, &result);
         // Only now: a crash while it ran runs it again next time.
         index.unqueue_actions(&ids)?;

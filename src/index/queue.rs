@@ -41,6 +41,8 @@ pub struct QueuedRow {
     pub id: i64,
     /// What is owed.
     pub action: QueuedAction,
+    /// The command's shell while it runs (`pid:starttime`); `None`: not started.
+    pub running: Option<String>,
     /// Unix seconds.
     pub queued_at: i64,
 }
@@ -99,7 +101,8 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedRow> {
             owner: r.get(8)?,
             ready: r.get::<_, i64>(9)? != 0,
         },
-        queued_at: r.get(10)?,
+        running: r.get(10)?,
+        queued_at: r.get(11)?,
     })
 }
 
@@ -127,7 +130,7 @@ impl Index {
     /// When SQLite fails.
     pub fn queued_actions(&self) -> Result<Vec<QueuedRow>> {
         self.query_all(
-            "SELECT id, command, logfile, timeout_s, grp, path, real, peer, owner, ready, queued_at \
+            "SELECT id, command, logfile, timeout_s, grp, path, real, peer, owner, ready, running, queued_at \
              FROM action_queue ORDER BY id",
             from_row,
         )
@@ -143,6 +146,25 @@ impl Index {
         let sql = |source| Error::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(sql)?;
         set_ready(&tx, ids).map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// Records that the command of rows `ids` now runs as `token`.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn mark_actions_running(&mut self, ids: &[i64], token: &str) -> Result<()> {
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut st = tx
+                .prepare_cached("UPDATE action_queue SET running = ?2 WHERE id = ?1")
+                .map_err(sql)?;
+            for id in ids {
+                st.execute(params![id, token]).map_err(sql)?;
+            }
+        }
         tx.commit().map_err(sql)
     }
 
