@@ -352,3 +352,33 @@ fn without_logfile_the_output_and_status_go_to_the_node_log() {
     let log = d.wait_log("exit status 3");
     assert!(log.contains(&c.root("n2").join("etc/f").display().to_string()), "{log}");
 }
+
+#[test]
+fn inetd_style_listener_runs_the_action_before_the_session_ends() {
+    let body = format!("pattern %p%/etc/*;\n{RECORD}");
+    let mut c = cluster("inetd_style_listener_runs_the_action_before_the_session_ends", &body);
+    c.stop("n2");
+    // Play inetd for one connection: the socket is `csync -i`'s stdin and stdout.
+    let listener = std::net::TcpListener::bind((c.net.addr("n2").as_str(), c.net.port)).unwrap();
+    let mut server = c.net.csync_std("n2");
+    server.arg("-i");
+    let inetd = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let out = server
+            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(sock.try_clone().unwrap())))
+            .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(sock)))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    c.write("n1", "etc/a", b"1\n");
+    c.write("n1", "etc/b", b"2\n");
+    let (code, _, err) = c.run("n1", &["-x", "-P", "n2"]);
+    assert_eq!(code, 0, "{err}");
+    // The one-connection process ran the action before it answered the Bye.
+    assert_eq!(runs(&c, "n2"), vec![expected(&c, "n2", &["etc/a", "etc/b"])]);
+    let (code, log) = inetd.join().unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(journal(&c, "n2"), 0);
+}
