@@ -3,7 +3,8 @@
 -- between runs the command on the next run instead of never.
 
 CREATE TABLE action_queue (
-    id        INTEGER PRIMARY KEY,  -- order of queueing; commands run in order of their first row
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,  -- order of queueing, never reused; commands
+                                                  -- run in order of their first row
     command   TEXT NOT NULL,        -- the exec string as configured ('%%' not yet expanded)
     logfile   BLOB,                 -- where output is appended; NULL: the node's log
     timeout_s INTEGER NOT NULL,     -- seconds before the command is killed

@@ -2,9 +2,9 @@
 //!
 //! csync2 spliced the changed file names into the `sh -c` text, unquoted, so a
 //! file named `x; reboot` ran `reboot` on every peer. Here the names are
-//! arguments: every `%%` in the command becomes `"$@"` (quote-aware), and the
-//! paths are passed after `sh -c SCRIPT csync-action`. The shell never parses
-//! a file name.
+//! arguments: every `%%` in the command becomes `"$@"` (see [`crate::shell`]),
+//! and the paths are passed after `sh -c SCRIPT csync-action`. The shell never
+//! parses a file name.
 //!
 //! A command runs in its own process group with stdin from `/dev/null` and its
 //! output appended to the `logfile` (or captured for the node's log), and the
@@ -30,6 +30,11 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// How often a waiting caller's `tick` runs (keep-alives to a waiting peer).
 pub const TICK: Duration = Duration::from_millis(500);
+
+/// Set in every action's environment: a csync started by an action leaves
+/// its own actions to a later run instead of waiting for the lock its parent
+/// action holds.
+pub const IN_ACTION: &str = "CSYNC_IN_ACTION";
 
 /// Captured output kept for the node's log when there is no `logfile`.
 const MAX_CAPTURE: u64 = 64 * 1024;
@@ -74,54 +79,9 @@ impl Compiled {
     }
 }
 
-/// The shell text for `command`: every `%%` becomes a reference to the
-/// positional parameters, written so that each path stays one word whatever
-/// quotes surround the `%%` (`"$@"` bare, `$@` inside double quotes, and
-/// `'"$@"'` inside single quotes, which closes and reopens them).
-///
-/// csync2 replaced only the first `%%`; every one is replaced here.
-pub fn script(command: &str) -> String {
-    #[derive(PartialEq)]
-    enum Q {
-        Plain,
-        Single,
-        Double,
-    }
-    let mut out = String::with_capacity(command.len() + 8);
-    let mut q = Q::Plain;
-    let mut chars = command.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (&q, c) {
-            (Q::Plain | Q::Double, '\\') => {
-                out.push(c);
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            }
-            (_, '%') if chars.peek() == Some(&'%') => {
-                chars.next();
-                out.push_str(match q {
-                    Q::Plain => "\"$@\"",
-                    Q::Double => "$@",
-                    Q::Single => "'\"$@\"'",
-                });
-            }
-            (Q::Plain, '\'') => {
-                q = Q::Single;
-                out.push(c);
-            }
-            (Q::Plain, '"') => {
-                q = Q::Double;
-                out.push(c);
-            }
-            (Q::Single, '\'') | (Q::Double, '"') => {
-                q = Q::Plain;
-                out.push(c);
-            }
-            _ => out.push(c),
-        }
-    }
-    out
+/// True when `command` takes the changed paths (it has a `%%` to rewrite).
+pub fn uses_paths(command: &str) -> bool {
+    crate::shell::expand_paths(command).map_or(true, |s| s != command)
 }
 
 /// One command to run once, for all the paths that triggered it.
@@ -135,6 +95,18 @@ pub struct Job {
     pub timeout: Duration,
     /// The changed paths, each once, in order of change.
     pub paths: Vec<PathBuf>,
+}
+
+impl Job {
+    /// The same command, logfile and timeout, with no paths yet.
+    pub fn clone_without_paths(&self) -> Job {
+        Job {
+            command: self.command.clone(),
+            logfile: self.logfile.clone(),
+            timeout: self.timeout,
+            paths: Vec::new(),
+        }
+    }
 }
 
 /// How a command ended.
@@ -207,11 +179,27 @@ pub fn execute(job: &Job, started: &mut dyn FnMut(&str), tick: &mut dyn FnMut())
         Some((Ok(a), Ok(b))) => (Stdio::from(a), Stdio::from(b)),
         _ => (Stdio::null(), Stdio::null()),
     };
+    let script = match crate::shell::expand_paths(&job.command) {
+        Ok(s) => s,
+        Err(e) => {
+            let status = Status::NotStarted(e);
+            return JobResult {
+                status,
+                elapsed: start.elapsed(),
+                output: Vec::new(),
+                logfile_error,
+            };
+        }
+    };
+    // A command without '%%' gets no arguments (thousands of paths could
+    // exceed the kernel's argument limit for nothing).
+    let paths: &[PathBuf] = if script == job.command { &[] } else { &job.paths };
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(script(&job.command))
+        .arg(script)
         .arg("csync-action")
-        .args(&job.paths)
+        .args(paths)
+        .env(IN_ACTION, "1")
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
@@ -380,33 +368,6 @@ impl RunLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sh(script_text: &str, args: &[&str]) -> String {
-        let out = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(script_text)
-            .arg("csync-action")
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    #[test]
-    fn percent_percent_becomes_arguments_in_every_quoting() {
-        assert_eq!(script("echo %%"), "echo \"$@\"");
-        assert_eq!(script("echo \"files: %%\""), "echo \"files: $@\"");
-        assert_eq!(script("echo '%%'"), "echo ''\"$@\"''");
-        assert_eq!(script("echo 100\\%% %%"), "echo 100\\%% \"$@\"");
-        assert_eq!(script("no paths"), "no paths");
-        assert_eq!(script("a %% b %%"), "a \"$@\" b \"$@\"");
-        let names = ["x; touch /tmp/csync-pwned", "$(id)", "`id`", "a b", "*", "'\"q"];
-        for cmd in ["printf '<%s>' %%", "printf '<%s>' \"%%\"", "printf '<%s>' '%%'"] {
-            let got = sh(&script(cmd), &names);
-            let want: String = names.iter().map(|n| format!("<{n}>")).collect();
-            assert_eq!(got, want, "{cmd}");
-        }
-    }
 
     #[test]
     fn trigger_rules() {

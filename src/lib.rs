@@ -42,4 +42,5 @@ pub mod paths;
 pub mod pattern;
 pub mod proto;
 pub mod scan;
+pub mod shell;
 pub mod types;

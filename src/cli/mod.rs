@@ -173,8 +173,16 @@ pub fn run(args: &Args) -> Exit {
             let u = update(&mut node, args, &sysdir);
             worst(u, run_actions(&mut node, args))
         }
-        Mode::Test => in_sync_test(&mut node, args, &sysdir),
-        Mode::Mark | Mode::Force => mark(&mut node, args, mode == Mode::Force),
+        Mode::Test => {
+            let t = in_sync_test(&mut node, args, &sysdir);
+            worst(t, run_actions(&mut node, args))
+        }
+        Mode::Mark | Mode::Force => {
+            // Marking checks the paths first: real changes found owe their
+            // do-local actions like those a -c finds.
+            let m = mark(&mut node, args, mode == Mode::Force);
+            worst(m, run_actions(&mut node, args))
+        }
         Mode::List => output::list(&node, args.json),
         Mode::Status => output::status(&node, args.json),
         Mode::ListDirty => output::list_dirty(&node, args.json),
@@ -279,6 +287,11 @@ fn worst(a: Exit, b: Exit) -> Exit {
 /// any a crashed run left behind. A dry run runs nothing.
 fn run_actions(node: &mut Node, args: &Args) -> Exit {
     if args.dry_run {
+        return Exit::Ok;
+    }
+    if std::env::var_os(crate::action::IN_ACTION).is_some() {
+        // Started by an action, which holds the run lock until it ends: what
+        // this run owes is left for the next run (an orphan by then).
         return Exit::Ok;
     }
     let owner = node.actions.owner().to_string();

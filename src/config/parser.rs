@@ -703,7 +703,14 @@ impl<'a> Parser<'a> {
                         pattern_vals.push(v);
                     }
                 }
-                Kw::Exec => a.exec.extend(self.values().into_iter().map(|v| v.text)),
+                Kw::Exec => {
+                    for v in self.values() {
+                        if let Err(msg) = crate::shell::expand_paths(&v.text) {
+                            self.error(v.seq, &v.span, msg, None);
+                        }
+                        a.exec.push(v.text);
+                    }
+                }
                 Kw::Logfile => {
                     if let Some(v) = self.one_value(kw, "a file") {
                         a.logfile = Some(PathBuf::from(v.text));

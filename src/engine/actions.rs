@@ -188,18 +188,53 @@ pub fn run_owed(index: &mut Index, owner: &str, tick: &mut dyn FnMut()) -> Resul
     }
     let mut ran = Vec::new();
     for (job, group, ids) in jobs {
-        let mut started = |token: &str| {
-            if let Err(e) = index.mark_actions_running(&ids, token) {
-                warn!("recording the running action '{}': {e}", job.command);
-            }
-        };
-        let result = action::execute(&job, &mut started, tick);
-        log_result(&group, &job, &result);
-        // Only now: a crash while it ran runs it again next time.
-        index.unqueue_actions(&ids)?;
-        ran.push(Ran { group, command: job.command, paths: job.paths, ids, result });
+        let mut not_started = false;
+        for part in split_for_argv(job) {
+            let mut started = |token: &str| {
+                if let Err(e) = index.mark_actions_running(&ids, token) {
+                    warn!("recording the running action '{}': {e}", part.command);
+                }
+            };
+            let result = action::execute(&part, &mut started, tick);
+            log_result(&group, &part, &result);
+            not_started |= matches!(result.status, action::Status::NotStarted(_));
+            let (command, paths) = (part.command, part.paths);
+            ran.push(Ran { group: group.clone(), command, paths, ids: ids.clone(), result });
+        }
+        // Only now: a crash while it ran runs it again next time. A command
+        // that could not even start stays owed (and is reported each run).
+        if !not_started {
+            index.unqueue_actions(&ids)?;
+        }
     }
     Ok(ran)
+}
+
+/// Bytes of paths one command may be given: well under Linux's 2 MiB for
+/// arguments and environment together.
+const ARGV_BUDGET: usize = 512 * 1024;
+
+/// `job` as runs whose paths fit in [`ARGV_BUDGET`] (one run unless tens of
+/// thousands of paths changed, like `xargs`); a command without `%%` runs
+/// once whatever the number of paths.
+fn split_for_argv(job: Job) -> Vec<Job> {
+    let total: usize = job.paths.iter().map(|p| p.as_os_str().len() + 1).sum();
+    if total <= ARGV_BUDGET || !action::uses_paths(&job.command) {
+        return vec![job];
+    }
+    let empty = job.clone_without_paths();
+    let mut parts: Vec<Job> = Vec::new();
+    let mut size = ARGV_BUDGET;
+    for p in job.paths {
+        let n = p.as_os_str().len() + 1;
+        if size + n > ARGV_BUDGET {
+            parts.push(empty.clone());
+            size = 0;
+        }
+        size += n;
+        parts.last_mut().expect("pushed above").paths.push(p);
+    }
+    parts
 }
 
 fn log_result(group: &str, job: &Job, r: &JobResult) {
@@ -267,6 +302,13 @@ impl Gate {
         self.state.lock().expect("gate poisoned").writers += 1;
     }
 
+    /// A session that [`Gate::enter`]ed ends owing nothing (or died).
+    pub fn exit(&self) {
+        let mut st = self.state.lock().expect("gate poisoned");
+        st.writers = st.writers.saturating_sub(1);
+        self.cv.notify_all();
+    }
+
     /// A session that [`Gate::enter`]ed has ended (its changes recorded):
     /// returns once a run that started after this point has finished, with
     /// the commands that covered its journal rows `ids`. `tick` runs about
@@ -291,7 +333,12 @@ impl Gate {
                 st.started += 1;
                 let n = st.started;
                 drop(st);
-                let ran = self.run(tick);
+                // A panic in a run must not leave `running` set for ever.
+                let run = std::panic::AssertUnwindSafe(|| self.run(tick));
+                let ran = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                    warn!("running actions panicked; what is owed stays journalled");
+                    Vec::new()
+                });
                 st = self.state.lock().expect("gate poisoned");
                 st.running = false;
                 st.done = n;
@@ -378,6 +425,33 @@ mod tests {
         idx.unqueue_actions(&[waiting]).unwrap();
         assert!(run_owed(&mut idx, &me, &mut || {}).unwrap().is_empty());
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "run /a /b /c\n");
+    }
+
+    #[test]
+    fn tens_of_thousands_of_paths_are_split_only_when_the_command_takes_them() {
+        let paths: Vec<PathBuf> = (0..40_000)
+            .map(|i| PathBuf::from(format!("/srv/www/htdocs/page-{i:06}.html")))
+            .collect();
+        let job = |command: &str| Job {
+            command: command.into(),
+            logfile: None,
+            timeout: Duration::from_secs(5),
+            paths: paths.clone(),
+        };
+        assert_eq!(split_for_argv(job("systemctl reload php-fpm")).len(), 1);
+        let parts = split_for_argv(job("test $# -gt 1000 || exit 1; : %%"));
+        assert!(parts.len() > 1);
+        let back: Vec<PathBuf> = parts.iter().flat_map(|p| p.paths.clone()).collect();
+        assert_eq!(back, paths);
+        for p in &parts {
+            let size: usize = p.paths.iter().map(|x| x.as_os_str().len() + 1).sum();
+            assert!(size <= ARGV_BUDGET);
+            let r = action::execute(p, &mut |_| {}, &mut || {});
+            assert!(r.status.ok(), "{:?}", r.status);
+        }
+        // Without '%%' no path is passed, however many there are.
+        let r = action::execute(&job("test $# -eq 0"), &mut |_| {}, &mut || {});
+        assert!(r.status.ok(), "{:?}", r.status);
     }
 
     #[test]

@@ -164,7 +164,7 @@ impl Node {
             }
             rt.block_on(async {
                 let _ = session.conn.send(&Msg::Bye).await;
-                let _ = session.conn.recv().await;
+                let _ = super::remote::end_of_session(&mut session.conn).await;
             });
         }
         if mark {

@@ -434,12 +434,17 @@ impl Receiver {
     }
 
     /// Drops journal rows of a change that was not made after all.
+    /// (Failures and unneeded rows collect in `stale`; this runs once per flush.)
     fn unjournal(&mut self, ids: &[i64]) {
         if ids.is_empty() {
             return;
         }
         if let Err(e) = self.index.unqueue_actions(ids) {
+            // Kept for the next flush: dropped later, never run for a change
+            // that was not made.
             warn!("dropping journalled actions: {e}");
+            self.stale.extend_from_slice(ids);
+            return;
         }
         let gone: std::collections::HashSet<i64> = ids.iter().copied().collect();
         self.journalled.retain(|i| !gone.contains(i));
@@ -829,14 +834,14 @@ impl Receiver {
                 Outcome::Applied
             }
             Ok(None) => {
-                self.unjournal(&p.actions);
+                self.stale.extend_from_slice(&p.actions);
                 Outcome::Failed {
                     code: ErrorCode::Io,
                     message: "the entry changed type while being applied".into(),
                 }
             }
             Err(e) => {
-                self.unjournal(&p.actions);
+                self.stale.extend_from_slice(&p.actions);
                 Self::outcome_of(e)
             }
         }
@@ -943,7 +948,7 @@ impl Receiver {
                 Outcome::Applied
             }
             Err(e) => {
-                self.unjournal(&actions);
+                self.stale.extend_from_slice(&actions);
                 Self::outcome_of(e)
             }
         }
@@ -1082,11 +1087,17 @@ impl Handler for Receiver {
             self.settle_ahead(id);
         }
         self.flush(reply);
+        let orphans = self.has_orphans();
+        if self.entered && self.journalled.is_empty() && !orphans {
+            // Every row went stale (nothing changed): no run is owed.
+            self.gate.exit();
+            self.entered = false;
+        }
         if !self.entered {
             // Nothing owed by this session; but a killed predecessor's
             // actions are run now (before the ByeAck: with `-i` this process
             // ends with the session and must not leave them half run).
-            if !self.has_orphans() {
+            if !orphans {
                 return;
             }
             self.gate.enter();
@@ -1110,6 +1121,16 @@ impl Handler for Receiver {
                     status: r.result.status.to_string(),
                 });
             }
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        // A session that ended without `end` (its worker panicked) must not
+        // keep the others waiting for it at the gate.
+        if self.entered {
+            self.gate.exit();
         }
     }
 }

@@ -94,10 +94,7 @@ pub async fn ping(
         other => return Err(format!("unexpected reply to Ping: {other:?}")),
     };
     s.conn.send(&Msg::Bye).await.map_err(|e| e.to_string())?;
-    match s.conn.recv().await {
-        Ok(Some(Msg::ByeAck)) => {}
-        other => return Err(format!("unexpected reply to Bye: {other:?}")),
-    }
+    end_of_session(&mut s.conn).await?;
     s.conn.shutdown().await;
     Ok(PingReport {
         peer: s.peer,
@@ -115,4 +112,36 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The longest a peer may keep us after `Bye` while it runs actions (it
+/// sends `Working` meanwhile; its own timeouts kill hung commands long before).
+pub const MAX_ACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// After `Bye`: reads up to the `ByeAck`, skipping the peer's keep-alives and
+/// collecting the results of the actions it ran for this session.
+///
+/// # Errors
+/// Why the session did not end with a `ByeAck`.
+pub async fn end_of_session<S>(
+    rd: &mut crate::net::conn::Conn<S>,
+) -> Result<Vec<super::update::RemoteAction>, String>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let until = tokio::time::Instant::now() + MAX_ACTION_WAIT;
+    let mut actions = Vec::new();
+    loop {
+        match tokio::time::timeout_at(until, rd.recv()).await {
+            Ok(Ok(Some(Msg::Working))) => {}
+            Ok(Ok(Some(Msg::ActionResult { group, command, paths, ok, status }))) => {
+                actions.push(super::update::RemoteAction { group, command, paths, ok, status });
+            }
+            Ok(Ok(Some(Msg::ByeAck))) => return Ok(actions),
+            Ok(Ok(Some(other))) => return Err(format!("unexpected reply to Bye: {other:?}")),
+            Ok(Ok(None)) => return Err("connection closed".into()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("waited too long".into()),
+        }
+    }
 }

@@ -112,10 +112,6 @@ pub struct RemoteAction {
     pub status: String,
 }
 
-/// The longest a peer may keep us after `Bye` while it runs actions (it
-/// sends `Working` meanwhile; its own timeouts kill hung commands long before).
-const MAX_ACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
-
 /// What an update did.
 #[derive(Debug, Default)]
 pub struct UpdateReport {
@@ -394,28 +390,15 @@ async fn push_peer(
     if report.error.is_none() {
         let _ = wr.send(&Msg::Bye).await;
         // The peer runs its actions before the ByeAck, telling us how they went.
-        let until = tokio::time::Instant::now() + MAX_ACTION_WAIT;
-        loop {
-            match tokio::time::timeout_at(until, rd.recv()).await {
-                Ok(Ok(Some(Msg::Working))) => {}
-                Ok(Ok(Some(Msg::ActionResult { group, command, paths, ok, status }))) => {
-                    report.actions.push(RemoteAction { group, command, paths, ok, status });
-                }
-                Ok(Ok(Some(Msg::ByeAck))) => break,
-                other => {
-                    // Every change was confirmed; what is unknown is whether
-                    // the peer's actions ran (its journal re-runs them later).
-                    let why = match other {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => "waited too long".to_string(),
-                        _ => "connection closed".to_string(),
-                    };
-                    report.error = Some(format!(
-                        "the session did not end cleanly after the last change ({why}); \
-                         the peer runs any actions it owes on its next run"
-                    ));
-                    break;
-                }
+        match super::remote::end_of_session(&mut rd).await {
+            Ok(actions) => report.actions = actions,
+            Err(why) => {
+                // Every change was confirmed; what is unknown is whether the
+                // peer's actions ran (its journal re-runs them later).
+                report.error = Some(format!(
+                    "the session did not end cleanly after the last change ({why}); \
+                     the peer runs any actions it owes on its next run"
+                ));
             }
         }
     }

@@ -382,3 +382,41 @@ fn inetd_style_listener_runs_the_action_before_the_session_ends() {
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(journal(&c, "n2"), 0);
 }
+
+#[test]
+fn an_action_may_run_csync_itself() {
+    // The nested run must not wait for the lock its parent action holds
+    // (it would until the timeout killed it, failing the run).
+    let c = Cluster::new("an_action_may_run_csync_itself", "none");
+    let nested = format!(
+        "CSYNC2_SYSTEM_DIR={} {} -N n1 -p {} -D {} -c",
+        c.net.sysdir("n1").display(),
+        crate::net_util::bin().display(),
+        c.net.port,
+        c.net.path("db-n1").display()
+    );
+    let body = format!(
+        "pattern %p%/etc/*;\nexec \"{nested} && echo nested ok >> @OUT@\";\ntimeout 30;\ndo-local-only;"
+    );
+    let mut c = c;
+    configure(&mut c, &body);
+    c.write("n1", "etc/a", b"1\n");
+    let (code, _, err) = c.x("n1");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(runs(&c, "n1"), vec!["nested ok"]);
+}
+
+#[test]
+fn marking_by_hand_runs_the_do_local_actions_of_the_changes_it_finds() {
+    let body = format!("pattern %p%/etc/*;\n{RECORD}\ndo-local;");
+    let c = cluster("marking_by_hand_runs_the_do_local_actions", &body);
+    c.write("n1", "etc/a", b"1\n");
+    let path = c.root("n1").join("etc/a");
+    let (code, _, err) = c.run("n1", &["-m", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(runs(&c, "n1"), vec![expected(&c, "n1", &["etc/a"])]);
+    assert_eq!(journal(&c, "n1"), 0);
+    // The daemons still answer pings (nothing pending is run on their time).
+    let (code, out, err) = c.run("n2", &["--ping", "n1"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
