@@ -367,17 +367,8 @@ impl Receiver {
         if owed.is_empty() {
             return Ok(Vec::new());
         }
-        if !self.entered {
-            // Before the first row: a run must not start between this
-            // session's journal rows and its changes.
-            self.gate.enter();
-            self.entered = true;
-        }
-        match self.index.queue_actions(&owed) {
-            Ok(ids) => {
-                self.journalled.extend_from_slice(&ids);
-                Ok(ids)
-            }
+        match self.queue_owed(&owed) {
+            Ok(ids) => Ok(ids),
             Err(e) => {
                 warn!("journalling the actions of {}: {e}", crate::paths::display(path));
                 Err(Outcome::Failed {
@@ -386,6 +377,22 @@ impl Receiver {
                 })
             }
         }
+    }
+
+    /// Journals `owed` in one transaction, as this session's rows. The session
+    /// enters the gate first: no run may start between its journal rows and
+    /// its changes.
+    fn queue_owed(
+        &mut self,
+        owed: &[crate::index::QueuedAction],
+    ) -> crate::index::Result<Vec<i64>> {
+        if !self.entered {
+            self.gate.enter();
+            self.entered = true;
+        }
+        let ids = self.index.queue_actions(owed)?;
+        self.journalled.extend_from_slice(&ids);
+        Ok(ids)
     }
 
     /// Journals, in one transaction, the actions every `Push` and `Delete`
@@ -409,13 +416,8 @@ impl Receiver {
         if owed.is_empty() {
             return;
         }
-        if !self.entered {
-            self.gate.enter();
-            self.entered = true;
-        }
-        match self.index.queue_actions(&owed) {
+        match self.queue_owed(&owed) {
             Ok(ids) => {
-                self.journalled.extend_from_slice(&ids);
                 for (id, row) in owners.into_iter().zip(ids) {
                     self.ahead.entry(id).or_default().push(row);
                 }

@@ -618,6 +618,16 @@ impl Index {
         )
     }
 
+    /// Runs `f` in one write transaction and commits it.
+    fn write<T>(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let path = self.path.clone();
+        let sql = |source| Error::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let v = f(&tx).map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(v)
+    }
+
     /// Every row a parameterless query returns, decoded by `row`.
     fn query_all<T>(
         &self,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use rusqlite::{Connection, params};
 
-use super::{Error, Index, Result, unix_now};
+use super::{Index, Result, unix_now};
 
 /// One command owed to one changed entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,12 +116,7 @@ impl Index {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let path = self.path.clone();
-        let sql = |source| Error::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(sql)?;
-        let ids = insert(&tx, rows).map_err(sql)?;
-        tx.commit().map_err(sql)?;
-        Ok(ids)
+        self.write(|tx| insert(tx, rows))
     }
 
     /// Every journalled action, in queueing order.
@@ -142,11 +137,7 @@ impl Index {
     /// # Errors
     /// When SQLite fails.
     pub fn mark_actions_ready(&mut self, ids: &[i64]) -> Result<()> {
-        let path = self.path.clone();
-        let sql = |source| Error::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(sql)?;
-        set_ready(&tx, ids).map_err(sql)?;
-        tx.commit().map_err(sql)
+        self.write(|tx| set_ready(tx, ids))
     }
 
     /// Records that the command of rows `ids` now runs as `token`.
@@ -154,18 +145,13 @@ impl Index {
     /// # Errors
     /// When SQLite fails.
     pub fn mark_actions_running(&mut self, ids: &[i64], token: &str) -> Result<()> {
-        let path = self.path.clone();
-        let sql = |source| Error::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(sql)?;
-        {
-            let mut st = tx
-                .prepare_cached("UPDATE action_queue SET running = ?2 WHERE id = ?1")
-                .map_err(sql)?;
+        self.write(|tx| {
+            let mut st = tx.prepare_cached("UPDATE action_queue SET running = ?2 WHERE id = ?1")?;
             for id in ids {
-                st.execute(params![id, token]).map_err(sql)?;
+                st.execute(params![id, token])?;
             }
-        }
-        tx.commit().map_err(sql)
+            Ok(())
+        })
     }
 
     /// Removes journalled actions (their command ran, or their change was
@@ -177,17 +163,13 @@ impl Index {
         if ids.is_empty() {
             return Ok(());
         }
-        let path = self.path.clone();
-        let sql = |source| Error::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(sql)?;
-        {
-            let mut st =
-                tx.prepare_cached("DELETE FROM action_queue WHERE id = ?1").map_err(sql)?;
+        self.write(|tx| {
+            let mut st = tx.prepare_cached("DELETE FROM action_queue WHERE id = ?1")?;
             for id in ids {
-                st.execute([id]).map_err(sql)?;
+                st.execute([id])?;
             }
-        }
-        tx.commit().map_err(sql)
+            Ok(())
+        })
     }
 }
 
