@@ -153,14 +153,83 @@ pub fn check_rel(rel: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Opens the trusted root directory (symlinks allowed here).
+/// Most symlinks followed while opening an anchor (as the kernel's `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
+
+/// True when a symlink met on the way to an anchor may be followed: the
+/// admin's own link (`/var/www -> /srv/www`), not one a local user could
+/// have planted or swapped. The link and the directory holding it must be
+/// owned by root (or by us) and that directory must not be writable by
+/// anyone else (unless sticky, where others cannot replace our link).
+fn trusted_link(dir: &OwnedFd, link: &rfs::Stat) -> bool {
+    let me = rustix::process::geteuid().as_raw();
+    let ok_owner = |uid: u32| uid == 0 || uid == me;
+    let Ok(d) = rfs::fstat(dir) else { return false };
+    let others_write = d.st_mode & 0o022 != 0;
+    let sticky = d.st_mode & 0o1000 != 0;
+    ok_owner(link.st_uid) && ok_owner(d.st_uid) && (!others_write || sticky)
+}
+
+/// Opens the directory an include root lives in (its *anchor*) from `/`, one
+/// component at a time. A symlink on the way is followed only when it is
+/// [`trusted_link`]: a local user who owns a directory above a root cannot
+/// redirect the receiver's writes elsewhere by swapping in a link.
 fn open_root(root: &Path) -> Result<OwnedFd, Error> {
-    rfs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(
-        |e| match e {
-            Errno::NOENT => Error::ParentMissing(root.display().to_string()),
-            e => io_err(format!("open root {}", root.display()), e),
-        },
-    )
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fail = |e: Errno| match e {
+        Errno::NOENT => Error::ParentMissing(root.display().to_string()),
+        e => io_err(format!("open {}", root.display()), e),
+    };
+    if !root.is_absolute() {
+        return rfs::open(root, flags & !OFlags::NOFOLLOW, Mode::empty()).map_err(fail);
+    }
+    let top = || rfs::open("/", flags, Mode::empty());
+    // The directories opened so far (for `..` in a link's target).
+    let mut stack: Vec<OwnedFd> = vec![top().map_err(fail)?];
+    let mut todo: Vec<Vec<u8>> = components(root.as_os_str().as_bytes());
+    todo.reverse();
+    let mut links = 0;
+    while let Some(comp) = todo.pop() {
+        let cur = stack.last().expect("never empty");
+        if comp == b".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            continue;
+        }
+        match rfs::openat(cur, comp.as_slice(), flags, Mode::empty()) {
+            Ok(fd) => stack.push(fd),
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                let st =
+                    rfs::statat(cur, comp.as_slice(), AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
+                if kind_of(&st) != FileKind::Symlink {
+                    return Err(fail(Errno::NOTDIR));
+                }
+                links += 1;
+                if links > MAX_LINKS || !trusted_link(cur, &st) {
+                    return Err(Error::Symlink(format!(
+                        "{} (a symlink on the way to an include root that root does not control)",
+                        root.display()
+                    )));
+                }
+                let target = rfs::readlinkat(cur, comp.as_slice(), Vec::new()).map_err(fail)?;
+                let target = target.into_bytes();
+                if target.first() == Some(&b'/') {
+                    stack.truncate(1);
+                }
+                let mut more = components(&target);
+                more.reverse();
+                todo.extend(more);
+            }
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Ok(stack.pop().expect("never empty"))
+}
+
+/// The non-empty, non-`.` components of a path.
+fn components(p: &[u8]) -> Vec<Vec<u8>> {
+    p.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").map(<[u8]>::to_vec).collect()
 }
 
 /// Opens the directory containing `rel` (which must be checked and non-empty)
@@ -963,14 +1032,26 @@ fn copy_all(src: &mut File, dst: &mut File) -> io::Result<()> {
     }
 }
 
-/// Creates the root directory itself if missing (`mkdir -p`, mode 0755), for
-/// a first push into an empty node.
+/// Creates a missing anchor directory (`mkdir -p`, mode 0755) with the same
+/// care as [`open_root`]: each missing component is made with `mkdirat` in
+/// its parent, opened without following untrusted symlinks. Used when a
+/// peer's first push lands where the root's parent does not exist yet
+/// (`include /root/.ssh/authorized_keys;` on a fresh node).
 pub fn ensure_root(root: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(root)
-        .map_err(|e| io_err(format!("create root {}", root.display()), e))
+    match open_root(root) {
+        Ok(_) => return Ok(()),
+        Err(Error::ParentMissing(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
+        return Err(Error::ParentMissing(root.display().to_string()));
+    };
+    ensure_root(parent)?;
+    let dir = open_root(parent)?;
+    match rfs::mkdirat(&dir, name.as_bytes(), Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(io_err(format!("create {}", root.display()), e)),
+    }
 }
 
 #[cfg(test)]

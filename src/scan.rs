@@ -432,12 +432,18 @@ where
             continue;
         }
         if k < known.len() && known[k].path() == o.path.as_slice() {
-            let old = known[k].meta();
+            let mut old = known[k].meta().clone();
             k += 1;
             let mut o = o;
             if o.meta.kind == FileKind::File && o.meta.hash.is_none() {
                 o.meta.hash = old.hash;
             }
+            // A row stored without its hash is repaired, not reported as a
+            // content change: what it missed is not known to have changed.
+            if old.kind == FileKind::File && old.hash.is_none() {
+                old.hash = o.meta.hash;
+            }
+            let old = &old;
             let changes = classify(old, &o.meta, ignore);
             if !changes.is_empty() {
                 out.push(Delta::Changed(o, changes, old.clone()));

@@ -57,6 +57,19 @@ impl FileKind {
             Self::Socket => "sock",
         }
     }
+
+    /// The kind in words, with an article, for messages ("a symlink").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::File => "a regular file",
+            Self::Dir => "a directory",
+            Self::Symlink => "a symlink",
+            Self::Fifo => "a fifo",
+            Self::CharDevice => "a character device",
+            Self::BlockDevice => "a block device",
+            Self::Socket => "a socket",
+        }
+    }
 }
 
 impl FileKind {
@@ -127,7 +140,10 @@ impl Meta {
     /// True when the stat fields say the content may differ from `old`, so the
     /// file must be hashed again. Cheap fields first; no I/O.
     pub fn content_may_differ(&self, old: &Meta) -> bool {
-        self.kind != old.kind
+        // A regular file recorded without its hash (an index written by an
+        // older release) vouches for nothing: hash it again.
+        (old.kind == FileKind::File && old.hash.is_none())
+            || self.kind != old.kind
             || self.size != old.size
             || self.mtime_ns != old.mtime_ns
             || self.ino != old.ino

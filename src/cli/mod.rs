@@ -478,12 +478,11 @@ fn client_settings(args: &Args, sysdir: &Path) -> Result<crate::net::client::Cli
 fn update(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
     let mut paths = Vec::new();
     for p in &args.paths {
-        match node.db_form_of(p) {
-            Some((db, _)) => paths.push((db, args.recursive)),
-            None => {
-                eprintln!("csync: {}: not managed by any group; ignored", p.display());
-            }
+        let forms = node.arg_forms(p, args.recursive);
+        if forms.is_empty() {
+            eprintln!("csync: {}: not managed by any group; ignored", p.display());
         }
+        paths.extend(forms.into_iter().map(|(db, _)| (db, args.recursive)));
     }
     if !args.paths.is_empty() && paths.is_empty() {
         return Exit::Error;
@@ -598,6 +597,8 @@ fn in_sync_test(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
     let target = match args.paths.first() {
         Some(p) => match node.db_form_of(p) {
             Some((db, _)) => Some(db),
+            // An ancestor of include roots (`csync -T /`): all of them.
+            None if !node.arg_forms(p, true).is_empty() => None,
             None => return fail!("{}: not managed by any group", p.display()),
         },
         None => None,

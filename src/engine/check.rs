@@ -51,11 +51,12 @@ impl Node {
             jobs.push((self.roots()?, true, None));
         } else {
             for arg in &opts.paths {
-                match self.db_form_of(arg) {
-                    Some((db, real)) => {
-                        jobs.push((vec![Root { real, db: db.clone() }], opts.recursive, Some(db)))
-                    }
-                    None => report.ignored_args.push(arg.clone()),
+                let forms = self.arg_forms(arg, opts.recursive);
+                if forms.is_empty() {
+                    report.ignored_args.push(arg.clone());
+                }
+                for (db, real) in forms {
+                    jobs.push((vec![Root { real, db: db.clone() }], opts.recursive, Some(db)));
                 }
             }
         }

@@ -22,8 +22,7 @@ pub fn mark_paths(
 ) -> Result<(usize, Vec<PathBuf>), Error> {
     let report = node.check(&CheckOptions { paths: paths.to_vec(), recursive, init: false })?;
     let mut targets: Vec<Vec<u8>> = Vec::new();
-    for arg in paths {
-        let Some((db, _)) = node.db_form_of(arg) else { continue };
+    for (db, _) in paths.iter().flat_map(|arg| node.arg_forms(arg, recursive)) {
         let scope = Scope::Path { path: &db, recursive };
         targets.extend(node.index.files(scope)?.into_iter().map(|f| f.path));
         // Pending deletes have no file row but must be forceable as well.

@@ -189,6 +189,29 @@ impl Node {
     }
 }
 
+impl Node {
+    /// What a command-line path stands for, in DB form with its real path:
+    /// the path itself when a group manages or walks through it, and with
+    /// `recursive` also every include root below it that the first form
+    /// does not already cover, prefixed roots included (`csync -cr /`, csync2's
+    /// cron line, means every root; `-cr /etc` every root under `/etc`).
+    pub fn arg_forms(&self, arg: &Path, recursive: bool) -> Vec<(Vec<u8>, PathBuf)> {
+        let mut out: Vec<(Vec<u8>, PathBuf)> = self.db_form_of(arg).into_iter().collect();
+        if !recursive {
+            return out;
+        }
+        let real = crate::paths::absolute(arg);
+        for r in self.roots().unwrap_or_default() {
+            let covered =
+                out.iter().any(|(db, _)| r.db == *db || crate::index::is_below(&r.db, db));
+            if !covered && r.real != real && r.real.starts_with(&real) {
+                out.push((r.db, r.real));
+            }
+        }
+        out
+    }
+}
+
 /// The strongest match level any of `groups` gives `path`.
 fn level_of(groups: &[ActiveGroup], path: &[u8]) -> Level {
     let mut best = Level::Ignore;

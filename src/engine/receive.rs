@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,6 +146,11 @@ pub struct Receiver {
     ahead: HashMap<u32, Vec<i64>>,
     /// Rows journalled ahead for changes that were not made after all.
     stale: Vec<i64>,
+    /// Real paths of every include root of every member group, outermost
+    /// first: a path is always resolved from the outermost root holding it.
+    roots_real: Vec<PathBuf>,
+    /// Real paths of every include root of every member group, nested too.
+    all_roots: Vec<PathBuf>,
 }
 
 /// Entries applied before the index is committed and the acks go out.
@@ -190,6 +196,7 @@ impl Receiver {
                 backup,
             });
         }
+        let (roots_real, all_roots) = real_roots(&config)?;
         let ignore = IgnoreFields {
             uid: config.ignore.uid,
             gid: config.ignore.gid,
@@ -218,6 +225,8 @@ impl Receiver {
             journalled: Vec::new(),
             ahead: HashMap::new(),
             stale: Vec::new(),
+            roots_real,
+            all_roots,
         })
     }
 
@@ -259,15 +268,38 @@ impl Receiver {
                 continue;
             };
             apply::check_rel(rel).map_err(|e| (ErrorCode::PathRefused, e.to_string()))?;
-            let Some(real) = crate::paths::real_path(&self.config, rb) else {
+            let Some(real) = crate::paths::real_path(&self.config, path) else {
                 return Err((ErrorCode::PathRefused, format!("{shown}: prefix not defined here")));
             };
-            return Ok((gi, real, rel.to_vec()));
+            let Some((anchor, rel)) = self.place(&real) else {
+                return Err((ErrorCode::PathRefused, format!("{shown}: no include root here")));
+            };
+            apply::check_rel(&rel).map_err(|e| (ErrorCode::PathRefused, e.to_string()))?;
+            return Ok((gi, anchor, rel));
         }
         Err((
             ErrorCode::PathRefused,
             format!("{shown} is under no include root of group '{group}' here"),
         ))
+    }
+
+    /// Where a real path is written from: the directory holding the
+    /// outermost include root that contains it (the *anchor*), and the path
+    /// below that directory, starting with the root's own name. Every
+    /// component of it is then opened without following symlinks, so a
+    /// symlink pushed in place of an inner root (one group's root inside
+    /// another group's tree) can never redirect a write.
+    fn place(&self, real: &Path) -> Option<(PathBuf, Vec<u8>)> {
+        let root = self.roots_real.iter().find(|r| real.starts_with(r))?;
+        let anchor = root.parent().unwrap_or(Path::new("/"));
+        let rel = real.strip_prefix(anchor).ok()?;
+        Some((anchor.to_path_buf(), rel.as_os_str().as_bytes().to_vec()))
+    }
+
+    /// True when `anchor/rel` is an include root of any member group.
+    fn is_root(&self, anchor: &Path, rel: &[u8]) -> bool {
+        let real = real_of(anchor, rel);
+        self.all_roots.contains(&real)
     }
 
     /// The entry's state on disk now, hashed when the index cannot vouch for
@@ -560,8 +592,10 @@ impl Receiver {
                 message: "regular file without hash".into(),
             });
         }
-        if rel.is_empty()
-            && new.kind == FileKind::Dir
+        // An outermost root's own directory may be missing on a fresh node
+        // (`/root/.ssh` for `include /root/.ssh/authorized_keys;`).
+        if !rel.contains(&b'/')
+            && !rel.is_empty()
             && let Err(e) = apply::ensure_root(&root)
         {
             self.discard(id, content);
@@ -574,6 +608,11 @@ impl Receiver {
                 return Some(Self::outcome_of(e));
             }
         };
+        if let Some(why) = self.root_refusal(&root, &rel, cur.as_ref(), Some(new.kind)) {
+            self.discard(id, content);
+            warn!(peer = %self.peer, "refused push of {}: {why}", crate::paths::display(&path));
+            return Some(Outcome::Failed { code: ErrorCode::PathRefused, message: why });
+        }
         let new_v = version(&new, self.ignore);
         let cur_v = cur.as_ref().map(|c| version(c, self.ignore));
         let same = cur_v == Some(new_v);
@@ -804,20 +843,44 @@ impl Receiver {
     }
 
     /// Where `path` lives, if its parent directory is part of what the group
-    /// manages here (only then does it take the sender's mtime).
+    /// manages here (only then does it take the sender's mtime; the
+    /// directory holding an include root, `/etc` for `/etc/hosts`, is not).
     fn parent_in_tree(&self, group: &str, path: &[u8]) -> Option<(PathBuf, Vec<u8>)> {
         let (gi, root, rel) = self.resolve(group, path).ok()?;
-        if rel.is_empty() {
+        let slash = path.iter().rposition(|&b| b == b'/')?;
+        let parent = &path[..slash];
+        if parent.is_empty() || self.groups[gi].matcher.level(parent) != Level::Managed {
             return None;
         }
-        if !rel.contains(&b'/') {
-            // The parent is the include root itself: only if it is managed.
-            let root_db = &path[..path.len() - rel.len() - 1];
-            if self.groups[gi].matcher.level(root_db) != Level::Managed {
-                return None;
+        Some((root, rel))
+    }
+
+    /// Why a change at an include root is refused, if it is: a root that is
+    /// a directory here stays a directory (a peer turning it into a file,
+    /// symlink or device would cut off, or redirect, everything other
+    /// groups keep below it) and is never deleted. A root that is a file
+    /// here changes like any other entry (`new == None`: a delete).
+    fn root_refusal(
+        &self,
+        root: &Path,
+        rel: &[u8],
+        cur: Option<&Meta>,
+        new: Option<FileKind>,
+    ) -> Option<String> {
+        if !self.is_root(root, rel) || cur.is_none_or(|c| c.kind != FileKind::Dir) {
+            return None;
+        }
+        let shown = real_of(root, rel).display().to_string();
+        match new {
+            Some(FileKind::Dir) => None,
+            Some(k) => Some(format!(
+                "{shown} is an include root and a directory here; a peer may not replace it with {}",
+                k.describe()
+            )),
+            None => {
+                Some(format!("{shown} is an include root and a directory here; it is not deleted"))
             }
         }
-        Some((root, rel))
     }
 
     fn discard(&mut self, id: u32, content: Content) {
@@ -906,17 +969,20 @@ impl Receiver {
             Ok(x) => x,
             Err((code, message)) => return Outcome::Failed { code, message },
         };
-        if rel.is_empty() {
-            return Outcome::Failed {
-                code: ErrorCode::PathRefused,
-                message: "refusing to delete an include root".into(),
-            };
-        }
         let (cur, local_change) = match self.current(&root, &rel, &path) {
             Ok(c) => c,
             Err(apply::Error::ParentMissing(_)) => (None, Changes::default()),
             Err(e) => return Self::outcome_of(e),
         };
+        if rel.is_empty() {
+            return Outcome::Failed {
+                code: ErrorCode::PathRefused,
+                message: "refusing to delete /".into(),
+            };
+        }
+        if let Some(why) = self.root_refusal(&root, &rel, cur.as_ref(), None) {
+            return Outcome::Failed { code: ErrorCode::PathRefused, message: why };
+        }
         let Some(cur) = cur else {
             self.defer(None, Some(path.clone()), None, None, Vec::new());
             return Outcome::InSync;
@@ -1019,6 +1085,26 @@ impl Receiver {
         }
         reply(Msg::DataEnd { stream: id, hash: *h.finalize().as_bytes() });
     }
+}
+
+/// Real paths of the include roots of every member group: the outermost
+/// ones only (shortest first), and all of them.
+fn real_roots(config: &Config) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    let mut all = Vec::new();
+    for g in config.my_groups() {
+        let m = GroupMatcher::new(&g.rules).map_err(|(_, e)| e)?;
+        all.extend(
+            m.walk_roots().iter().filter_map(|r| crate::paths::real_path(config, r.as_bytes())),
+        );
+    }
+    all.sort_by_key(|p| p.as_os_str().len());
+    let mut outer: Vec<PathBuf> = Vec::new();
+    for r in &all {
+        if !outer.iter().any(|o| r.starts_with(o)) {
+            outer.push(r.clone());
+        }
+    }
+    Ok((outer, all))
 }
 
 /// The local path of `rel` below `root`.

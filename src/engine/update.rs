@@ -62,6 +62,10 @@ struct Item {
     origin: String,
     me_receive_only: bool,
     peer_receive_only: bool,
+    /// Length of the DB form of the include root holding the path: missing
+    /// parents are sent down from there, never the directories above a
+    /// root (`/etc` for `/etc/hosts`), which no group manages.
+    root_len: usize,
 }
 
 /// How one path ended with one peer.
@@ -260,6 +264,11 @@ impl Node {
             if deletes == 0 {
                 continue;
             }
+            // A root that was a file (`include /etc/hosts;`) and is gone now
+            // was deleted; only a directory root can be an unmounted disk.
+            if self.index.file(&root.db)?.is_some_and(|m| m.kind != FileKind::Dir) {
+                continue;
+            }
             let empty = match std::fs::read_dir(&root.real) {
                 Ok(mut it) => it.next().is_none(),
                 Err(_) => !root.real.exists() || root.real.is_dir(),
@@ -297,6 +306,15 @@ impl Node {
         };
         let ro = |h: &str| group.hosts.iter().any(|x| x.name == h && x.receive_only);
         let origin = self.index.origin(&row.path)?.unwrap_or_else(|| self.config.myname.clone());
+        let root_len = ag
+            .matcher
+            .walk_roots()
+            .iter()
+            .map(|r| r.as_bytes())
+            .filter(|r| row.path == *r || crate::index::is_below(&row.path, r))
+            .map(<[u8]>::len)
+            .max()
+            .unwrap_or(0);
         let _ = ignore;
         Ok(Some(Item {
             path: row.path.clone(),
@@ -316,6 +334,7 @@ impl Node {
             origin,
             me_receive_only: ro(&self.config.myname),
             peer_receive_only: ro(&row.peer),
+            root_len,
         }))
     }
 
@@ -747,6 +766,9 @@ fn ancestors(it: &Item) -> Vec<Item> {
     let mut r = real.clone();
     while let Some(slash) = p.iter().rposition(|&b| b == b'/') {
         if slash == 0 {
+            break;
+        }
+        if slash < it.root_len {
             break;
         }
         p.truncate(slash);

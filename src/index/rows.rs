@@ -106,6 +106,12 @@ pub(super) fn file_from_row(r: &Row<'_>) -> rusqlite::Result<IndexedFile> {
 
 pub(super) fn upsert_file(st: &mut CachedStatement<'_>, f: &IndexedFile) -> rusqlite::Result<()> {
     let m = &f.meta;
+    if m.kind == FileKind::File && m.hash.is_none() {
+        // The index never vouches for content it did not hash: without the
+        // row, the next check sees the file as new and hashes it.
+        tracing::warn!("not recording {} without its content hash", crate::paths::display(&f.path));
+        return Ok(());
+    }
     st.execute(params![
         f.path,
         i64::from(m.kind.code()),
