@@ -90,6 +90,10 @@ pub struct Args {
     /// losing version was kept.
     #[arg(long, help_heading = "Modes")]
     pub status: bool,
+    /// Acknowledge the conflicts recorded on the given paths (all without
+    /// paths): `--status` no longer lists them as open. The kept copies stay.
+    #[arg(long, help_heading = "Modes")]
+    pub ack_conflicts: bool,
     /// Connect to PEER over mutual TLS, prove the shared group keys, and report
     /// the protocol version, verified identity, round trip and clock offset.
     #[arg(long, value_name = "PEER", help_heading = "Modes")]
@@ -201,6 +205,8 @@ pub enum Mode {
     Ping,
     /// `--status`.
     Status,
+    /// `--ack-conflicts [PATH…]`.
+    AckConflicts,
     /// `--new-ca DIR`.
     NewCa,
     /// `--new-cert NAME --ca DIR --out DIR`.
@@ -234,6 +240,7 @@ impl Args {
         add(self.explain.is_some(), Mode::Explain, "--explain");
         add(self.ping.is_some(), Mode::Ping, "--ping");
         add(self.status, Mode::Status, "--status");
+        add(self.ack_conflicts, Mode::AckConflicts, "--ack-conflicts");
         add(self.new_ca.is_some(), Mode::NewCa, "--new-ca");
         add(self.new_cert.is_some(), Mode::NewCert, "--new-cert");
         match modes.as_slice() {

@@ -185,6 +185,22 @@ pub fn run(args: &Args) -> Exit {
         }
         Mode::List => output::list(&node, args.json),
         Mode::Status => output::status(&node, args.json),
+        Mode::AckConflicts => {
+            let paths: Vec<Vec<u8>> =
+                args.paths.iter().flat_map(|p| node.arg_forms(p, true)).map(|(db, _)| db).collect();
+            if !args.paths.is_empty() && paths.is_empty() {
+                return fail!("none of the paths is managed by any group");
+            }
+            match node.index.ack_conflicts(&paths) {
+                Ok(n) => {
+                    if args.verbose > 0 {
+                        eprintln!("csync: {n} conflict records acknowledged");
+                    }
+                    Exit::Ok
+                }
+                Err(e) => fail!("{e}"),
+            }
+        }
         Mode::ListDirty => output::list_dirty(&node, args.json),
         Mode::Prune => {
             if !args.groups.is_empty() {

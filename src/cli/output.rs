@@ -304,11 +304,13 @@ pub fn status(node: &Node, json: bool) -> Exit {
         }
         e.2 = e.2.min(d.marked_at);
     }
-    // A conflict is unresolved while its path is still dirty towards that peer.
+    // A conflict is open while nobody acknowledged it and its path is still
+    // dirty towards that peer (once the two agree again, it is history).
     let unresolved: Vec<_> = conflicts
         .iter()
         .filter(|c| {
             c.resolution == "unresolved"
+                && !c.acked
                 && dirty.iter().any(|d| d.path == c.path && d.peer == c.peer)
         })
         .collect();
@@ -322,6 +324,8 @@ pub fn status(node: &Node, json: bool) -> Exit {
                     "detected_at": c.detected_at,
                     "resolution": c.resolution,
                     "kept": c.kept.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    "open": unresolved.iter().any(|u| std::ptr::eq(*u, c)),
+                    "acknowledged": c.acked,
                 })
             })
             .collect();
@@ -342,7 +346,7 @@ pub fn status(node: &Node, json: bool) -> Exit {
                 (now - oldest).max(0)
             ));
         }
-        for c in &conflicts {
+        for c in conflicts.iter().filter(|c| !c.acked) {
             let open =
                 if unresolved.iter().any(|u| std::ptr::eq(*u, c)) { " [unresolved]" } else { "" };
             let kept = c

@@ -5,6 +5,7 @@
 pub mod actions;
 mod check;
 pub mod conflict;
+pub mod first_contact;
 pub mod insync;
 mod maintain;
 pub mod receive;

@@ -113,6 +113,9 @@ struct Pending {
     real: PathBuf,
     /// Journalled actions this change owes (ready once it is recorded).
     actions: Vec<i64>,
+    /// This node's own version loses a conflict to this change: the record
+    /// (reason, where the loser was kept), written once the change is made.
+    lost: Option<(String, Option<PathBuf>)>,
 }
 
 /// Handles one authenticated session's requests.
@@ -532,6 +535,104 @@ impl Receiver {
         }
     }
 
+    /// A forced push is about to replace (or delete) `cur`: when `cur` is
+    /// this node's own version, keep it and say why it lost: the group's rule
+    /// when the rule gives the peer's version the win (`lost: younger`), else
+    /// a person's `csync -f` there. A version this node only received from
+    /// another host (a bystander) is neither kept nor recorded: its maker
+    /// keeps its own. Returns the record to write once the change is made.
+    #[allow(clippy::too_many_arguments)]
+    fn lose(
+        &mut self,
+        gi: usize,
+        root: &Path,
+        rel: &[u8],
+        path: &[u8],
+        cur: &Meta,
+        new: Option<&Meta>,
+        new_origin: &str,
+    ) -> Option<(String, Option<PathBuf>)> {
+        let my_origin = self.index.origin(path).ok().flatten();
+        if my_origin.as_ref().is_some_and(|o| *o != self.config.myname) {
+            return None;
+        }
+        let why = match self.rule_verdict(gi, cur, new, new_origin) {
+            Some(rule) => format!("lost: {rule}"),
+            None => format!("lost: forced by {} (csync -f)", self.peer),
+        };
+        let kept =
+            if cur.kind == FileKind::File { self.keep_loser(gi, root, rel, path) } else { None };
+        Some((why, kept))
+    }
+
+    /// The rule that makes the incoming version (`new`, `None`: a delete)
+    /// win over ours, if the group's `auto` rule does.
+    fn rule_verdict(
+        &self,
+        gi: usize,
+        cur: &Meta,
+        new: Option<&Meta>,
+        new_origin: &str,
+    ) -> Option<String> {
+        let g = self.config.groups.iter().find(|g| g.name == self.groups[gi].name)?;
+        let pos = |h: &str| g.hosts.iter().position(|x| x.name == h).unwrap_or(usize::MAX);
+        let ro = |h: &str| g.hosts.iter().any(|x| x.name == h && x.receive_only);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let them = super::conflict::Side {
+            host: &self.peer,
+            position: pos(new_origin),
+            receive_only: ro(&self.peer),
+            time_ns: new.map_or(now, |m| m.mtime_ns),
+            size: new.map_or(-1, |m| m.size as i64),
+        };
+        let me = super::conflict::Side {
+            host: &self.config.myname,
+            position: pos(&self.config.myname),
+            receive_only: ro(&self.config.myname),
+            time_ns: cur.mtime_ns,
+            size: cur.size as i64,
+        };
+        match super::conflict::decide(g.auto, them, me) {
+            super::conflict::Decision::Win(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Writes a conflict record (a failure to do so is logged: the change
+    /// itself stands).
+    fn note_conflict(&mut self, path: &[u8], why: &str, kept: Option<&Path>) {
+        if let Err(e) = self.index.record_conflict(path, &self.peer, why, kept) {
+            warn!("recording the conflict on {}: {e}", crate::paths::display(path));
+        }
+    }
+
+    /// The peer yields a conflict to our version (its rule said ours wins):
+    /// mark ours, forced, for that peer, so our next run brings it there.
+    fn yield_to_us(&mut self, group: &str, path: &[u8], rule: &str) {
+        let Some(g) = self.groups.iter().find(|g| g.name == group) else { return };
+        if g.matcher.level(path) != Level::Managed {
+            return;
+        }
+        let Some((_, me)) = g.push_to.iter().find(|(p, _)| *p == self.peer) else { return };
+        let mark = crate::index::Mark {
+            path,
+            peer: &self.peer,
+            myname: me,
+            changes: Changes::MARKED,
+            forced: true,
+            base: Base::Unknown,
+        };
+        let shown = crate::paths::display(path);
+        match self.index.mark(&[mark]) {
+            Ok(()) => {
+                info!(peer = %self.peer, "{shown}: our version won ({rule}); it goes there on our next run")
+            }
+            Err(e) => warn!(peer = %self.peer, "{shown}: marking our winning version: {e}"),
+        }
+    }
+
     /// Our state of `path` as the wire shows it, with the host that made it.
     fn wire_with_origin(&self, path: &[u8], m: &Meta) -> WireEntry {
         let mut w = to_wire(m);
@@ -625,23 +726,13 @@ impl Receiver {
             info!(peer = %self.peer, "conflict on {}: changed here too", crate::paths::display(&path));
             return Some(Outcome::Conflict(cur.as_ref().map(|c| self.wire_with_origin(&path, c))));
         }
-        if !same && force && cur.is_some() && base != cur_v {
-            if let Some(kept) = self.keep_loser(gi, &root, &rel, &path) {
-                let _ = self.index.record_conflict(
-                    &path,
-                    &self.peer,
-                    "lost: overwritten by a forced push",
-                    Some(&kept),
-                );
-            } else {
-                let _ = self.index.record_conflict(
-                    &path,
-                    &self.peer,
-                    "lost: overwritten by a forced push",
-                    None,
-                );
+        let lost = match &cur {
+            Some(c) if !same && force && base != cur_v => {
+                let origin = entry.origin.as_deref().unwrap_or(&self.peer).to_string();
+                self.lose(gi, &root, &rel, &path, c, Some(&new), &origin)
             }
-        }
+            _ => None,
+        };
         let ae = apply::Entry {
             kind: new.kind,
             mode: new.mode,
@@ -663,6 +754,7 @@ impl Receiver {
             replaces,
             real: real_of(&root, &rel),
             actions: Vec::new(),
+            lost,
         });
         if same {
             // Identical already: no conflict, no content needed.
@@ -893,6 +985,9 @@ impl Receiver {
     fn finish(&mut self, p: &Pending, r: Result<Option<Meta>, apply::Error>) -> Outcome {
         match r {
             Ok(Some(meta)) => {
+                if let Some((why, kept)) = &p.lost {
+                    self.note_conflict(&p.path, why, kept.as_deref());
+                }
                 let f = IndexedFile { path: p.path.clone(), meta };
                 let (v, o) = (Some(p.new_version), Some(p.origin.clone()));
                 self.defer(Some(f), None, v, o, p.actions.clone());
@@ -994,15 +1089,12 @@ impl Receiver {
             }
             return Outcome::Conflict(Some(self.wire_with_origin(&path, &cur)));
         }
-        if force && base != Some(cur_v) {
-            let kept = self.keep_loser(gi, &root, &rel, &path);
-            let _ = self.index.record_conflict(
-                &path,
-                &self.peer,
-                "lost: deleted by a forced push",
-                kept.as_deref(),
-            );
-        }
+        let lost = if force && base != Some(cur_v) {
+            let peer = self.peer.clone();
+            self.lose(gi, &root, &rel, &path, &cur, None, &peer)
+        } else {
+            None
+        };
         let actions = match self.journal(Some(id), &path, &real_of(&root, &rel), false) {
             Ok(ids) => ids,
             Err(o) => return o,
@@ -1012,6 +1104,9 @@ impl Receiver {
         }
         match apply::delete(&root, &rel) {
             Ok(_) => {
+                if let Some((why, kept)) = &lost {
+                    self.note_conflict(&path, why, kept.as_deref());
+                }
                 self.defer(None, Some(path.clone()), None, None, actions);
                 Outcome::Applied
             }
@@ -1302,6 +1397,7 @@ impl Receiver {
             Msg::Sig { id, group, path } => reply(self.sig(id, &group, &path)),
             Msg::List { id, group } => self.list(id, &group, reply),
             Msg::Fetch { id, group, path } => self.fetch(id, &group, &path, reply),
+            Msg::Yield { group, path, rule } => self.yield_to_us(&group, &path, &rule),
             other => {
                 reply(Msg::Error {
                     code: ErrorCode::Protocol,

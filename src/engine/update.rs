@@ -66,6 +66,8 @@ struct Item {
     /// parents are sent down from there, never the directories above a
     /// root (`/etc` for `/etc/hosts`), which no group manages.
     root_len: usize,
+    /// This push is a conflict's winner by the rule (recorded once applied).
+    won: Option<String>,
 }
 
 /// How one path ended with one peer.
@@ -99,6 +101,12 @@ pub struct PeerReport {
     pushed: Vec<Pushed>,
     /// Conflicts met, `(path, resolution)`, for the index.
     conflicts: Vec<(Vec<u8>, String)>,
+    /// Conflicts the peer's version won by the rule: `(group, path, rule)`.
+    /// The peer is told (`Yield`) and pushes its version on its next run.
+    yields: Vec<(String, Vec<u8>, String)>,
+    /// What clearing our marks of those looks like, once the peer confirmed
+    /// the session's end (and so its mark towards us).
+    yielded: Vec<Pushed>,
 }
 
 /// An action a peer ran for the changes it received, as it reported it.
@@ -159,11 +167,26 @@ impl Node {
             gid: self.config.ignore.gid,
             mode: self.config.ignore.mode,
         };
+        // Peers never synced with are compared first (PRODUCT 4.2); one that
+        // cannot be listed is reported once and not pushed to this run.
+        let fresh = if opts.dry_run { Vec::new() } else { self.new_peers(&opts.peers)? };
+        let contact = self.first_contact(&fresh, settings, port)?;
+        for (peer, e) in &contact.failed {
+            report.peers.push(PeerReport {
+                peer: peer.clone(),
+                error: Some(e.clone()),
+                ..PeerReport::default()
+            });
+        }
+        let unreachable: Vec<&String> = contact.failed.iter().map(|(p, _)| p).collect();
         let rows = self.index.dirty()?;
         let guard = self.mass_delete_guard(&rows, &mut report)?;
         let mut per_peer: HashMap<String, Vec<Item>> = HashMap::new();
         for row in rows {
             if !opts.peers.is_empty() && !opts.peers.contains(&row.peer) {
+                continue;
+            }
+            if unreachable.contains(&&row.peer) {
                 continue;
             }
             if !opts.paths.is_empty()
@@ -243,6 +266,11 @@ impl Node {
         for r in results {
             self.record(&r)?;
             report.peers.push(r);
+        }
+        for (peer, _) in &contact.compared {
+            if !report.peers.iter().any(|r| r.peer == *peer && r.error.is_some()) {
+                self.index.set_peer_synced(peer)?;
+            }
         }
         Ok(report)
     }
@@ -335,6 +363,7 @@ impl Node {
             me_receive_only: ro(&self.config.myname),
             peer_receive_only: ro(&row.peer),
             root_len,
+            won: None,
         }))
     }
 
@@ -407,10 +436,21 @@ async fn push_peer(
         queue = retry;
     }
     if report.error.is_none() {
+        for (group, path, rule) in std::mem::take(&mut report.yields) {
+            if let Err(e) = wr.queue(&Msg::Yield { group, path, rule }) {
+                report.error = Some(e.to_string());
+            }
+        }
         let _ = wr.send(&Msg::Bye).await;
         // The peer runs its actions before the ByeAck, telling us how they went.
         match super::remote::end_of_session(&mut rd).await {
-            Ok(actions) => report.actions = actions,
+            Ok(actions) => {
+                report.actions = actions;
+                // The peer has handled our `Yield`s: its marks towards us
+                // now carry those paths, ours can go.
+                let yielded = std::mem::take(&mut report.yielded);
+                report.pushed.extend(yielded);
+            }
             Err(why) => {
                 // Every change was confirmed; what is unknown is whether the
                 // peer's actions ran (its journal re-runs them later).
@@ -676,6 +716,9 @@ fn on_outcome(
 ) {
     match outcome {
         Outcome::Applied | Outcome::InSync => {
+            if let Some(why) = it.won.take() {
+                report.conflicts.push((it.path.clone(), format!("won: {why}")));
+            }
             report.pushed.push(Pushed {
                 path: it.path.clone(),
                 peer: report.peer.clone(),
@@ -709,12 +752,21 @@ fn on_outcome(
             };
             match decide(it.rule, me, peer) {
                 Decision::Win(why) => {
-                    report.conflicts.push((it.path.clone(), format!("won: {why}")));
                     it.forced = true;
+                    it.won = Some(why);
                     retry.push(it);
                 }
                 Decision::Lose(why) => {
-                    report.conflicts.push((it.path.clone(), format!("lost: {why}")));
+                    // Nothing is written here yet: the peer pushes its version
+                    // (forced) on its next run, and this node records the
+                    // conflict when that write happens.
+                    report.yields.push((it.group.clone(), it.path.clone(), why.clone()));
+                    report.yielded.push(Pushed {
+                        path: it.path.clone(),
+                        peer: report.peer.clone(),
+                        clear_gen: Some(it.generation),
+                        version: Some(their.as_ref().map(|m| version(m, ignore))),
+                    });
                     report.paths.push((it.path, PathResult::Lost(why)));
                 }
                 Decision::Unresolved => {
@@ -791,6 +843,7 @@ fn ancestors(it: &Item) -> Vec<Item> {
             need_content: false,
             generation: 0,
             changes: Changes::NEW,
+            won: None,
             ..it.clone()
         });
         if p.first() == Some(&b'%') && !p.contains(&b'/') {

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("001-initial.sql", include_str!("../../schema/001-initial.sql")),
     ("002-sync.sql", include_str!("../../schema/002-sync.sql")),
     ("003-actions.sql", include_str!("../../schema/003-actions.sql")),
+    ("004-first-contact.sql", include_str!("../../schema/004-first-contact.sql")),
 ];
 
 /// `PRAGMA application_id`: lets `file(1)` and we ourselves recognise an index ("CSYN").
@@ -607,13 +608,76 @@ impl Index {
         Ok(())
     }
 
+    /// Peers this node has completed a sync with (see `peer_sync`).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn synced_peers(&self) -> Result<Vec<String>> {
+        self.query_all("SELECT peer FROM peer_sync ORDER BY peer", |r| r.get(0))
+    }
+
+    /// Records that a first sync with `peer` completed.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn set_peer_synced(&mut self, peer: &str) -> Result<()> {
+        let now = unix_now();
+        self.write(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO peer_sync (peer, synced_at) VALUES (?1, ?2)",
+                params![peer, now],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Records what `peer` has for many paths (`None`: absent there), as
+    /// found by comparing listings at first contact, in one transaction.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn set_peer_versions(&mut self, peer: &str, rows: &[(Vec<u8>, [u8; 32])]) -> Result<()> {
+        self.write(|c| {
+            let mut st = c.prepare_cached(
+                "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
+            )?;
+            for (p, v) in rows {
+                st.execute(params![p, peer, v.as_slice()])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Acknowledges the conflicts on `paths` (all when empty): `--status` no
+    /// longer lists them as open. Returns how many.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn ack_conflicts(&mut self, paths: &[Vec<u8>]) -> Result<usize> {
+        self.write(|c| {
+            if paths.is_empty() {
+                return c.execute("UPDATE conflict SET acked = 1 WHERE acked = 0", []);
+            }
+            let mut n = 0;
+            for p in paths {
+                let (lo, hi) = subtree_range(p);
+                n += c.execute(
+                    "UPDATE conflict SET acked = 1 WHERE acked = 0 \
+                     AND (path = ?1 OR (path > ?2 AND path < ?3))",
+                    params![p, lo, hi],
+                )?;
+            }
+            Ok(n)
+        })
+    }
+
     /// Every recorded conflict, newest first.
     ///
     /// # Errors
     /// When SQLite fails.
     pub fn conflicts(&self) -> Result<Vec<ConflictRow>> {
         self.query_all(
-            "SELECT path, peer, detected_at, resolution, kept FROM conflict ORDER BY detected_at DESC, path",
+            "SELECT path, peer, detected_at, resolution, kept, acked FROM conflict ORDER BY detected_at DESC, path",
             rows::conflict_from_row,
         )
     }

@@ -48,6 +48,8 @@ pub struct ConflictRow {
     pub resolution: String,
     /// Where the losing version was kept on this node.
     pub kept: Option<Vec<u8>>,
+    /// A person acknowledged it (`--ack-conflicts`).
+    pub acked: bool,
 }
 
 pub(super) const FILE_COLS: &str =
@@ -149,5 +151,6 @@ pub(super) fn conflict_from_row(r: &Row<'_>) -> rusqlite::Result<ConflictRow> {
         detected_at: r.get(2)?,
         resolution: r.get(3)?,
         kept: r.get(4)?,
+        acked: r.get::<_, i64>(5)? != 0,
     })
 }

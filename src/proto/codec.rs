@@ -195,6 +195,11 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             out.push(u8::from(*ok));
             put_str(out, truncate_utf8(status, MAX_MESSAGE), MAX_MESSAGE, "status")?;
         }
+        Msg::Yield { group, path, rule } => {
+            put_str(out, group, MAX_NAME, "group name")?;
+            put_path(out, path)?;
+            put_str(out, rule, MAX_NAME, "rule")?;
+        }
     }
     Ok(())
 }
@@ -418,6 +423,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, DecodeError> {
             ok: r.flag("ok")?,
             status: r.str(MAX_MESSAGE, "status")?,
         },
+        0x2a => Msg::Yield {
+            group: r.str(MAX_NAME, "group name")?,
+            path: r.path()?,
+            rule: r.str(MAX_NAME, "rule")?,
+        },
         t => return Err(DecodeError::UnknownType(t)),
     };
     if !r.buf.is_empty() {
@@ -606,6 +616,7 @@ mod tests {
             Msg::ListEnd { id: 12 },
             Msg::Fetch { id: 13, group: "g".into(), path: b"%p%/f".to_vec() },
             Msg::Working,
+            Msg::Yield { group: "g".into(), path: b"%p%/f".to_vec(), rule: "younger".into() },
             Msg::ActionResult {
                 group: "web".into(),
                 command: "nginx -s reload".into(),

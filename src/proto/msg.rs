@@ -352,6 +352,18 @@ pub enum Msg {
         /// How it ended, for people (`exit status 1`, `… killed`).
         status: String,
     },
+    /// Client → server: the server's version of `path` won a conflict by the
+    /// group's rule (`rule`, e.g. `younger`); the server pushes it to the
+    /// client on its next run, forced. No reply: a later `Bye` is answered
+    /// only after this was handled.
+    Yield {
+        /// Group.
+        group: String,
+        /// DB-form path.
+        path: Vec<u8>,
+        /// The rule that decided (shown in the loser's conflict record).
+        rule: String,
+    },
 }
 
 impl Msg {
@@ -378,6 +390,7 @@ impl Msg {
             Msg::Fetch { .. } => 0x27,
             Msg::Ack { .. } => 0x28,
             Msg::ActionResult { .. } => 0x29,
+            Msg::Yield { .. } => 0x2a,
         }
     }
 }

@@ -358,19 +358,31 @@ fn inetd_style_listener_runs_the_action_before_the_session_ends() {
     let body = format!("pattern %p%/etc/*;\n{RECORD}");
     let mut c = cluster("inetd_style_listener_runs_the_action_before_the_session_ends", &body);
     c.stop("n2");
-    // Play inetd for one connection: the socket is `csync -i`'s stdin and stdout.
+    // Play inetd: each connection's socket is a new `csync -i`'s stdin and
+    // stdout. n1 meets n2 for the first time: one connection lists n2's
+    // index (first contact), the next one pushes.
     let listener = std::net::TcpListener::bind((c.net.addr("n2").as_str(), c.net.port)).unwrap();
-    let mut server = c.net.csync_std("n2");
-    server.arg("-i");
+    let net_server = |_| {
+        let mut server = c.net.csync_std("n2");
+        server.arg("-i");
+        server
+    };
+    let servers: Vec<_> = (0..2).map(net_server).collect();
     let inetd = std::thread::spawn(move || {
-        let (sock, _) = listener.accept().unwrap();
-        let out = server
-            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(sock.try_clone().unwrap())))
-            .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(sock)))
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let mut last = (None, String::new());
+        for mut server in servers {
+            let (sock, _) = listener.accept().unwrap();
+            let out = server
+                .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                    sock.try_clone().unwrap(),
+                )))
+                .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(sock)))
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .unwrap();
+            last = (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        last
     });
     c.write("n1", "etc/a", b"1\n");
     c.write("n1", "etc/b", b"2\n");

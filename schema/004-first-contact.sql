@@ -1,0 +1,19 @@
+-- 004: first contact with a peer, and conflict records that mean what they say.
+
+-- Peers this node has completed a sync with. A peer without a row (a new
+-- cluster, a host added to the config later, a peer whose index was deleted)
+-- is compared entry by entry on the next push: identical entries are
+-- recorded as agreed, the rest pushed or settled by the group's rule.
+CREATE TABLE peer_sync (
+    peer      TEXT PRIMARY KEY,  -- the peer's host name
+    synced_at INTEGER NOT NULL   -- unix seconds of the first completed sync
+) STRICT, WITHOUT ROWID;
+
+-- A person has seen the conflict (`csync --ack-conflicts`): no longer open.
+ALTER TABLE conflict ADD COLUMN acked INTEGER NOT NULL DEFAULT 0;
+
+-- Records the previous release wrote before a write that then never happened
+-- (a receiver refusing a single-file root): they named no kept copy.
+DELETE FROM conflict
+ WHERE resolution IN ('lost: overwritten by a forced push', 'lost: deleted by a forced push')
+   AND kept IS NULL;

@@ -1,0 +1,191 @@
+//! First contact: a peer this node has never completed a sync with (a new
+//! cluster, a host added to the config later, a peer whose index was
+//! deleted, or every node after `csync -cIr`) is compared entry by entry
+//! before the push. What both sides already hold identically is recorded as
+//! agreed and costs nothing; everything else managed here is marked for that
+//! peer, so the push brings it there or, where the peer holds a different
+//! version, the group's `auto` rule settles it (never a blind overwrite).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::Node;
+use super::remote::GroupKeys;
+use super::wire::{from_wire, version};
+use crate::index::{Mark, Scope};
+use crate::net::client::{self, ClientSettings, Target};
+use crate::proto::Msg;
+use crate::types::{Base, Changes, Meta};
+
+/// A peer's index, per shared group: path → state.
+pub type Listing = BTreeMap<String, BTreeMap<Vec<u8>, Meta>>;
+
+/// The most entries a peer's listing may hold (per session): a hostile or
+/// broken peer cannot make us buffer without bound.
+pub const MAX_LISTING: usize = 4_000_000;
+
+/// What first contact did.
+#[derive(Debug, Default)]
+pub struct FirstContact {
+    /// Peers compared now, with the number of entries marked for them.
+    pub compared: Vec<(String, usize)>,
+    /// Peers that could not be listed, with why: not pushed to this run.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Lists every accepted group of a connected session.
+///
+/// # Errors
+/// A sentence saying what went wrong.
+pub async fn list(s: &mut client::Session) -> Result<Listing, String> {
+    let mut out = Listing::new();
+    let mut total = 0usize;
+    for (i, g) in s.accepted.clone().iter().enumerate() {
+        let id = i as u32 + 1;
+        s.conn.send(&Msg::List { id, group: g.clone() }).await.map_err(|e| e.to_string())?;
+        let entries = out.entry(g.clone()).or_default();
+        loop {
+            match s.conn.recv().await.map_err(|e| e.to_string())? {
+                Some(Msg::ListEntry { path, entry, .. }) => {
+                    total += 1;
+                    if total > MAX_LISTING {
+                        return Err(format!("listing longer than {MAX_LISTING} entries"));
+                    }
+                    if let Some(m) = from_wire(&entry) {
+                        entries.insert(path, m);
+                    }
+                }
+                Some(Msg::ListEnd { .. }) => break,
+                other => return Err(format!("unexpected reply to List: {other:?}")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Node {
+    /// Peers of this node (those it pushes to, within `only` when not empty)
+    /// that it has never completed a sync with.
+    ///
+    /// # Errors
+    /// When the index fails.
+    pub fn new_peers(&self, only: &[String]) -> Result<Vec<String>, super::Error> {
+        let synced = self.index.synced_peers()?;
+        let mut out: Vec<String> = Vec::new();
+        for g in &self.groups {
+            for (p, _) in &g.push_to {
+                if !synced.contains(p) && !out.contains(p) && (only.is_empty() || only.contains(p))
+                {
+                    out.push(p.clone());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Lists each new peer (in parallel, one connection each) and marks what
+    /// differs; identical entries are recorded as agreed.
+    ///
+    /// # Errors
+    /// When the index fails.
+    pub fn first_contact(
+        &mut self,
+        peers: &[String],
+        settings: &ClientSettings,
+        port: u16,
+    ) -> Result<FirstContact, super::Error> {
+        let mut report = FirstContact::default();
+        let jobs: Vec<(Target, GroupKeys)> = peers
+            .iter()
+            .filter_map(|p| super::remote::shared_groups(&self.config, p, port))
+            .collect();
+        if jobs.is_empty() {
+            return Ok(report);
+        }
+        let myname = self.config.myname.clone();
+        let settings = Arc::new(settings.clone());
+        let listings: Vec<(String, Result<Listing, String>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(target, groups)| {
+                    let (settings, myname) = (settings.clone(), myname.clone());
+                    s.spawn(move || {
+                        let peer = target.name.clone();
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                        let r = match rt {
+                            Ok(rt) => rt.block_on(async {
+                                let mut s = client::connect(&target, &settings, &myname, &groups)
+                                    .await
+                                    .map_err(|e| e.to_string())?;
+                                let l = list(&mut s).await?;
+                                let _ = s.conn.send(&Msg::Bye).await;
+                                let _ = super::remote::end_of_session(&mut s.conn).await;
+                                s.conn.shutdown().await;
+                                Ok(l)
+                            }),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        (peer, r)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("listing thread panicked")).collect()
+        });
+        let local = self.index.files(Scope::All)?;
+        for (peer, listing) in listings {
+            match listing {
+                Ok(l) => {
+                    let n = self.reconcile(&peer, &l, &local)?;
+                    report.compared.push((peer, n));
+                }
+                Err(e) => report.failed.push((peer, e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Compares our index with a peer's listing: agreed entries are recorded
+    /// as the peer's state; entries it lacks or holds differently are marked
+    /// for it (the version it was last known to have, if any, stays the
+    /// base, so a real conflict is still told from a fast-forward).
+    fn reconcile(
+        &mut self,
+        peer: &str,
+        listing: &Listing,
+        local: &[crate::index::IndexedFile],
+    ) -> Result<usize, super::Error> {
+        let ignore = self.ignore_fields();
+        let mut agreed: Vec<(Vec<u8>, [u8; 32])> = Vec::new();
+        let mut marks: HashMap<Vec<u8>, String> = HashMap::new();
+        for ag in &self.groups {
+            let Some((_, me)) = ag.push_to.iter().find(|(p, _)| p == peer) else { continue };
+            let name = &self.config.groups[ag.index].name;
+            // A group the peer did not accept is not listed: compare nothing.
+            let Some(theirs) = listing.get(name) else { continue };
+            for f in local.iter().filter(|f| ag.matcher.is_managed(&f.path)) {
+                let mine = version(&f.meta, ignore);
+                match theirs.get(&f.path) {
+                    Some(t) if version(t, ignore) == mine => agreed.push((f.path.clone(), mine)),
+                    _ => {
+                        marks.entry(f.path.clone()).or_insert_with(|| me.clone());
+                    }
+                }
+            }
+        }
+        self.index.set_peer_versions(peer, &agreed)?;
+        let marks: Vec<Mark<'_>> = marks
+            .iter()
+            .map(|(path, me)| Mark {
+                path,
+                peer,
+                myname: me,
+                changes: Changes::MARKED,
+                forced: false,
+                base: Base::Unknown,
+            })
+            .collect();
+        self.index.mark(&marks)?;
+        Ok(marks.len())
+    }
+}
