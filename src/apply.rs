@@ -1623,4 +1623,36 @@ mod tests {
         assert!(a.starts_with(TEMP_PREFIX));
         assert!(check_rel(&a).is_ok());
     }
+
+    #[test]
+    fn anchors_follow_only_symlinks_nobody_else_controls() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir_all(real.join("conf")).unwrap();
+        // A link in a directory only its owner may change: followed.
+        let safe = t.path().join("safe");
+        std::fs::create_dir(&safe).unwrap();
+        std::fs::set_permissions(&safe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&real, safe.join("www")).unwrap();
+        ensure_root(&safe.join("www/conf")).unwrap();
+        assert!(open_root(&safe.join("www/conf")).is_ok());
+        // The same link in a directory anyone may write to: refused, since a
+        // local user could have swapped it to point anywhere.
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&real, open.join("www")).unwrap();
+        assert!(matches!(open_root(&open.join("www/conf")), Err(Error::Symlink(_))));
+        assert!(matches!(
+            make(&open.join("www"), b"conf/x", &entry(FileKind::Dir, 0o755), &Options::default()),
+            Err(Error::Symlink(_))
+        ));
+        assert!(!real.join("conf/x").exists());
+        // Sticky (like /tmp): others cannot replace our link.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(open_root(&open.join("www/conf")).is_ok());
+        // A missing anchor is made, component by component.
+        ensure_root(&t.path().join("new/a/b")).unwrap();
+        assert!(t.path().join("new/a/b").is_dir());
+    }
 }

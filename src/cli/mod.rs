@@ -508,10 +508,12 @@ fn update(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
         paths,
         dry_run: args.dry_run,
     };
-    match node.index.dirty() {
-        Ok(rows) if rows.is_empty() => return Exit::Ok,
-        Ok(_) => {}
-        Err(e) => return fail!("{e}"),
+    // Nothing dirty and every peer met before: nothing to connect for.
+    match (node.index.dirty(), node.new_peers(&opts.peers)) {
+        (Ok(rows), Ok(fresh)) if rows.is_empty() && fresh.is_empty() => return Exit::Ok,
+        (Ok(_), Ok(_)) => {}
+        (Err(e), _) => return fail!("{e}"),
+        (_, Err(e)) => return fail!("{e}"),
     }
     let settings = if args.dry_run {
         // A dry run connects nowhere: any settings do.

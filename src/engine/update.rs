@@ -292,9 +292,15 @@ impl Node {
             if deletes == 0 {
                 continue;
             }
-            // A root that was a file (`include /etc/hosts;`) and is gone now
-            // was deleted; only a directory root can be an unmounted disk.
-            if self.index.file(&root.db)?.is_some_and(|m| m.kind != FileKind::Dir) {
+            // A root that was a single file (`include /etc/hosts;`) and is
+            // gone was deleted: only deletes below a root can be the mass
+            // delete of an unmounted disk.
+            let below = rows.iter().any(|r| {
+                !r.forced
+                    && r.changes.contains(Changes::DELETE)
+                    && crate::index::is_below(&r.path, &root.db)
+            });
+            if !below {
                 continue;
             }
             let empty = match std::fs::read_dir(&root.real) {

@@ -631,8 +631,9 @@ impl Index {
         .map(|_| ())
     }
 
-    /// Records what `peer` has for many paths (`None`: absent there), as
-    /// found by comparing listings at first contact, in one transaction.
+    /// Records that `peer` holds the same version as we do for many paths,
+    /// as found by comparing listings at first contact, in one transaction:
+    /// its state is known, and nothing is left to push there for them.
     ///
     /// # Errors
     /// When SQLite fails.
@@ -641,8 +642,10 @@ impl Index {
             let mut st = c.prepare_cached(
                 "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
             )?;
+            let mut clear = c.prepare_cached("DELETE FROM dirty WHERE path = ?1 AND peer = ?2")?;
             for (p, v) in rows {
                 st.execute(params![p, peer, v.as_slice()])?;
+                clear.execute(params![p, peer])?;
             }
             Ok(())
         })
