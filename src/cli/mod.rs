@@ -295,7 +295,8 @@ fn run_actions(node: &mut Node, args: &Args) -> Exit {
         return Exit::Ok;
     }
     let owner = node.actions.owner().to_string();
-    let ran = match engine::actions::run_owed(&mut node.index, &owner, &mut || {}) {
+    let host = node.config.myname.clone();
+    let ran = match engine::actions::run_owed(&mut node.index, &owner, &host, &mut || {}) {
         Ok(r) => r,
         Err(e) => return fail!("{e}"),
     };
