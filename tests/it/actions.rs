@@ -311,6 +311,16 @@ fn an_action_interrupted_by_a_daemon_kill_runs_on_the_next_run() {
     c.write("n1", "etc/app.conf", b"v1\n");
     let mut push = c.net.csync_std("n1").args(["-x", "--timeout", "2"]).spawn().unwrap();
     let first = pgid(0);
+    // The shell writes its pid before the daemon has journalled it as
+    // running (a loaded machine widens that gap): killing the daemon in
+    // between would leave nothing saying which command to kill.
+    let db = c.net.path("db-n2").join("n2.db");
+    wait_until(Duration::from_secs(20), || {
+        let conn = rusqlite::Connection::open(&db).ok()?;
+        let q = "SELECT count(*) FROM action_queue WHERE running IS NOT NULL";
+        (conn.query_row(q, [], |r| r.get::<_, i64>(0)).ok()? > 0).then_some(())
+    })
+    .expect("the running action was not journalled on n2");
     // The file is applied; its action is running: kill the daemon (its
     // command goes on, orphaned, as it would without systemd's cleanup).
     assert_eq!(fs::read(c.root("n2").join("etc/app.conf")).unwrap(), b"v1\n");
