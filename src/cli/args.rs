@@ -17,6 +17,9 @@ Modes (exactly one; -c and -u may be combined):
   -i / -ii      serve one connection on stdin / run the listener daemon
   -k FILE       create a new group key file
   --ping PEER   check the connection to a peer (TLS, identity, group keys)
+  --status      what is pending, conflicts met, failed actions (exit 1 if any)
+  --ack-failed [HOST]
+                forget the failed actions --status lists (all, or HOST's)
 
 Identities: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out DIR2.
 Each node needs csync2_ssl_ca.pem, csync2_ssl_cert.pem and csync2_ssl_key.pem
@@ -27,8 +30,9 @@ after a run, each command runs once on every host whose matching files changed
 (receivers; with do-local also here), with %% as the changed paths, one argument
 each (never shell text). Output goes to logfile (else csync's log); a command
 running past its timeout (default 60 s) is killed. A failed command makes the
-run exit 1, on that host and on the host that pushed. Pending commands survive
-a crash in the index and run at the next run.
+run exit 1, on that host and on the host that pushed, and stays listed (exit 1)
+by their --status until the same command succeeds there, or --ack-failed.
+Pending commands survive a crash in the index and run at the next run.
 
 Exit status: 0 success; 1 any error (failed peer, conflict, failed action, bad
 config); 2 a listing found nothing, or -T found everything in sync.
@@ -86,14 +90,26 @@ pub struct Args {
     /// Say which group and which pattern decide whether PATH is managed.
     #[arg(long, value_name = "PATH", help_heading = "Modes")]
     pub explain: Option<PathBuf>,
-    /// Show what is pending per peer, and every conflict met with where the
-    /// losing version was kept.
+    /// Show what is pending per peer, every conflict met with where the
+    /// losing version was kept, and every action that failed (here or on a
+    /// peer this node pushed to) and has not worked since.
     #[arg(long, help_heading = "Modes")]
     pub status: bool,
     /// Acknowledge the conflicts recorded on the given paths (all without
     /// paths): `--status` no longer lists them as open. The kept copies stay.
     #[arg(long, help_heading = "Modes")]
     pub ack_conflicts: bool,
+    /// Forget the failed actions --status lists, once dealt with by hand:
+    /// all of them, or only those that ran on HOST (a peer, or this node's
+    /// name). They are also forgotten when the same command succeeds later.
+    #[arg(
+        long,
+        value_name = "HOST",
+        num_args = 0..=1,
+        default_missing_value = "",
+        help_heading = "Modes"
+    )]
+    pub ack_failed: Option<String>,
     /// Connect to PEER over mutual TLS, prove the shared group keys, and report
     /// the protocol version, verified identity, round trip and clock offset.
     #[arg(long, value_name = "PEER", help_heading = "Modes")]
@@ -207,6 +223,8 @@ pub enum Mode {
     Status,
     /// `--ack-conflicts [PATH…]`.
     AckConflicts,
+    /// `--ack-failed [HOST]`.
+    AckFailed,
     /// `--new-ca DIR`.
     NewCa,
     /// `--new-cert NAME --ca DIR --out DIR`.
@@ -241,6 +259,7 @@ impl Args {
         add(self.ping.is_some(), Mode::Ping, "--ping");
         add(self.status, Mode::Status, "--status");
         add(self.ack_conflicts, Mode::AckConflicts, "--ack-conflicts");
+        add(self.ack_failed.is_some(), Mode::AckFailed, "--ack-failed");
         add(self.new_ca.is_some(), Mode::NewCa, "--new-ca");
         add(self.new_cert.is_some(), Mode::NewCert, "--new-cert");
         match modes.as_slice() {

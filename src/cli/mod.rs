@@ -201,6 +201,7 @@ pub fn run(args: &Args) -> Exit {
                 Err(e) => fail!("{e}"),
             }
         }
+        Mode::AckFailed => ack_failed(&mut node, args),
         Mode::ListDirty => output::list_dirty(&node, args.json),
         Mode::Prune => {
             if !args.groups.is_empty() {
@@ -311,7 +312,8 @@ fn run_actions(node: &mut Node, args: &Args) -> Exit {
         return Exit::Ok;
     }
     let owner = node.actions.owner().to_string();
-    let ran = match engine::actions::run_owed(&mut node.index, &owner, &mut || {}) {
+    let host = node.config.myname.clone();
+    let ran = match engine::actions::run_owed(&mut node.index, &owner, &host, &mut || {}) {
         Ok(r) => r,
         Err(e) => return fail!("{e}"),
     };
@@ -338,6 +340,27 @@ fn run_actions(node: &mut Node, args: &Args) -> Exit {
         }
     }
     exit
+}
+
+/// `--ack-failed [HOST]`: forgets recorded action failures, all or one host's.
+fn ack_failed(node: &mut Node, args: &Args) -> Exit {
+    let host = args.ack_failed.as_deref().filter(|h| !h.is_empty());
+    let cleared = match node.index.clear_action_failures(host) {
+        Ok(n) => n,
+        Err(e) => return fail!("{e}"),
+    };
+    if let Some(h) = host {
+        let known = h == node.config.myname
+            || node.config.groups.iter().any(|g| g.hosts.iter().any(|x| x.name == h));
+        if cleared == 0 && !known {
+            // Most likely a typo: saying nothing would look like success.
+            return fail!("--ack-failed {h}: no host of that name in the config");
+        }
+    }
+    let of = host.map_or(String::new(), |h| format!(" on {h}"));
+    let s = if cleared == 1 { "" } else { "s" };
+    println!("acknowledged {cleared} failed action{s}{of}");
+    Exit::Ok
 }
 
 fn mark(node: &mut Node, args: &Args, force: bool) -> Exit {

@@ -285,12 +285,18 @@ pub fn explain(c: &Config, arg: &Path) -> Exit {
 }
 
 /// `--status`: per peer, how much is pending and since when; then every
-/// conflict met, how it ended, and where the losing version was kept.
-/// Exit 0 when nothing is pending and no conflict is unresolved, else 1.
+/// conflict met, how it ended, and where the losing version was kept; then
+/// every action that failed (here, or on a peer we pushed to) and has not
+/// worked since. Exit 0 when nothing is pending, no conflict is unresolved
+/// and no failed action remains, else 1.
 pub fn status(node: &Node, json: bool) -> Exit {
     let (dirty, conflicts) = match (node.index.dirty(), node.index.conflicts()) {
         (Ok(d), Ok(c)) => (d, c),
         (Err(e), _) | (_, Err(e)) => return fail!("{e}"),
+    };
+    let failed = match node.index.action_failures() {
+        Ok(f) => f,
+        Err(e) => return fail!("{e}"),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -333,7 +339,29 @@ pub fn status(node: &Node, json: bool) -> Exit {
             .iter()
             .map(|(p, (n, f, oldest))| json!({"peer": p, "pending": n, "forced": f, "oldest_mark": oldest}))
             .collect();
-        format!("{}\n", json!({"node": node.config.myname, "pending": pending, "conflicts": rows}))
+        let failed: Vec<_> = failed
+            .iter()
+            .map(|f| {
+                json!({
+                    "host": f.host,
+                    "group": f.group,
+                    "command": f.command,
+                    "logfile": f.logfile.as_ref().map(|l| l.display().to_string()),
+                    "status": f.status,
+                    "paths": f.paths,
+                    "failures": f.failures,
+                    "first_failed_at": f.first_at,
+                    "last_failed_at": f.last_at,
+                })
+            })
+            .collect();
+        let all = json!({
+            "node": node.config.myname,
+            "pending": pending,
+            "conflicts": rows,
+            "failed_actions": failed,
+        });
+        format!("{all}\n")
     } else {
         let mut s = format!("node {}\n", node.config.myname);
         if peers.is_empty() {
@@ -360,14 +388,96 @@ pub fn status(node: &Node, json: bool) -> Exit {
                 c.resolution
             ));
         }
+        for f in &failed {
+            s.push_str(&failed_action_line(f));
+        }
+        if !failed.is_empty() {
+            s.push_str(
+                "(listed until the command succeeds there; after fixing by hand: csync --ack-failed [HOST])\n",
+            );
+        }
         s
     };
     let exit = emit(&text);
-    if exit == Exit::Ok && (peers.is_empty() && unresolved.is_empty()) {
+    if exit == Exit::Ok && (peers.is_empty() && unresolved.is_empty() && failed.is_empty()) {
         Exit::Ok
     } else if exit == Exit::Ok {
         Exit::Error
     } else {
         exit
+    }
+}
+
+/// One `--status` line for a failed action: where, what, how, since when, and
+/// where its output is (the host's logfile, or its csync log).
+fn failed_action_line(f: &crate::index::ActionFailure) -> String {
+    let times = if f.failures == 1 { "once".to_string() } else { format!("{} times", f.failures) };
+    let log = f.logfile.as_ref().map_or("csync's log".to_string(), |l| l.display().to_string());
+    format!(
+        "failed action on {}: '{}' (group {}), {}, since {}, {times}; see {log} on {}\n",
+        f.host,
+        f.command,
+        f.group,
+        f.status,
+        utc_text(f.first_at),
+        f.host
+    )
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (no time zone database needed;
+/// UTC is what cluster nodes in several zones agree on).
+fn utc_text(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_text(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_text(1_795_939_802), "2026-11-29 08:10:02 UTC");
+        assert_eq!(utc_text(-1), "1969-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn a_failed_action_line_names_host_command_and_log() {
+        let mut f = crate::index::ActionFailure {
+            host: "beta".into(),
+            group: "web".into(),
+            command: "nginx -t && nginx -s reload".into(),
+            logfile: Some("/var/log/csync-nginx.log".into()),
+            status: "exit status 1".into(),
+            paths: 1,
+            failures: 3,
+            first_at: 1_795_939_802,
+            last_at: 1_795_940_000,
+        };
+        assert_eq!(
+            failed_action_line(&f),
+            "failed action on beta: 'nginx -t && nginx -s reload' (group web), exit status 1, \
+             since 2026-11-29 08:10:02 UTC, 3 times; see /var/log/csync-nginx.log on beta\n"
+        );
+        f.logfile = None;
+        f.failures = 1;
+        assert!(failed_action_line(&f).ends_with(", once; see csync's log on beta\n"));
     }
 }

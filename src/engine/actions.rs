@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::Error;
 use crate::action::{self, Compiled, Job, JobResult};
 use crate::config::Config;
-use crate::index::{Index, QueuedAction};
+use crate::index::{ActionRun, Index, QueuedAction};
 use crate::pattern::GroupMatcher;
 
 /// How long a daemon session that has finished waits for others still
@@ -124,10 +124,27 @@ pub struct Ran {
     pub command: String,
     /// The paths it was given.
     pub paths: Vec<PathBuf>,
+    /// Where its output went: the action's `logfile`, or `None` when that
+    /// is csync's log (none configured, or it could not be opened).
+    pub logfile: Option<PathBuf>,
     /// The journal rows it settled.
     pub ids: Vec<i64>,
     /// How it went.
     pub result: JobResult,
+}
+
+impl Ran {
+    /// As the index records it (and as a peer reports it).
+    pub fn to_run(&self) -> ActionRun {
+        ActionRun {
+            group: self.group.clone(),
+            command: self.command.clone(),
+            logfile: self.logfile.clone(),
+            paths: self.paths.len() as u64,
+            ok: self.result.status.ok(),
+            status: self.result.status.to_string(),
+        }
+    }
 }
 
 /// Where the lock that serializes action runs lives: next to the index.
@@ -140,11 +157,18 @@ pub fn lock_path(index: &Path) -> PathBuf {
 /// Runs what this process owes (rows of `owner` that are ready) and what dead
 /// processes left behind: each distinct command once with all its paths, in
 /// order of its first row; serialized with every other runner on this index.
+/// How each command ended is recorded as this node's (`host`): a failure
+/// stays in `--status` until the same command succeeds here.
 /// `tick` runs about every [`action::TICK`] while waiting.
 ///
 /// # Errors
 /// When the index or the lock file fails (per-command failures are in the results).
-pub fn run_owed(index: &mut Index, owner: &str, tick: &mut dyn FnMut()) -> Result<Vec<Ran>, Error> {
+pub fn run_owed(
+    index: &mut Index,
+    owner: &str,
+    host: &str,
+    tick: &mut dyn FnMut(),
+) -> Result<Vec<Ran>, Error> {
     let _lock = action::RunLock::acquire(&lock_path(index.path()), tick)
         .map_err(|e| Error::Actions(format!("{}: {e}", lock_path(index.path()).display())))?;
     let rows = index.queued_actions()?;
@@ -189,6 +213,7 @@ pub fn run_owed(index: &mut Index, owner: &str, tick: &mut dyn FnMut()) -> Resul
     let mut ran = Vec::new();
     for (job, group, ids) in jobs {
         let mut not_started = false;
+        let first = ran.len();
         for part in split_for_argv(job) {
             let mut started = |token: &str| {
                 if let Err(e) = index.mark_actions_running(&ids, token) {
@@ -198,8 +223,18 @@ pub fn run_owed(index: &mut Index, owner: &str, tick: &mut dyn FnMut()) -> Resul
             let result = action::execute(&part, &mut started, tick);
             log_result(&group, &part, &result);
             not_started |= matches!(result.status, action::Status::NotStarted(_));
+            // Output that could not go to the logfile went to csync's log.
+            let logfile = if result.logfile_error.is_some() { None } else { part.logfile };
             let (command, paths) = (part.command, part.paths);
-            ran.push(Ran { group: group.clone(), command, paths, ids: ids.clone(), result });
+            let group = group.clone();
+            ran.push(Ran { group, command, paths, logfile, ids: ids.clone(), result });
+        }
+        // Recorded before the journal rows go: a crash in between runs the
+        // command again, which records its outcome then. A failure to record
+        // is no reason to run the command again.
+        let runs: Vec<ActionRun> = ran[first..].iter().map(Ran::to_run).collect();
+        if let Err(e) = index.record_action_runs(host, &runs) {
+            warn!("recording how action '{}' ended: {e}", runs[0].command);
         }
         // Only now: a crash while it ran runs it again next time. A command
         // that could not even start stays owed (and is reported each run).
@@ -275,6 +310,7 @@ pub struct Gate {
     index_path: PathBuf,
     busy: Duration,
     owner: String,
+    host: String,
     state: Mutex<GateState>,
     cv: Condvar,
 }
@@ -292,9 +328,10 @@ struct GateState {
 }
 
 impl Gate {
-    /// A gate for the index at `index_path`, running as `owner`.
-    pub fn new(index_path: PathBuf, busy: Duration, owner: String) -> Gate {
-        Gate { index_path, busy, owner, state: Mutex::default(), cv: Condvar::new() }
+    /// A gate for the index at `index_path`, running as `owner` on the node
+    /// named `host` (whose failed actions it records).
+    pub fn new(index_path: PathBuf, busy: Duration, owner: String, host: String) -> Gate {
+        Gate { index_path, busy, owner, host, state: Mutex::default(), cv: Condvar::new() }
     }
 
     /// A session is about to journal its first action.
@@ -367,7 +404,7 @@ impl Gate {
     fn run(&self, tick: &mut dyn FnMut()) -> Vec<Ran> {
         let r = Index::open(&self.index_path, self.busy)
             .map_err(Error::from)
-            .and_then(|mut idx| run_owed(&mut idx, &self.owner, tick));
+            .and_then(|mut idx| run_owed(&mut idx, &self.owner, &self.host, tick));
         let ran = r.unwrap_or_else(|e| {
             warn!("running actions: {e}");
             Vec::new()
@@ -410,7 +447,7 @@ mod tests {
         queued(&mut idx, "999999999:1", &cmd, "/c", true); // a dead process's
         queued(&mut idx, &me, &cmd, "/a", true); // the same path twice
         let waiting = queued(&mut idx, &me, &cmd, "/d", false); // still being applied
-        let ran = run_owed(&mut idx, &me, &mut || {}).unwrap();
+        let ran = run_owed(&mut idx, &me, "n", &mut || {}).unwrap();
         assert_eq!(ran.len(), 1);
         assert!(ran[0].result.status.ok());
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "run /a /b /c\n");
@@ -418,8 +455,30 @@ mod tests {
         assert_eq!(left, vec![waiting]);
         // Nothing owed: nothing runs.
         idx.unqueue_actions(&[waiting]).unwrap();
-        assert!(run_owed(&mut idx, &me, &mut || {}).unwrap().is_empty());
+        assert!(run_owed(&mut idx, &me, "n", &mut || {}).unwrap().is_empty());
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "run /a /b /c\n");
+    }
+
+    #[test]
+    fn a_failed_command_is_recorded_until_it_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(5)).unwrap();
+        let me = action::owner_token();
+        let flag = dir.path().join("fixed");
+        let cmd = format!("test -e {}", flag.display());
+        for _ in 0..2 {
+            queued(&mut idx, &me, &cmd, "/a", true);
+            let ran = run_owed(&mut idx, &me, "n", &mut || {}).unwrap();
+            assert!(!ran[0].result.status.ok());
+        }
+        let f = idx.action_failures().unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].host.as_str(), f[0].command.as_str()), ("n", cmd.as_str()));
+        assert_eq!((f[0].failures, f[0].status.as_str()), (2, "exit status 1"));
+        std::fs::write(&flag, "").unwrap();
+        queued(&mut idx, &me, &cmd, "/a", true);
+        assert!(run_owed(&mut idx, &me, "n", &mut || {}).unwrap()[0].result.status.ok());
+        assert!(idx.action_failures().unwrap().is_empty());
     }
 
     #[test]
@@ -457,7 +516,7 @@ mod tests {
         let me = action::owner_token();
         let out = dir.path().join("out");
         let cmd = format!("echo run %% >> {}", out.display());
-        let gate = Arc::new(Gate::new(db.clone(), Duration::from_secs(5), me.clone()));
+        let gate = Arc::new(Gate::new(db.clone(), Duration::from_secs(5), me.clone(), "n".into()));
         gate.enter();
         gate.enter();
         let a = queued(&mut idx, &me, &cmd, "/a", true);

@@ -43,7 +43,8 @@ impl Service {
     /// When an action pattern does not compile.
     pub fn new(config: Arc<Config>, index_path: PathBuf, busy: Duration) -> Result<Self, String> {
         let actions = ActionTable::new(&config).map_err(|e| e.to_string())?;
-        let gate = Gate::new(index_path.clone(), busy, actions.owner().to_string());
+        let owner = actions.owner().to_string();
+        let gate = Gate::new(index_path.clone(), busy, owner, config.myname.clone());
         Ok(Service { config, index_path, busy, actions: Arc::new(actions), gate: Arc::new(gate) })
     }
 
@@ -1302,6 +1303,7 @@ impl Handler for Receiver {
                     paths: u32::try_from(r.paths.len()).unwrap_or(u32::MAX),
                     ok: r.result.status.ok(),
                     status: r.result.status.to_string(),
+                    logfile: r.logfile.map(|l| l.into_os_string().into_encoded_bytes()),
                 });
             }
         }

@@ -1,6 +1,9 @@
 //! Talking to peers: where a peer is, which groups we share with it, and the
 //! `--ping` round trip that proves a connection works end to end.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -134,8 +137,10 @@ where
     loop {
         match tokio::time::timeout_at(until, rd.recv()).await {
             Ok(Ok(Some(Msg::Working))) => {}
-            Ok(Ok(Some(Msg::ActionResult { group, command, paths, ok, status }))) => {
-                actions.push(super::update::RemoteAction { group, command, paths, ok, status });
+            Ok(Ok(Some(Msg::ActionResult { group, command, paths, ok, status, logfile }))) => {
+                let logfile = logfile.map(|b| PathBuf::from(OsStr::from_bytes(&b)));
+                let a = super::update::RemoteAction { group, command, paths, ok, status, logfile };
+                actions.push(a);
             }
             Ok(Ok(Some(Msg::ByeAck))) => return Ok(actions),
             Ok(Ok(Some(other))) => return Err(format!("unexpected reply to Bye: {other:?}")),

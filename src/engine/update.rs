@@ -122,6 +122,22 @@ pub struct RemoteAction {
     pub ok: bool,
     /// How it ended.
     pub status: String,
+    /// Where its output went on the peer; `None`: the peer's own log.
+    pub logfile: Option<std::path::PathBuf>,
+}
+
+impl RemoteAction {
+    /// As the index records it.
+    fn to_run(&self) -> crate::index::ActionRun {
+        crate::index::ActionRun {
+            group: self.group.clone(),
+            command: self.command.clone(),
+            logfile: self.logfile.clone(),
+            paths: u64::from(self.paths),
+            ok: self.ok,
+            status: self.status.clone(),
+        }
+    }
 }
 
 /// What an update did.
@@ -379,6 +395,10 @@ impl Node {
         for (path, resolution) in &r.conflicts {
             self.index.record_conflict(path, &r.peer, resolution, None)?;
         }
+        // Failed actions stay in `--status` here until the peer reports the
+        // same command working in a later session (or they are acknowledged).
+        let runs: Vec<_> = r.actions.iter().map(RemoteAction::to_run).collect();
+        self.index.record_action_runs(&r.peer, &runs)?;
         Ok(())
     }
 }

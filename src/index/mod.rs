@@ -5,6 +5,7 @@
 //! hand it rows and marks in domain terms. Every multi-row change runs in one
 //! transaction, so a crash leaves either the old or the new state.
 
+mod failures;
 mod queue;
 mod rows;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use failures::{ActionFailure, ActionRun};
 pub use queue::{QueuedAction, QueuedRow};
 pub use rows::{ConflictRow, DirtyRow, IndexedFile};
 
@@ -24,6 +26,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("002-sync.sql", include_str!("../../schema/002-sync.sql")),
     ("003-actions.sql", include_str!("../../schema/003-actions.sql")),
     ("004-first-contact.sql", include_str!("../../schema/004-first-contact.sql")),
+    ("005-action-failures.sql", include_str!("../../schema/005-action-failures.sql")),
 ];
 
 /// `PRAGMA application_id`: lets `file(1)` and we ourselves recognise an index ("CSYN").

@@ -188,12 +188,19 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), EncodeError> {
             }
         }
         Msg::Bye | Msg::ByeAck | Msg::Working => {}
-        Msg::ActionResult { group, command, paths, ok, status } => {
+        Msg::ActionResult { group, command, paths, ok, status, logfile } => {
             put_str(out, group, MAX_NAME, "group name")?;
             put_str(out, truncate_utf8(command, MAX_MESSAGE), MAX_MESSAGE, "command")?;
             out.extend_from_slice(&paths.to_be_bytes());
             out.push(u8::from(*ok));
             put_str(out, truncate_utf8(status, MAX_MESSAGE), MAX_MESSAGE, "status")?;
+            match logfile {
+                Some(l) => {
+                    out.push(1);
+                    put_path(out, l)?;
+                }
+                None => out.push(0),
+            }
         }
         Msg::Yield { group, path, rule } => {
             put_str(out, group, MAX_NAME, "group name")?;
@@ -422,6 +429,12 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, DecodeError> {
             paths: r.u32("path count")?,
             ok: r.flag("ok")?,
             status: r.str(MAX_MESSAGE, "status")?,
+            // Absent in frames from builds before the field: no logfile known.
+            logfile: if r.buf.is_empty() || !r.flag("logfile flag")? {
+                None
+            } else {
+                Some(r.path()?)
+            },
         },
         0x2a => Msg::Yield {
             group: r.str(MAX_NAME, "group name")?,
@@ -623,6 +636,15 @@ mod tests {
                 paths: 3,
                 ok: false,
                 status: "exit status 1".into(),
+                logfile: Some(b"/var/log/csync-nginx.log".to_vec()),
+            },
+            Msg::ActionResult {
+                group: "web".into(),
+                command: "nginx -s reload".into(),
+                paths: 1,
+                ok: true,
+                status: "exit status 0".into(),
+                logfile: None,
             },
             Msg::Ack { id: 9, outcome: Outcome::Applied },
             Msg::Ack { id: 9, outcome: Outcome::Conflict(Some(sample_entry())) },
@@ -653,6 +675,24 @@ mod tests {
                 assert_eq!(decode(&f[..cut]).unwrap(), None, "{m:?} cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn an_action_result_without_the_logfile_field_decodes_as_none() {
+        // The frame an older build sends: everything up to the status.
+        let m = Msg::ActionResult {
+            group: "web".into(),
+            command: "nginx -s reload".into(),
+            paths: 2,
+            ok: false,
+            status: "exit status 1".into(),
+            logfile: None,
+        };
+        let mut f = encoded(&m).unwrap();
+        f.pop(); // the logfile flag
+        let len = u32::try_from(f.len() - 4).unwrap();
+        f[..4].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(decode(&f).unwrap(), Some((m, f.len())));
     }
 
     #[test]
@@ -838,15 +878,17 @@ mod tests {
             Just(Msg::Bye),
             Just(Msg::ByeAck),
             Just(Msg::Working),
-            (arb_name(), ".{0,100}", any::<u32>(), any::<bool>(), ".{0,50}").prop_map(
-                |(group, command, paths, ok, status)| Msg::ActionResult {
-                    group,
-                    command,
-                    paths,
-                    ok,
-                    status
-                }
-            ),
+            (
+                arb_name(),
+                ".{0,100}",
+                any::<u32>(),
+                any::<bool>(),
+                ".{0,50}",
+                prop::option::of(prop::collection::vec(any::<u8>(), 0..100))
+            )
+                .prop_map(|(group, command, paths, ok, status, logfile)| {
+                    Msg::ActionResult { group, command, paths, ok, status, logfile }
+                }),
         ]
     }
 

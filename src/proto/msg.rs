@@ -351,6 +351,12 @@ pub enum Msg {
         ok: bool,
         /// How it ended, for people (`exit status 1`, `… killed`).
         status: String,
+        /// Where its output went on the receiver (raw path bytes); `None`:
+        /// the receiver's own log. The pusher names it when it reports a
+        /// failure, so an admin knows where to look on which host. Sent last
+        /// and optional on decoding: frames from builds before it decode as
+        /// `None`.
+        logfile: Option<Vec<u8>>,
     },
     /// Client → server: the server's version of `path` won a conflict by the
     /// group's rule (`rule`, e.g. `younger`); the server pushes it to the

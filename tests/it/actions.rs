@@ -311,6 +311,16 @@ fn an_action_interrupted_by_a_daemon_kill_runs_on_the_next_run() {
     c.write("n1", "etc/app.conf", b"v1\n");
     let mut push = c.net.csync_std("n1").args(["-x", "--timeout", "2"]).spawn().unwrap();
     let first = pgid(0);
+    // The shell writes its pid before the daemon has journalled it as
+    // running (a loaded machine widens that gap): killing the daemon in
+    // between would leave nothing saying which command to kill.
+    let db = c.net.path("db-n2").join("n2.db");
+    wait_until(Duration::from_secs(20), || {
+        let conn = rusqlite::Connection::open(&db).ok()?;
+        let q = "SELECT count(*) FROM action_queue WHERE running IS NOT NULL";
+        (conn.query_row(q, [], |r| r.get::<_, i64>(0)).ok()? > 0).then_some(())
+    })
+    .expect("the running action was not journalled on n2");
     // The file is applied; its action is running: kill the daemon (its
     // command goes on, orphaned, as it would without systemd's cleanup).
     assert_eq!(fs::read(c.root("n2").join("etc/app.conf")).unwrap(), b"v1\n");
@@ -431,4 +441,137 @@ fn marking_by_hand_runs_the_do_local_actions_of_the_changes_it_finds() {
     // The daemons still answer pings (nothing pending is run on their time).
     let (code, out, err) = c.run("n2", &["--ping", "n1"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// `csync --status` on node `n`: (exit code, stdout).
+fn status(c: &Cluster, n: &str) -> (i32, String) {
+    let (code, out, err) = c.run(n, &["--status"]);
+    assert!(err.is_empty(), "--status on {n} wrote to stderr: {err}");
+    (code, out)
+}
+
+/// Node `n`'s action log file, as `--status` names it.
+fn out_log(c: &Cluster, n: &str) -> String {
+    out(c, n).display().to_string()
+}
+
+/// The `--status` line for a failed action of `cmd` on `host`, up to the
+/// date (which the test cannot know to the second).
+fn failed_prefix(host: &str, cmd: &str, why: &str) -> String {
+    format!("failed action on {host}: '{cmd}' (group g), {why}, since ")
+}
+
+#[test]
+fn a_failed_action_stays_in_status_on_both_sides_until_it_runs_successfully() {
+    // Fails (exit 3) until the test creates the flag file in the node's scratch dir.
+    let body = "pattern %p%/etc/*;
+        exec \"test -e @DIR@/fixed || exit 3\";
+        logfile \"@OUT@\";";
+    let c = cluster("a_failed_action_stays_in_status_on_both_sides", body);
+    let cmd = |n: &str| format!("test -e {}/fixed || exit 3", scratch(&c, n).display());
+    c.write("n1", "etc/a.conf", b"1\n");
+    let (code, _, err) = c.x("n1");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("csync: peer n2: action '{}'", cmd("n2"))), "{err}");
+
+    // The pusher keeps both peers' failures; each names the peer's logfile.
+    let (code, out) = status(&c, "n1");
+    assert_eq!(code, 1, "failed actions keep --status failing on the pusher:\n{out}");
+    for n in ["n2", "n3"] {
+        let line = out.lines().find(|l| l.starts_with(&format!("failed action on {n}:")));
+        let line = line.unwrap_or_else(|| panic!("no failure of {n}:\n{out}"));
+        assert!(line.starts_with(&failed_prefix(n, &cmd(n), "exit status 3")), "{line}");
+        assert!(line.ends_with(&format!(", once; see {} on {n}", out_log(&c, n))), "{line}");
+    }
+    assert!(!out.contains("failed action on n1"), "nothing ran on n1:\n{out}");
+    // ... and each peer keeps its own.
+    for n in ["n2", "n3"] {
+        let (code, out) = status(&c, n);
+        assert_eq!(code, 1, "a failed action keeps --status failing on {n}:\n{out}");
+        assert!(out.contains(&failed_prefix(n, &cmd(n), "exit status 3")), "{out}");
+        assert_eq!(out.matches("failed action on").count(), 1, "{out}");
+    }
+
+    // Failing again is counted, not listed twice; JSON has stable types.
+    c.write("n1", "etc/a.conf", b"2\n");
+    assert_eq!(c.x("n1").0, 1);
+    let (code, out, _) = c.run("n1", &["--status", "--json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let failed = v["failed_actions"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{out}");
+    let f = &failed[0];
+    assert_eq!(f["host"], "n2");
+    assert_eq!(f["group"], "g");
+    assert_eq!(f["command"], cmd("n2"));
+    assert_eq!(f["logfile"], out_log(&c, "n2"));
+    assert_eq!(f["status"], "exit status 3");
+    assert_eq!((f["paths"].as_u64(), f["failures"].as_u64()), (Some(1), Some(2)));
+    assert!(f["first_failed_at"].as_i64().unwrap() <= f["last_failed_at"].as_i64().unwrap());
+    let (_, out) = status(&c, "n3");
+    assert!(out.contains(", 2 times; see "), "{out}");
+
+    // Fixed on n2 only: n2's failure clears on both sides, n3's stays.
+    fs::write(scratch(&c, "n2").join("fixed"), "").unwrap();
+    c.write("n1", "etc/a.conf", b"3\n");
+    assert_eq!(c.x("n1").0, 1, "n3 still fails");
+    let (code, out) = status(&c, "n1");
+    assert_eq!(code, 1);
+    assert!(!out.contains("failed action on n2"), "{out}");
+    assert!(out.contains(&failed_prefix("n3", &cmd("n3"), "exit status 3")), "{out}");
+    assert_eq!(status(&c, "n2"), (0, "node n2\nnothing pending\n".to_string()));
+
+    // Fixed everywhere: the next push that runs it clears the rest.
+    fs::write(scratch(&c, "n3").join("fixed"), "").unwrap();
+    c.write("n1", "etc/a.conf", b"4\n");
+    c.x_ok("n1");
+    for n in NODES {
+        assert_eq!(status(&c, n), (0, format!("node {n}\nnothing pending\n")), "on {n}");
+    }
+}
+
+#[test]
+fn failed_actions_can_be_acknowledged_by_hand() {
+    // No logfile: the output went to csync's log on that host. With
+    // do-local it fails on the pushing node too.
+    let body = "pattern %p%/etc/*;
+        exec \"exit 3\";
+        do-local;";
+    let c = cluster("failed_actions_can_be_acknowledged_by_hand", body);
+    c.write("n1", "etc/a.conf", b"1\n");
+    assert_eq!(c.x("n1").0, 1);
+    let (code, out) = status(&c, "n1");
+    assert_eq!(code, 1, "{out}");
+    for n in NODES {
+        let line = out.lines().find(|l| l.starts_with(&format!("failed action on {n}:")));
+        let line = line.unwrap_or_else(|| panic!("no failure of {n}:\n{out}"));
+        assert!(line.starts_with(&failed_prefix(n, "exit 3", "exit status 3")), "{line}");
+        assert!(line.ends_with(&format!(", once; see csync's log on {n}")), "{line}");
+    }
+    assert!(out.contains("csync --ack-failed"), "--status says how to acknowledge:\n{out}");
+
+    // A typo is an error, not a silent success.
+    let (code, _, err) = c.run("n1", &["--ack-failed", "n9"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("n9"), "{err}");
+
+    // One host at a time: this node's own failure, then a peer's.
+    let (code, out, err) = c.run("n1", &["--ack-failed", "n1"]);
+    assert_eq!((code, out.as_str()), (0, "acknowledged 1 failed action on n1\n"), "{err}");
+    let (code, out) = status(&c, "n1");
+    assert_eq!(code, 1);
+    assert!(!out.contains("failed action on n1") && out.contains("failed action on n2"), "{out}");
+    let (code, out, _) = c.run("n1", &["--ack-failed", "n2"]);
+    assert_eq!((code, out.as_str()), (0, "acknowledged 1 failed action on n2\n"));
+    // Without a host: all of them.
+    let (code, out, _) = c.run("n1", &["--ack-failed"]);
+    assert_eq!((code, out.as_str()), (0, "acknowledged 1 failed action\n"));
+    assert_eq!(status(&c, "n1"), (0, "node n1\nnothing pending\n".to_string()));
+
+    // The peers keep theirs until acknowledged there.
+    assert_eq!(status(&c, "n2").0, 1);
+    let (code, out, _) = c.run("n2", &["--ack-failed"]);
+    assert_eq!((code, out.as_str()), (0, "acknowledged 1 failed action\n"));
+    assert_eq!(status(&c, "n2").0, 0);
+    assert_eq!(status(&c, "n3").0, 1);
 }
