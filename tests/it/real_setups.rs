@@ -14,7 +14,7 @@ use crate::net_util::{Daemon, Net};
 use crate::util::{stderr, stdout};
 
 /// The how-to's config: single files next to a directory, through prefixes.
-const HOWTO: &str = "
+const HOWTO: &str = r#"
 group web {
     host @HOSTS@;
     key csync2.key;
@@ -23,10 +23,14 @@ group web {
     include %ssh%/authorized_keys;
     exclude *~;
     auto younger;
+    action {
+        pattern %etc%/hosts;
+        exec "printf '%s\n' %% >> @ACTLOG@";
+    }
 }
 prefix etc { @ETC@ }
 prefix ssh { @SSH@ }
-";
+"#;
 
 const NODES: [&str; 4] = ["n1", "n2", "n3", "n4"];
 
@@ -38,7 +42,10 @@ struct Setup {
 
 impl Setup {
     fn new(test: &str, members: &[&str]) -> Setup {
-        let net = Net::new(test, &NODES, &config(HOWTO, members));
+        let net = Net::new(test, &NODES, "");
+        net.write_config(
+            &config(HOWTO, members).replace("@ACTLOG@", net.path("actions.log").to_str().unwrap()),
+        );
         let daemons =
             members.iter().map(|n| (n.to_string(), net.daemon(n, &["--timeout", "2"]))).collect();
         Setup { net, daemons }
@@ -125,6 +132,11 @@ fn single_file_roots_sync_next_to_a_directory() {
         let mode = fs::metadata(s.path(n, "root/.ssh/authorized_keys")).unwrap().permissions();
         assert_eq!(mode.mode() & 0o7777, 0o600, "authorized_keys keeps its mode on {n}");
     }
+    // The action on the single-file root ran on each receiver, with its real path.
+    let ran = fs::read_to_string(s.net.path("actions.log")).unwrap_or_default();
+    for n in ["n2", "n3"] {
+        assert!(ran.contains(s.path(n, "etc/hosts").to_str().unwrap()), "{n}: {ran}");
+    }
     // A change on another node spreads back, to the single file too.
     s.write("n2", "etc/hosts", b"127.0.0.1 localhost\n10.0.0.2 beta\n");
     s.x_ok("n2");
@@ -142,6 +154,14 @@ fn single_file_roots_sync_next_to_a_directory() {
         let (code, o, e) = s.run(n, &["-T"]);
         assert_eq!(code, 2, "-T on {n} must find everything in sync:\n{o}{e}");
         assert!(s.conflicts(n).is_empty(), "no conflict on {n}: {:?}", s.conflicts(n));
+    }
+    // A root that is a file on one node becomes a directory: a type change
+    // like any other.
+    fs::remove_file(s.path("n1", "etc/hosts")).unwrap();
+    s.write("n1", "etc/hosts/readme", b"now a directory\n");
+    s.x_ok("n1");
+    for n in ["n2", "n3"] {
+        assert_eq!(s.read(n, "etc/hosts/readme").unwrap(), b"now a directory\n", "{n}");
     }
     let (code, o, _) = s.run("n1", &["--explain", s.path("n1", "etc/hosts").to_str().unwrap()]);
     assert_eq!(code, 0);
@@ -225,7 +245,10 @@ fn a_node_added_later_gets_everything_on_the_next_run() {
     fill(&s, "n1");
     s.x_ok("n1");
     // n4 joins: a new config everywhere, listeners restarted, n4 empty.
-    s.net.write_config(&config(HOWTO, &["n1", "n2", "n3", "n4"]));
+    let log = s.net.path("actions.log");
+    s.net.write_config(
+        &config(HOWTO, &["n1", "n2", "n3", "n4"]).replace("@ACTLOG@", log.to_str().unwrap()),
+    );
     s.daemons.clear();
     for n in ["n1", "n2", "n3", "n4"] {
         s.daemons.push((n.to_string(), s.net.daemon(n, &["--timeout", "2"])));
