@@ -600,27 +600,26 @@ where
         .map_err(|e| e.to_string())?;
     let (block_size, size, blocks) = match rd.recv().await.map_err(|e| e.to_string())? {
         Some(Msg::SigReply { id: rid, block_size, size, blocks }) if rid == id => {
-            (block_size, size, blocks)
+            // A signature the delta rules do not allow (a buggy or hostile
+            // peer: a block size that would make the encoder allocate or loop
+            // without bound, a block count that does not match the size) is
+            // treated as no signature: the whole file goes instead.
+            match delta::check_signature(block_size, size, blocks.len()) {
+                Ok(()) => (block_size, size, blocks),
+                Err(why) => {
+                    tracing::warn!(
+                        "peer {}: invalid delta signature for {} ({why}); pushing the whole file",
+                        report.peer,
+                        crate::paths::display(&it.path)
+                    );
+                    (block_size, size, Vec::new())
+                }
+            }
         }
         other => return Err(format!("expected a signature, got {other:?}")),
     };
     let file = it.real.as_ref().and_then(|r| std::fs::File::open(r).ok());
-    // The encoder checks the signature first: a block size or count the
-    // delta rules do not allow (a buggy or hostile peer) gets the whole file
-    // instead of making this side allocate or loop without bound.
-    let enc = file.filter(|_| !blocks.is_empty()).and_then(|file| {
-        let src = std::io::BufReader::with_capacity(1 << 20, file);
-        delta::Encoder::new(src, block_size, size, blocks)
-            .map_err(|e| {
-                tracing::warn!(
-                    "peer {}: {e} for {}; pushing the whole file",
-                    report.peer,
-                    crate::paths::display(&it.path)
-                );
-            })
-            .ok()
-    });
-    let Some(mut enc) = enc else {
+    let (Some(file), false) = (file, blocks.is_empty()) else {
         // Nothing to diff against: whole file after all.
         it.need_content = true;
         it.peer_has_old = false;
@@ -640,6 +639,8 @@ where
         parent_mtime: parent_mtime(&it),
     })
     .map_err(|e| e.to_string())?;
+    let src = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut enc = delta::Encoder::new(src, block_size, size, blocks).map_err(|e| e.to_string())?;
     loop {
         match enc.next_chunk() {
             Ok(Some(chunk)) => wr.send_data(id, &chunk).await.map_err(|e| e.to_string())?,
