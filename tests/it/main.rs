@@ -19,6 +19,8 @@ mod config_example;
 mod sync;
 /// Issue 4: every `auto` rule, both directions, ties, delete against modify.
 mod sync_conflicts;
+/// Security item 6: a receiver's delta signature cannot hang the sender.
+mod sync_delta;
 /// Receiver safety: hostile pushes, planted symlinks, kill -9 mid-transfer, deltas.
 mod sync_safety;
 /// Issue 3: identities, mutual TLS, the handshake, the daemon in every mode.
