@@ -204,3 +204,96 @@ fn block_sizes_larger_than_a_frame_make_a_correct_delta() {
     assert_eq!(code, 0, "{o}{e}");
     assert_eq!(*seen.lock().unwrap(), [(Content::Delta, true)]);
 }
+
+/// Delta ops a hostile pusher may send: each is refused with an error for
+/// that push alone; the receiver's file stays as it was, no temporary is left
+/// behind, and the session goes on.
+#[test]
+fn hostile_delta_ops_are_refused_and_change_nothing() {
+    let (c, _) =
+        cluster_with_a_changed_big_file("hostile_delta_ops_are_refused_and_change_nothing");
+    let target = c.root("n2").join("big");
+    let before = fs::read(&target).unwrap();
+    let base_blocks = (before.len() as u64).div_ceil(64 << 10) as u32;
+    let copy = |first: u32, count: u32| {
+        let mut v = vec![1u8];
+        v.extend_from_slice(&first.to_be_bytes());
+        v.extend_from_slice(&count.to_be_bytes());
+        v
+    };
+    let literal = |bytes: &[u8]| {
+        let mut v = vec![2u8];
+        v.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        v.extend_from_slice(bytes);
+        v
+    };
+    // (ops, declared size)
+    let hostile: [(Vec<u8>, u64); 5] = [
+        (copy(base_blocks, 1), 1 << 30),              // a block past the base
+        (copy(0, u32::MAX), 1 << 30),                 // a run past the base
+        (copy(u32::MAX, u32::MAX), 1 << 30),          // offsets that overflow 64 bits
+        (literal(&[7; 100]), 10),                     // more than the declared size
+        ([copy(0, 1), copy(0, 1)].concat(), 100_000), // copies beyond it
+    ];
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let id = csync::net::identity::Identity::load(&c.net.sysdir("n1")).unwrap();
+    let settings = csync::net::client::ClientSettings {
+        tls: csync::net::tls::client_config(&id).unwrap(),
+        connect_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(10),
+    };
+    let key = fs::read_to_string(c.net.sysdir("n1").join("csync2.key")).unwrap();
+    let groups = vec![("g".to_string(), key.trim().as_bytes().to_vec())];
+    let to =
+        csync::net::client::Target { name: "n2".into(), addr: c.net.addr("n2"), port: c.net.port };
+    rt.block_on(async {
+        let mut s = csync::net::client::connect(&to, &settings, "n1", &groups).await.unwrap();
+        for (i, (ops, size)) in hostile.iter().enumerate() {
+            let id = 100 + i as u32;
+            let hash = [9u8; 32];
+            let entry = csync::proto::WireEntry {
+                kind: 1,
+                mode: 0o644,
+                uid: rustix::process::getuid().as_raw(),
+                gid: rustix::process::getgid().as_raw(),
+                size: *size,
+                mtime_ns: 1_700_000_000_000_000_000,
+                rdev: 0,
+                target: None,
+                hash: Some(hash),
+                origin: None,
+            };
+            let push = Msg::Push {
+                id,
+                group: "g".into(),
+                path: b"%p%/big".to_vec(),
+                entry,
+                base: None,
+                force: true,
+                content: Content::Delta,
+                parent_mtime: None,
+            };
+            s.conn.queue(&push).unwrap();
+            s.conn.queue(&Msg::Data { stream: id, bytes: ops.clone() }).unwrap();
+            s.conn.queue(&Msg::DataEnd { stream: id, hash }).unwrap();
+            s.conn.flush().await.unwrap();
+            match s.conn.recv().await.unwrap() {
+                Some(Msg::Ack { id: got, outcome: Outcome::Failed { message, .. } }) => {
+                    assert_eq!(got, id);
+                    assert!(message.contains("bad delta"), "case {i}: {message}");
+                }
+                other => panic!("case {i}: expected a failed Ack, got {other:?}"),
+            }
+        }
+        s.conn.send(&Msg::Ping { id: 1 }).await.unwrap();
+        assert!(matches!(s.conn.recv().await.unwrap(), Some(Msg::Pong { id: 1, .. })));
+    });
+    assert!(fs::read(&target).unwrap() == before, "the receiver's file changed");
+    let temps: Vec<_> = fs::read_dir(c.root("n2"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".csync."))
+        .collect();
+    assert!(temps.is_empty(), "temporaries left: {temps:?}");
+}
