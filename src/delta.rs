@@ -6,13 +6,24 @@
 //!
 //! Fixed blocks suit what csync moves (config files, bundles, images edited
 //! in place); an insertion that shifts everything degrades to a full copy,
-//! never to a wrong result. Memory is O(block) on both sides.
+//! never to a wrong result. Memory is O(block) on the sender (at most
+//! [`MAX_BLOCK`]) and O(1 MiB) on the receiver.
 //!
 //! Op stream (the payload of `Data` frames; each frame holds whole ops):
 //! `0x01 u32 first u32 count` copy blocks from the receiver's file;
-//! `0x02 u32 len bytes` literal bytes.
+//! `0x02 u32 len bytes` literal bytes (a block larger than a frame goes as
+//! several literal ops).
+//!
+//! Everything a peer says about a delta is checked before it is used: the
+//! sender checks the signature ([`check_signature`]) and falls back to a
+//! whole-file push when it is invalid; the receiver's [`Decoder`] refuses
+//! copies outside its own file and output beyond the declared size. Offsets
+//! are 64-bit throughout; block indices fit 32 bits because a signature holds
+//! at most [`MAX_BLOCKS`] of them.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
+
+pub use crate::proto::MAX_BLOCKS;
 
 /// Files at least this big go as a delta when the peer has an older version.
 pub const DELTA_MIN: u64 = 4 << 20;
@@ -20,17 +31,73 @@ pub const DELTA_MIN: u64 = 4 << 20;
 /// Largest op-stream chunk the encoder produces (fits a `Data` frame).
 pub const CHUNK: usize = crate::proto::MAX_CHUNK;
 
+/// Smallest block size accepted in a signature. [`block_size_for`] never
+/// picks less than [`BASE_BLOCK`]; tiny blocks would only multiply the
+/// per-block work and op overhead a peer can make the sender spend.
+pub const MIN_BLOCK: u32 = 4 << 10;
+
+/// The block size of files up to `TARGET_BLOCKS` × 64 KiB (≈ 3.2 GB), and
+/// what an empty signature names.
+pub const BASE_BLOCK: u32 = 64 << 10;
+
+/// Largest block size either side accepts. The sender holds one block in
+/// memory, so this is what a delta costs it per peer; with [`MAX_BLOCKS`]
+/// blocks it bounds the largest file that can go as a delta
+/// ([`MAX_DELTA_SIZE`]).
+pub const MAX_BLOCK: u32 = 8 << 20;
+
+/// Largest base file a signature can describe: [`MAX_BLOCKS`] blocks of
+/// [`MAX_BLOCK`] bytes (≈ 469 GiB). Larger files are pushed whole.
+pub const MAX_DELTA_SIZE: u64 = MAX_BLOCKS as u64 * MAX_BLOCK as u64;
+
+/// Block count [`block_size_for`] aims below, with room under
+/// [`MAX_BLOCKS`] for a file that grows between its `stat` and its signature.
+const TARGET_BLOCKS: u64 = 50_000;
+
 const OP_COPY: u8 = 1;
 const OP_LITERAL: u8 = 2;
 
-/// Block size for a file of `size` bytes: 64 KiB, doubled until the block
-/// list fits comfortably in one frame.
-pub fn block_size_for(size: u64) -> u32 {
-    let mut bs: u64 = 64 * 1024;
-    while size / bs > 50_000 {
+/// Block size for a file of `size` bytes, or `None` when the file is too large
+/// for a signature (over [`MAX_DELTA_SIZE`]): then it goes whole.
+///
+/// 64 KiB, doubled until the file has at most 50,000 blocks, capped at
+/// [`MAX_BLOCK`]. The bound on the block count (not, say, a square-root rule)
+/// is what matters: the signature travels in one frame of at most
+/// [`MAX_BLOCKS`] hashes. The receiver uses this function both for the
+/// signature it sends and for the decoder of the delta that follows, always
+/// on its own base file's size, so both sides agree on the block size.
+pub fn block_size_for(size: u64) -> Option<u32> {
+    let mut bs = u64::from(BASE_BLOCK);
+    while size.div_ceil(bs) > TARGET_BLOCKS && bs < u64::from(MAX_BLOCK) {
         bs *= 2;
     }
-    bs as u32
+    (size.div_ceil(bs) <= MAX_BLOCKS as u64).then_some(bs as u32)
+}
+
+/// Checks a peer's signature before the sender acts on it: the block size
+/// within [`MIN_BLOCK`]..=[`MAX_BLOCK`], at most [`MAX_BLOCKS`] blocks, and
+/// exactly as many blocks as `size` has at that block size.
+///
+/// # Errors
+/// What is wrong, for the log; the caller pushes the whole file instead.
+pub fn check_signature(block_size: u32, size: u64, blocks: usize) -> Result<(), String> {
+    if !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
+        return Err(format!("block size {block_size} outside {MIN_BLOCK}..={MAX_BLOCK}"));
+    }
+    if blocks > MAX_BLOCKS {
+        return Err(format!("{blocks} blocks (at most {MAX_BLOCKS})"));
+    }
+    let want = size.div_ceil(u64::from(block_size));
+    if blocks as u64 != want {
+        return Err(format!(
+            "{blocks} blocks for {size} bytes in blocks of {block_size} (expected {want})"
+        ));
+    }
+    Ok(())
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("bad delta: {what}"))
 }
 
 fn block_hash(b: &[u8]) -> [u8; 16] {
@@ -54,8 +121,23 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// The block signature of `r`: its size and one hash per block.
 ///
 /// # Errors
-/// When reading fails.
+/// When reading fails, when `block_size` is outside
+/// [`MIN_BLOCK`]..=[`MAX_BLOCK`], or when `r` has more than [`MAX_BLOCKS`]
+/// blocks (it grew since its size was taken; the caller then sends no
+/// signature, and the file goes whole).
 pub fn signature(r: &mut impl Read, block_size: u32) -> io::Result<(u64, Vec<[u8; 16]>)> {
+    signature_at_most(r, block_size, MAX_BLOCKS)
+}
+
+/// [`signature`] with the block limit as a parameter (tests use a small one).
+fn signature_at_most(
+    r: &mut impl Read,
+    block_size: u32,
+    max_blocks: usize,
+) -> io::Result<(u64, Vec<[u8; 16]>)> {
+    if !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
+        return Err(bad("block size out of range"));
+    }
     let mut buf = vec![0u8; block_size as usize];
     let mut blocks = Vec::new();
     let mut size = 0u64;
@@ -63,6 +145,9 @@ pub fn signature(r: &mut impl Read, block_size: u32) -> io::Result<(u64, Vec<[u8
         let n = read_full(r, &mut buf)?;
         if n == 0 {
             break;
+        }
+        if blocks.len() == max_blocks {
+            return Err(bad("too many blocks for a signature"));
         }
         size += n as u64;
         blocks.push(block_hash(&buf[..n]));
@@ -77,11 +162,15 @@ pub fn signature(r: &mut impl Read, block_size: u32) -> io::Result<(u64, Vec<[u8
 /// signature, one chunk at a time.
 pub struct Encoder<R> {
     src: R,
-    block_size: usize,
     theirs: Vec<[u8; 16]>,
-    index: u32,
+    /// Index of the next block read from `src` (64-bit: `src` may have far
+    /// more blocks than the signature).
+    index: u64,
+    /// The current block; `buf[lit_at..lit_end]` is literal still to send.
     buf: Vec<u8>,
-    done: bool,
+    lit_at: usize,
+    lit_end: usize,
+    eof: bool,
     /// Bytes of literal data produced (what a delta saves is the rest).
     pub literal_bytes: u64,
     /// Full BLAKE3 of the source as read.
@@ -89,48 +178,82 @@ pub struct Encoder<R> {
 }
 
 impl<R: Read> Encoder<R> {
-    /// Starts encoding `src` against `(block_size, theirs)`.
-    pub fn new(src: R, block_size: u32, theirs: Vec<[u8; 16]>) -> Self {
-        Encoder {
+    /// Starts encoding `src` against the receiver's signature
+    /// `(block_size, size, theirs)`, checked first ([`check_signature`]), so
+    /// that no peer can make the sender allocate or loop beyond its bounds.
+    ///
+    /// # Errors
+    /// `InvalidData` when the signature is invalid.
+    pub fn new(src: R, block_size: u32, size: u64, theirs: Vec<[u8; 16]>) -> io::Result<Self> {
+        check_signature(block_size, size, theirs.len()).map_err(|e| bad(&e))?;
+        Ok(Encoder {
             src,
-            block_size: block_size as usize,
             theirs,
             index: 0,
             buf: vec![0; block_size as usize],
-            done: false,
+            lit_at: 0,
+            lit_end: 0,
+            eof: false,
             literal_bytes: 0,
             hasher: blake3::Hasher::new(),
-        }
+        })
     }
 
-    /// The next chunk of ops, or `None` when the source is exhausted.
+    /// The next chunk of ops (at most [`CHUNK`] bytes, never empty), or
+    /// `None` when the source is exhausted.
     ///
     /// # Errors
     /// When reading the source fails.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
-        if self.done {
-            return Ok(None);
-        }
         let mut out = Vec::with_capacity(64 * 1024);
         // A pending run of matching blocks, merged into one copy op.
         let mut run: Option<(u32, u32)> = None;
         loop {
-            if out.len() + 9 + self.block_size + 5 > CHUNK {
+            if self.lit_at < self.lit_end {
+                if let Some((first, count)) = run.take() {
+                    push_copy(&mut out, first, count);
+                }
+                // Each pass sends at least one byte: the chunk is flushed
+                // only once it has no room for a literal header and a byte.
+                let room = CHUNK.saturating_sub(out.len() + 5);
+                if room == 0 {
+                    break;
+                }
+                let take = room.min(self.lit_end - self.lit_at);
+                out.push(OP_LITERAL);
+                out.extend_from_slice(&(take as u32).to_be_bytes());
+                out.extend_from_slice(&self.buf[self.lit_at..self.lit_at + take]);
+                self.lit_at += take;
+                self.literal_bytes += take as u64;
+                continue;
+            }
+            // Room for two copy ops (a run broken by this block, and the
+            // final one) and a literal header with a byte.
+            if self.eof || out.len() + 9 + 9 + 6 > CHUNK {
                 break;
             }
             let n = read_full(&mut self.src, &mut self.buf)?;
+            if n < self.buf.len() {
+                self.eof = true;
+            }
             if n == 0 {
-                self.done = true;
                 break;
             }
             let block = &self.buf[..n];
             self.hasher.update(block);
             let i = self.index;
             self.index += 1;
-            let same = self.theirs.get(i as usize).is_some_and(|h| *h == block_hash(block));
+            // Indices below `theirs.len()` (at most MAX_BLOCKS) fit a u32.
+            let same = usize::try_from(i)
+                .ok()
+                .and_then(|i| self.theirs.get(i))
+                .is_some_and(|h| *h == block_hash(block));
             if same {
+                let i = i as u32;
                 run = match run {
-                    Some((first, count)) if first + count == i => Some((first, count + 1)),
+                    Some((first, count)) if u64::from(first) + u64::from(count) == u64::from(i) => {
+                        Some((first, count + 1))
+                    }
                     Some((first, count)) => {
                         push_copy(&mut out, first, count);
                         Some((i, 1))
@@ -138,23 +261,14 @@ impl<R: Read> Encoder<R> {
                     None => Some((i, 1)),
                 };
             } else {
-                if let Some((first, count)) = run.take() {
-                    push_copy(&mut out, first, count);
-                }
-                out.push(OP_LITERAL);
-                out.extend_from_slice(&(n as u32).to_be_bytes());
-                out.extend_from_slice(block);
-                self.literal_bytes += n as u64;
-            }
-            if n < self.block_size {
-                self.done = true;
-                break;
+                self.lit_at = 0;
+                self.lit_end = n;
             }
         }
         if let Some((first, count)) = run {
             push_copy(&mut out, first, count);
         }
-        if out.is_empty() && self.done { Ok(None) } else { Ok(Some(out)) }
+        Ok((!out.is_empty()).then_some(out))
     }
 
     /// BLAKE3 of everything read from the source so far (the whole file once
@@ -174,40 +288,61 @@ fn push_copy(out: &mut Vec<u8>, first: u32, count: u32) {
 pub struct Decoder<B, W> {
     base: B,
     base_size: u64,
+    base_blocks: u64,
     block_size: u64,
+    /// The size the sender declared for the new file; never exceeded.
+    declared: u64,
+    written: u64,
     out: W,
     buf: Vec<u8>,
 }
 
 impl<B: Read + Seek, W: Write> Decoder<B, W> {
-    /// Starts rebuilding into `out`, copying blocks from `base`.
+    /// Starts rebuilding into `out` a file of `declared_size` bytes, copying
+    /// blocks of `block_size` from `base`.
     ///
     /// # Errors
-    /// When the base's size cannot be read.
-    pub fn new(mut base: B, block_size: u32, out: W) -> io::Result<Self> {
+    /// When the base's size cannot be read or `block_size` is outside
+    /// [`MIN_BLOCK`]..=[`MAX_BLOCK`].
+    pub fn new(mut base: B, block_size: u32, declared_size: u64, out: W) -> io::Result<Self> {
+        if !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
+            return Err(bad("block size out of range"));
+        }
+        let block_size = u64::from(block_size);
         let base_size = base.seek(SeekFrom::End(0))?;
-        Ok(Decoder { base, base_size, block_size: u64::from(block_size), out, buf: Vec::new() })
+        Ok(Decoder {
+            base,
+            base_size,
+            base_blocks: base_size.div_ceil(block_size),
+            block_size,
+            declared: declared_size,
+            written: 0,
+            out,
+            buf: Vec::new(),
+        })
     }
 
-    /// Applies one chunk of ops. A malformed or out-of-range op is an error
-    /// (a hostile peer can waste its own transfer, never read past the base).
+    /// Applies one chunk of ops. A malformed op, a copy outside the base
+    /// file's blocks or output beyond the declared size is an error (a
+    /// hostile peer can waste its own transfer, never read past the base nor
+    /// make the receiver write more than it announced).
     ///
     /// # Errors
     /// On malformed ops or I/O failure.
     pub fn apply(&mut self, mut ops: &[u8]) -> io::Result<()> {
-        let bad =
-            |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad delta: {what}"));
         while let Some((&op, rest)) = ops.split_first() {
             match op {
                 OP_COPY if rest.len() >= 8 => {
                     let first = u64::from(u32::from_be_bytes(rest[..4].try_into().expect("4")));
                     let count = u64::from(u32::from_be_bytes(rest[4..8].try_into().expect("4")));
                     ops = &rest[8..];
-                    let start = first * self.block_size;
-                    let end = ((first + count) * self.block_size).min(self.base_size);
-                    if count == 0 || start >= self.base_size {
+                    // Both below 2^32 and block_size below 2^24: no overflow.
+                    if count == 0 || first + count > self.base_blocks {
                         return Err(bad("copy beyond the base file"));
                     }
+                    let start = first * self.block_size;
+                    let end = ((first + count) * self.block_size).min(self.base_size);
+                    self.reserve(end - start)?;
                     self.base.seek(SeekFrom::Start(start))?;
                     let mut left = end - start;
                     self.buf.resize(self.block_size.min(1 << 20) as usize, 0);
@@ -227,6 +362,7 @@ impl<B: Read + Seek, W: Write> Decoder<B, W> {
                     if rest.len() < len {
                         return Err(bad("literal longer than its chunk"));
                     }
+                    self.reserve(len as u64)?;
                     self.out.write_all(&rest[..len])?;
                     ops = &rest[len..];
                 }
@@ -234,6 +370,20 @@ impl<B: Read + Seek, W: Write> Decoder<B, W> {
             }
         }
         Ok(())
+    }
+
+    /// Counts `n` more output bytes, refusing to go past the declared size.
+    fn reserve(&mut self, n: u64) -> io::Result<()> {
+        if n > self.declared - self.written {
+            return Err(bad("more data than the declared size"));
+        }
+        self.written += n;
+        Ok(())
+    }
+
+    /// Bytes produced so far.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// The output writer, in place.
@@ -253,14 +403,16 @@ mod tests {
     use std::io::Cursor;
 
     fn roundtrip(old: &[u8], new: &[u8], bs: u32) -> (Vec<u8>, u64) {
-        let (_, sig) = signature(&mut Cursor::new(old), bs).unwrap();
-        let mut enc = Encoder::new(Cursor::new(new), bs, sig);
-        let mut dec = Decoder::new(Cursor::new(old.to_vec()), bs, Vec::new()).unwrap();
+        let (size, sig) = signature(&mut Cursor::new(old), bs).unwrap();
+        let mut enc = Encoder::new(Cursor::new(new), bs, size, sig).unwrap();
+        let mut dec =
+            Decoder::new(Cursor::new(old.to_vec()), bs, new.len() as u64, Vec::new()).unwrap();
         while let Some(chunk) = enc.next_chunk().unwrap() {
-            assert!(chunk.len() <= CHUNK);
+            assert!(!chunk.is_empty() && chunk.len() <= CHUNK);
             dec.apply(&chunk).unwrap();
         }
         assert_eq!(enc.source_hash(), *blake3::hash(new).as_bytes());
+        assert_eq!(dec.written(), new.len() as u64);
         (dec.into_inner(), enc.literal_bytes)
     }
 
@@ -301,22 +453,128 @@ mod tests {
         assert_eq!(roundtrip(&a, &shifted, 4096).0, shifted);
     }
 
+    /// Blocks larger than a chunk (what files over ~26 GB use) go as several
+    /// literal ops; the encoder used to return empty chunks for ever here.
     #[test]
-    fn hostile_ops_are_refused() {
-        let base = data(10_000, 1);
-        let mut dec = Decoder::new(Cursor::new(base), 4096, Vec::new()).unwrap();
-        assert!(dec.apply(&[OP_COPY, 0, 0, 0, 9, 0, 0, 0, 1]).is_err());
-        assert!(dec.apply(&[OP_LITERAL, 0, 0, 1, 0, 1]).is_err());
-        assert!(dec.apply(&[9]).is_err());
-        assert!(dec.apply(&[OP_COPY, 0]).is_err());
+    fn blocks_larger_than_a_chunk_terminate_and_are_exact() {
+        let bs = 3 << 20;
+        let a = data(7 << 20, 1);
+        let mut b = a.clone();
+        b[(3 << 20) + 5] ^= 1; // the second block differs
+        b.extend_from_slice(&data(100_000, 3));
+        let (out, lit) = roundtrip(&a, &b, bs);
+        assert_eq!(out, b);
+        assert_eq!(lit, (3 << 20) + ((1 << 20) + 100_000));
+        let (out, _) = roundtrip(b"", &b, bs);
+        assert_eq!(out, b);
     }
 
     #[test]
-    fn block_sizes_keep_signatures_in_a_frame() {
-        assert_eq!(block_size_for(1 << 20), 64 * 1024);
-        for size in [200u64 << 20, 10 << 30, 1 << 40] {
-            let bs = u64::from(block_size_for(size));
-            assert!(size / bs <= 50_000, "{size}");
+    fn hostile_signatures_are_refused_before_any_allocation() {
+        // Huge, zero, too small block sizes.
+        for bs in [u32::MAX, MAX_BLOCK + 1, 1 << 30, 0, 1, MIN_BLOCK - 1] {
+            assert!(check_signature(bs, 1, 1).is_err(), "{bs}");
+            assert!(Encoder::new(io::empty(), bs, 1, vec![[0; 16]]).is_err(), "{bs}");
+        }
+        // Too many blocks, even if consistent with the size.
+        let n = MAX_BLOCKS + 1;
+        let size = n as u64 * u64::from(MIN_BLOCK);
+        assert!(check_signature(MIN_BLOCK, size, n).is_err());
+        assert!(Encoder::new(io::empty(), MIN_BLOCK, size, vec![[0; 16]; n]).is_err());
+        // A block count that does not match the size.
+        assert!(check_signature(4096, 10_000, 2).is_err());
+        assert!(check_signature(4096, 10_000, 4).is_err());
+        assert!(check_signature(4096, 0, 1).is_err());
+        assert!(check_signature(4096, u64::MAX, MAX_BLOCKS).is_err());
+        // Valid ones pass.
+        check_signature(4096, 10_000, 3).unwrap();
+        check_signature(4096, 0, 0).unwrap();
+        check_signature(MAX_BLOCK, MAX_DELTA_SIZE, MAX_BLOCKS).unwrap();
+    }
+
+    #[test]
+    fn hostile_ops_are_refused() {
+        let base = data(10_000, 1); // 3 blocks of 4096
+        let dec = || Decoder::new(Cursor::new(base.clone()), 4096, 1 << 20, Vec::new()).unwrap();
+        let copy = |first: u32, count: u32| {
+            let mut v = vec![OP_COPY];
+            v.extend_from_slice(&first.to_be_bytes());
+            v.extend_from_slice(&count.to_be_bytes());
+            v
+        };
+        assert!(dec().apply(&copy(9, 1)).is_err(), "block out of range");
+        assert!(dec().apply(&copy(3, 1)).is_err(), "block just past the end");
+        assert!(dec().apply(&copy(2, 2)).is_err(), "run past the end");
+        assert!(dec().apply(&copy(1, 0)).is_err(), "empty copy");
+        assert!(dec().apply(&copy(u32::MAX, u32::MAX)).is_err(), "overflowing range");
+        dec().apply(&copy(0, 3)).unwrap();
+        assert!(dec().apply(&[OP_LITERAL, 0, 0, 1, 0, 1]).is_err(), "literal past its chunk");
+        assert!(dec().apply(&[OP_LITERAL, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(dec().apply(&[9]).is_err(), "unknown op");
+        assert!(dec().apply(&[OP_COPY, 0]).is_err(), "truncated copy");
+        assert!(dec().apply(&[OP_LITERAL, 0, 0]).is_err(), "truncated literal");
+    }
+
+    #[test]
+    fn output_beyond_the_declared_size_is_refused() {
+        let base = data(10_000, 1);
+        let mut dec = Decoder::new(Cursor::new(base.clone()), 4096, 5000, Vec::new()).unwrap();
+        // One block (4096) fits; a second copy would make 8192 > 5000.
+        dec.apply(&[OP_COPY, 0, 0, 0, 0, 0, 0, 0, 1]).unwrap();
+        assert!(dec.apply(&[OP_COPY, 0, 0, 0, 0, 0, 0, 0, 1]).is_err());
+        let mut dec = Decoder::new(Cursor::new(base.clone()), 4096, 3, Vec::new()).unwrap();
+        dec.apply(&[OP_LITERAL, 0, 0, 0, 3, 1, 2, 3]).unwrap();
+        assert!(dec.apply(&[OP_LITERAL, 0, 0, 0, 1, 4]).is_err());
+        assert_eq!(dec.into_inner(), [1, 2, 3]);
+        // Repeated copies of the whole base cannot grow the output either.
+        let mut dec = Decoder::new(Cursor::new(base), 4096, 20_000, Vec::new()).unwrap();
+        dec.apply(&[OP_COPY, 0, 0, 0, 0, 0, 0, 0, 3]).unwrap();
+        dec.apply(&[OP_COPY, 0, 0, 0, 0, 0, 0, 0, 3]).unwrap();
+        assert!(dec.apply(&[OP_COPY, 0, 0, 0, 0, 0, 0, 0, 3]).is_err());
+    }
+
+    #[test]
+    fn decoder_refuses_block_sizes_out_of_range() {
+        for bs in [0, 1, MIN_BLOCK - 1, MAX_BLOCK + 1, u32::MAX] {
+            assert!(Decoder::new(Cursor::new(vec![0u8; 10]), bs, 10, Vec::new()).is_err());
+        }
+    }
+
+    #[test]
+    fn signature_refuses_too_many_blocks() {
+        let a = data(5 * 4096, 1);
+        assert!(signature_at_most(&mut Cursor::new(&a), 4096, 4).is_err());
+        assert_eq!(signature_at_most(&mut Cursor::new(&a), 4096, 5).unwrap().1.len(), 5);
+        assert!(signature(&mut Cursor::new(&a), MAX_BLOCK + 1).is_err());
+    }
+
+    /// The sizes a real file can have, up to far beyond what a delta can
+    /// describe: the chosen block size is always one both sides accept and
+    /// the block count fits one signature frame (no need to write 26 GB).
+    #[test]
+    fn block_sizes_are_bounded_for_very_large_files() {
+        assert_eq!(block_size_for(0), Some(BASE_BLOCK));
+        assert_eq!(block_size_for(1 << 20), Some(64 * 1024));
+        assert_eq!(block_size_for(3_000_000_000), Some(64 * 1024));
+        let mut sizes = vec![200u64 << 20, 3_276_800_001, 10 << 30, 26 << 30, 27 << 30, 100 << 30];
+        sizes.extend([(400u64 << 30), MAX_DELTA_SIZE - 1, MAX_DELTA_SIZE]);
+        for size in sizes {
+            let bs = block_size_for(size).unwrap_or_else(|| panic!("{size}"));
+            assert!((BASE_BLOCK..=MAX_BLOCK).contains(&bs) && bs.is_power_of_two(), "{size}");
+            let blocks = size.div_ceil(u64::from(bs));
+            assert!(blocks <= MAX_BLOCKS as u64, "{size}: {blocks}");
+            check_signature(bs, size, blocks as usize).unwrap();
+            // The whole signature fits one frame.
+            let frame = crate::proto::encoded(&crate::proto::Msg::SigReply {
+                id: 1,
+                block_size: bs,
+                size,
+                blocks: vec![[0; 16]; blocks as usize],
+            });
+            assert!(frame.is_ok(), "{size}");
+        }
+        for size in [MAX_DELTA_SIZE + 1, 1 << 40, u64::MAX] {
+            assert_eq!(block_size_for(size), None, "{size}");
         }
     }
 }

@@ -34,6 +34,8 @@ pub mod daemon;
 pub mod delta;
 pub mod diag;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod keygen;
 pub mod logging;

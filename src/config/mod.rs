@@ -79,6 +79,22 @@ fn load_with(
     Ok(config)
 }
 
+/// Same as [`load_str`], reading `config FILE;` includes and key files
+/// through `reader` instead of the filesystem (the fuzz targets use an
+/// in-memory one, so that no input makes them read the host's files).
+///
+/// # Errors
+/// As for [`load`].
+#[doc(hidden)]
+pub fn load_str_with(
+    name: &str,
+    text: &str,
+    opts: &LoadOptions,
+    reader: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Config, Vec<Diagnostic>> {
+    load_with(name, text, opts, reader)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -840,15 +840,22 @@ impl Receiver {
                         return Some(Self::outcome_of(e));
                     }
                 };
-                let bs = delta::block_size_for(
-                    entry.size.max(base_file.metadata().map_or(0, |m| m.len())),
-                );
+                // The block size of the signature this node sent: the same
+                // rule on the same base file (a sender cannot choose it).
+                let Some(bs) =
+                    delta::block_size_for(base_file.metadata().map_or(u64::MAX, |m| m.len()))
+                else {
+                    self.streams.insert(id, Stream::Discard);
+                    return Some(Outcome::Failed {
+                        code: ErrorCode::Io,
+                        message: "base file too large for a delta".into(),
+                    });
+                };
                 match apply::begin_file(&root, &rel, &ae, hash, &self.opts)
                     .map_err(Self::outcome_of)
                     .and_then(|w| {
-                        delta::Decoder::new(base_file, bs, w).map_err(|e| Outcome::Failed {
-                            code: ErrorCode::Io,
-                            message: e.to_string(),
+                        delta::Decoder::new(base_file, bs, entry.size, w).map_err(|e| {
+                            Outcome::Failed { code: ErrorCode::Io, message: e.to_string() }
                         })
                     }) {
                     Ok(d) => {
@@ -1119,12 +1126,13 @@ impl Receiver {
     }
 
     fn sig(&mut self, id: u32, group: &str, path: &[u8]) -> Msg {
-        let empty =
-            Msg::SigReply { id, block_size: delta::block_size_for(0), size: 0, blocks: vec![] };
+        // No signature (no file, or one too large to describe): the sender
+        // pushes the whole file.
+        let empty = Msg::SigReply { id, block_size: delta::BASE_BLOCK, size: 0, blocks: vec![] };
         let Ok((_, root, rel)) = self.resolve(group, path) else { return empty };
         let Ok(Some(mut f)) = apply::open_file(&root, &rel) else { return empty };
         let size = f.metadata().map_or(0, |m| m.len());
-        let bs = delta::block_size_for(size);
+        let Some(bs) = delta::block_size_for(size) else { return empty };
         match delta::signature(&mut f, bs) {
             Ok((size, blocks)) => Msg::SigReply { id, block_size: bs, size, blocks },
             Err(_) => empty,

@@ -683,9 +683,23 @@ where
     wr.send(&Msg::Sig { id, group: it.group.clone(), path: it.path.clone() })
         .await
         .map_err(|e| e.to_string())?;
-    let (block_size, blocks) = match rd.recv().await.map_err(|e| e.to_string())? {
-        Some(Msg::SigReply { id: rid, block_size, blocks, .. }) if rid == id => {
-            (block_size, blocks)
+    let (block_size, size, blocks) = match rd.recv().await.map_err(|e| e.to_string())? {
+        Some(Msg::SigReply { id: rid, block_size, size, blocks }) if rid == id => {
+            // A signature the delta rules do not allow (a buggy or hostile
+            // peer: a block size that would make the encoder allocate or loop
+            // without bound, a block count that does not match the size) is
+            // treated as no signature: the whole file goes instead.
+            match delta::check_signature(block_size, size, blocks.len()) {
+                Ok(()) => (block_size, size, blocks),
+                Err(why) => {
+                    tracing::warn!(
+                        "peer {}: invalid delta signature for {} ({why}); pushing the whole file",
+                        report.peer,
+                        crate::paths::display(&it.path)
+                    );
+                    (block_size, size, Vec::new())
+                }
+            }
         }
         other => return Err(format!("expected a signature, got {other:?}")),
     };
@@ -710,8 +724,8 @@ where
         parent_mtime: parent_mtime(&it),
     })
     .map_err(|e| e.to_string())?;
-    let mut enc =
-        delta::Encoder::new(std::io::BufReader::with_capacity(1 << 20, file), block_size, blocks);
+    let src = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut enc = delta::Encoder::new(src, block_size, size, blocks).map_err(|e| e.to_string())?;
     loop {
         match enc.next_chunk() {
             Ok(Some(chunk)) => wr.send_data(id, &chunk).await.map_err(|e| e.to_string())?,

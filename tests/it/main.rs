@@ -21,6 +21,8 @@ mod real_setups;
 mod sync;
 /// Issue 4: every `auto` rule, both directions, ties, delete against modify.
 mod sync_conflicts;
+/// Security item 6: a receiver's delta signature cannot hang the sender.
+mod sync_delta;
 /// Receiver safety: hostile pushes, planted symlinks, kill -9 mid-transfer, deltas.
 mod sync_safety;
 /// Issue 3: identities, mutual TLS, the handshake, the daemon in every mode.

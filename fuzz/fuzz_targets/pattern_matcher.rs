@@ -1,0 +1,9 @@
+//! Fuzz target: `csync::fuzzing::pattern_matcher` (the same function the corpus replay
+//! in `cargo test` calls).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    csync::fuzzing::pattern_matcher(data);
+});
