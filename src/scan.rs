@@ -440,14 +440,15 @@ where
             }
             // A row stored without its hash is repaired, not reported as a
             // content change: what it missed is not known to have changed.
-            if old.kind == FileKind::File && old.hash.is_none() {
+            let repaired = old.kind == FileKind::File && old.hash.is_none();
+            if repaired {
                 old.hash = o.meta.hash;
             }
             let old = &old;
             let changes = classify(old, &o.meta, ignore);
             if !changes.is_empty() {
                 out.push(Delta::Changed(o, changes, old.clone()));
-            } else if o.meta != *old {
+            } else if o.meta != *old || repaired {
                 out.push(Delta::Refreshed(o));
             }
         } else {

@@ -346,3 +346,76 @@ fn an_inner_root_that_is_a_directory_is_never_replaced_by_a_symlink() {
     assert!(!net.root("n1").join("nginx/ssl/cert.pem").exists());
     assert!(fs::read_dir(&elsewhere).unwrap().next().is_none());
 }
+
+const NONE: &str = "
+group g {
+    host n1@@ADDR_n1@ n2@@ADDR_n2@;
+    key csync2.key;
+    include %p%;
+    auto none;
+}
+prefix p { on n1: @ROOT_n1@; on n2: @ROOT_n2@; }
+";
+
+fn status(net: &Net, n: &str) -> (i32, String) {
+    let out = net.csync(n).arg("--status").output().unwrap();
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+#[test]
+fn an_open_conflict_closes_when_the_path_is_in_sync_or_acknowledged() {
+    let net = Net::new("an_open_conflict_closes", &["n1", "n2"], NONE);
+    let _d: Vec<Daemon> = ["n1", "n2"].iter().map(|n| net.daemon(n, &["--timeout", "2"])).collect();
+    let x = |n: &str| net.csync(n).args(["-x", "--timeout", "2"]).output().unwrap();
+    write(&net.root("n1").join("f"), b"one\n");
+    assert_eq!(x("n1").status.code(), Some(0));
+    write(&net.root("n1").join("f"), b"n1 edit\n");
+    write(&net.root("n2").join("f"), b"n2 edit\n");
+    write(&net.root("n1").join("g"), b"one\n");
+    write(&net.root("n2").join("g"), b"other\n");
+    let out = x("n1");
+    assert_eq!(out.status.code(), Some(1), "auto none: a person decides");
+    assert!(stderr(&out).contains("%p%/f"), "{}", stderr(&out));
+    let (code, o) = status(&net, "n1");
+    assert_eq!(code, 1);
+    assert!(o.contains("conflict %p%/f with n2: unresolved [unresolved]"), "{o}");
+    // Someone decides for f on n2: n1 takes it, keeps its own, and the
+    // conflict is no longer open.
+    let out =
+        net.csync("n2").args(["-f", net.root("n2").join("f").to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = x("n2");
+    assert_eq!(fs::read(net.root("n1").join("f")).unwrap(), b"n2 edit\n", "{}", stderr(&out));
+    let (_, o) = status(&net, "n1");
+    assert!(o.contains("lost: forced by n2 (csync -f)"), "{o}");
+    assert!(!o.contains("%p%/f with n2: unresolved [unresolved]"), "{o}");
+    // g stays open until acknowledged; the kept copies stay either way.
+    assert!(o.contains("conflict %p%/g with n2: unresolved [unresolved]"), "{o}");
+    let out = net.csync("n1").args(["--ack-conflicts"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let (_, o) = status(&net, "n1");
+    assert!(!o.contains("[unresolved]"), "{o}");
+}
+
+#[test]
+fn an_index_row_without_its_hash_is_repaired_by_the_next_run() {
+    let s = Setup::new("an_index_row_without_its_hash_is_repaired", &["n1", "n2"]);
+    fill(&s, "n1");
+    s.x_ok("n1");
+    // What the previous release could leave behind: a regular file's row
+    // without its content hash.
+    let db = rusqlite::Connection::open(s.net.path("db-n2/n2.db")).unwrap();
+    let n = db.execute("UPDATE file SET hash = NULL WHERE path = CAST('%etc%/hosts' AS BLOB)", []);
+    assert_eq!(n.unwrap(), 1);
+    drop(db);
+    s.x_ok("n2");
+    s.write("n1", "etc/hosts", b"new hosts\n");
+    s.x_ok("n1");
+    assert_eq!(s.read("n2", "etc/hosts").unwrap(), b"new hosts\n");
+    let db = rusqlite::Connection::open(s.net.path("db-n2/n2.db")).unwrap();
+    let hashless: i64 = db
+        .query_row("SELECT count(*) FROM file WHERE kind = 1 AND hash IS NULL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(hashless, 0);
+    assert!(s.conflicts("n2").is_empty(), "{:?}", s.conflicts("n2"));
+}
