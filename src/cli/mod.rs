@@ -138,6 +138,9 @@ pub fn run(args: &Args) -> Exit {
         Ok(c) => c,
         Err(exit) => return exit,
     };
+    if let Err(exit) = check_selection(args, &config) {
+        return exit;
+    }
     if args.verbose > 0 || mode == Mode::CheckConfig {
         for w in &config.warnings {
             eprint!("{w}");
@@ -224,6 +227,42 @@ fn load_config(args: &Args, sysdir: &Path) -> Result<Config, Exit> {
         let _ = std::io::stderr().write_all(crate::diag::render(&diags).as_bytes());
         Exit::Error
     })
+}
+
+/// `-G`, `-P` and `-D` against the config, before anything runs: a typo in a
+/// name must not silently select nothing (csync2 then did nothing, exit 0).
+fn check_selection(args: &Args, config: &Config) -> Result<(), Exit> {
+    let me = &config.myname;
+    let listed: Vec<&str> = config
+        .groups
+        .iter()
+        .filter(|g| g.hosts.iter().any(|h| h.name == *me))
+        .map(|g| g.name.as_str())
+        .collect();
+    for g in &args.groups {
+        if !listed.contains(&g.as_str()) {
+            return Err(fail!(
+                "-G: '{g}' is not a group of this node (groups: {})",
+                listed.join(", ")
+            ));
+        }
+    }
+    let mut peers: Vec<&str> =
+        config.my_groups().flat_map(|g| g.peers(me)).map(|h| h.name.as_str()).collect();
+    peers.sort_unstable();
+    peers.dedup();
+    for p in &args.peers {
+        if !peers.contains(&p.to_lowercase().as_str()) {
+            let list = if peers.is_empty() { "none".to_string() } else { peers.join(", ") };
+            return Err(fail!("-P: '{p}' is not a peer of this node (peers: {list})"));
+        }
+    }
+    if let Some(d) = &args.database
+        && let Err((msg, _)) = config::check_database(d)
+    {
+        return Err(fail!("-D: {msg}"));
+    }
+    Ok(())
 }
 
 fn open_node(args: &Args, config: Config) -> Result<Node, Exit> {
