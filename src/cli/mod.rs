@@ -147,7 +147,10 @@ pub fn run(args: &Args) -> Exit {
         }
     }
     match mode {
-        Mode::CheckConfig => return output::config_summary(&config),
+        Mode::CheckConfig => {
+            let summary = output::config_summary(&config);
+            return worst(summary, node_checks(&config, &sysdir));
+        }
         Mode::Explain => {
             let p = args.explain.as_deref().expect("mode says --explain was given");
             return output::explain(&config, p);
@@ -387,9 +390,50 @@ fn secs(s: f64) -> Duration {
 }
 
 fn identity(sysdir: &Path) -> Result<crate::net::identity::Identity, Exit> {
-    crate::net::identity::Identity::load(sysdir).map_err(|e| {
-        fail!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+    use crate::net::identity::Error;
+    crate::net::identity::Identity::load(sysdir).map_err(|e| match &e {
+        // Only a missing file needs the recipe; other problems say their fix.
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            fail!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+        }
+        _ => fail!("identity: {e}"),
     })
+}
+
+/// `--check-config`'s checks beyond the config text: this node's identity
+/// (what every connection needs) and the group key files' modes. Problems go
+/// to stderr; exit 1 when one would make `csync -x` fail.
+fn node_checks(config: &Config, sysdir: &Path) -> Exit {
+    use crate::net::identity::{self, Severity};
+    use std::os::unix::fs::PermissionsExt;
+    let mut exit = Exit::Ok;
+    // A node without peers never connects: its identity cannot fail a run.
+    let connects = config.my_groups().any(|g| g.peers(&config.myname).next().is_some());
+    for f in identity::check(sysdir, &config.myname) {
+        if f.severity == Severity::Error && connects {
+            exit = fail!("error: {}", f.message);
+        } else {
+            eprintln!("csync: warning: {}", f.message);
+        }
+    }
+    let mut seen = Vec::new();
+    for g in config.my_groups().filter(|g| g.key.is_some()) {
+        if seen.contains(&&g.key_file) {
+            continue;
+        }
+        seen.push(&g.key_file);
+        if let Ok(md) = std::fs::metadata(&g.key_file) {
+            let mode = md.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "csync: warning: group '{}': key file {} is readable by group/others (mode {mode:04o}); chmod 600 it",
+                    g.name,
+                    g.key_file.display()
+                );
+            }
+        }
+    }
+    exit
 }
 
 fn serve(
