@@ -540,7 +540,10 @@ fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
             }
             print!("{out}");
             for (g, code) in &r.refused {
-                eprintln!("csync: peer {peer}: group {g} refused: {code}");
+                eprintln!(
+                    "csync: peer {peer}: {}",
+                    crate::engine::remote::refusal(config, g, *code)
+                );
             }
             if r.refused.is_empty() && !r.accepted.is_empty() { Exit::Ok } else { Exit::Error }
         }

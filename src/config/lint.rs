@@ -26,9 +26,9 @@ struct Root<'a> {
     /// Where it is here.
     real: PathBuf,
     span: &'a Span,
-    /// One of the group's scan roots (not inside another root of its group,
-    /// first rule to name it): only these are compared across groups, so a
-    /// nesting is reported once, not once per level.
+    /// Not inside another root of its own group (the first to name a place):
+    /// only these are compared across groups, so a nesting is reported once,
+    /// not once per level.
     top: bool,
 }
 
@@ -38,9 +38,7 @@ pub(crate) fn nested_roots(config: &Config, src: &Sources, diags: &mut Diags) {
     let mut roots = Vec::new();
     let mut matchers = Vec::new();
     for (gi, g) in config.groups.iter().enumerate() {
-        let m = GroupMatcher::new(&g.rules).ok();
-        let mut tops = m.as_ref().map(GroupMatcher::walk_roots).unwrap_or_default();
-        matchers.push(m);
+        matchers.push(GroupMatcher::new(&g.rules).ok());
         if !g.is_member {
             continue;
         }
@@ -50,15 +48,19 @@ pub(crate) fn nested_roots(config: &Config, src: &Sources, diags: &mut Diags) {
             }
             let Some(db) = walk_root(&r.pattern) else { continue };
             let Some(real) = real_path(config, &db) else { continue };
-            let top = match tops.iter().position(|t| *t == db) {
-                Some(k) => {
-                    tops.remove(k);
-                    true
-                }
-                None => false,
-            };
-            roots.push(Root { group: gi, rule: ri, db, real, span: &r.span, top });
+            roots.push(Root { group: gi, rule: ri, db, real, span: &r.span, top: true });
         }
+    }
+    // By local path, so that two prefixes (or a prefix and a plain path) that
+    // nest count as nested.
+    for i in 0..roots.len() {
+        let below = roots.iter().enumerate().any(|(j, o)| {
+            j != i
+                && o.group == roots[i].group
+                && roots[i].real.starts_with(&o.real)
+                && (o.real != roots[i].real || j < i)
+        });
+        roots[i].top = !below;
     }
     for (i, outer) in roots.iter().enumerate() {
         for (j, inner) in roots.iter().enumerate() {
@@ -82,7 +84,7 @@ pub(crate) fn nested_roots(config: &Config, src: &Sources, diags: &mut Diags) {
                     .map(|(_, r)| r.clone())
                     .collect();
                 let Ok(m) = GroupMatcher::new(&without) else { continue };
-                if !m.is_managed(inner.db.as_bytes()) {
+                if !db_forms(config, &inner.real).iter().any(|f| m.is_managed(f)) {
                     continue;
                 }
                 let msg = format!(
