@@ -584,6 +584,8 @@ mod tests {
         assert_eq!(m, "'owners' range '9-3' is empty: 9 is above 3");
         let (m, ..) = one("group g { host n1; key good.key; allow-devices 1; }");
         assert_eq!(m, "unexpected '1': 'allow-devices' takes no value");
+        let (m, l, c, _) = one("group g { host n1; key good.key;\n allow-devices\n owners 1-2; }");
+        assert_eq!((m.as_str(), l, c), ("missing ';' after 'allow-devices' statement", 2, 15));
     }
 
     #[test]

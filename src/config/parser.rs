@@ -280,6 +280,15 @@ impl<'a> Parser<'a> {
                 self.error(t.seq, &t.span, msg, Some(help));
                 self.skip_stmt();
             }
+            // A soft keyword starting the next line is the next statement too.
+            Tok::Word(w)
+                if Kw::soft(w).is_some_and(|k| Ctx::of(k) == self.ctx)
+                    && t.span.line != self.toks[self.pos - 1].span.line =>
+            {
+                let prev = &self.toks[self.pos.saturating_sub(1)];
+                let at = Span { col: prev.span.col + prev.span.len, len: 1, ..prev.span.clone() };
+                self.error(t.seq, &at, format!("missing ';' after '{name}' statement"), None);
+            }
             Tok::Kw(_) | Tok::RBrace | Tok::Eof => {
                 let prev = &self.toks[self.pos.saturating_sub(1)];
                 let at = Span { col: prev.span.col + prev.span.len, len: 1, ..prev.span.clone() };

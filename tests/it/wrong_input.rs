@@ -291,6 +291,13 @@ fn wrong_group_key_is_reported_once_as_the_key_problem() {
         stderr(&out),
         format!("csync: peer n2: group 'g': the group key differs (key file {})\n", key.display())
     );
+    // -T says the same instead of finding everything in sync.
+    let out = net.csync("n1").arg("-T").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("csync: peer n2: group 'g': the group key differs (key file {})\n", key.display())
+    );
     // Nothing was sent, and the marks wait for the key to be fixed.
     assert!(!net.root("n2").join("a").exists());
     let out = net.csync("n1").arg("-M").output().unwrap();
