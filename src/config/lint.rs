@@ -35,6 +35,10 @@ struct Root<'a> {
 /// Warns about every include root that lies inside (or on) another one and is
 /// managed by it.
 pub(crate) fn nested_roots(config: &Config, src: &Sources, diags: &mut Diags) {
+    // Warnings about a config that does not load are noise next to its errors.
+    if diags.has_errors() {
+        return;
+    }
     let mut roots = Vec::new();
     let mut matchers = Vec::new();
     for (gi, g) in config.groups.iter().enumerate() {
@@ -64,7 +68,8 @@ pub(crate) fn nested_roots(config: &Config, src: &Sources, diags: &mut Diags) {
     }
     for (i, outer) in roots.iter().enumerate() {
         for (j, inner) in roots.iter().enumerate() {
-            if i == j || !inner.real.starts_with(&outer.real) {
+            // The same text twice (a file included twice) is not two roots.
+            if i == j || inner.span == outer.span || !inner.real.starts_with(&outer.real) {
                 continue;
             }
             let same_place = inner.real == outer.real;
