@@ -84,7 +84,8 @@ pub struct Args {
     /// Create a new group key FILE (mode 0600, refuses to overwrite).
     #[arg(short = 'k', value_name = "FILE", help_heading = "Modes")]
     pub keygen: Option<PathBuf>,
-    /// Parse and resolve the config, print a summary, and exit.
+    /// Parse and resolve the config, print a summary, check this node's identity
+    /// and key files, and exit (1 when a run would fail; warnings otherwise).
     #[arg(long, help_heading = "Modes")]
     pub check_config: bool,
     /// Say which group and which pattern decide whether PATH is managed.

@@ -138,13 +138,19 @@ pub fn run(args: &Args) -> Exit {
         Ok(c) => c,
         Err(exit) => return exit,
     };
+    if let Err(exit) = check_selection(args, &config) {
+        return exit;
+    }
     if args.verbose > 0 || mode == Mode::CheckConfig {
         for w in &config.warnings {
             eprint!("{w}");
         }
     }
     match mode {
-        Mode::CheckConfig => return output::config_summary(&config),
+        Mode::CheckConfig => {
+            let summary = output::config_summary(&config);
+            return worst(summary, node_checks(&config, &sysdir));
+        }
         Mode::Explain => {
             let p = args.explain.as_deref().expect("mode says --explain was given");
             return output::explain(&config, p);
@@ -241,6 +247,42 @@ fn load_config(args: &Args, sysdir: &Path) -> Result<Config, Exit> {
         let _ = std::io::stderr().write_all(crate::diag::render(&diags).as_bytes());
         Exit::Error
     })
+}
+
+/// `-G`, `-P` and `-D` against the config, before anything runs: a typo in a
+/// name must not silently select nothing (csync2 then did nothing, exit 0).
+fn check_selection(args: &Args, config: &Config) -> Result<(), Exit> {
+    let me = &config.myname;
+    let listed: Vec<&str> = config
+        .groups
+        .iter()
+        .filter(|g| g.hosts.iter().any(|h| h.name == *me))
+        .map(|g| g.name.as_str())
+        .collect();
+    for g in &args.groups {
+        if !listed.contains(&g.as_str()) {
+            return Err(fail!(
+                "-G: '{g}' is not a group of this node (groups: {})",
+                listed.join(", ")
+            ));
+        }
+    }
+    let mut peers: Vec<&str> =
+        config.my_groups().flat_map(|g| g.peers(me)).map(|h| h.name.as_str()).collect();
+    peers.sort_unstable();
+    peers.dedup();
+    for p in &args.peers {
+        if !peers.contains(&p.to_lowercase().as_str()) {
+            let list = if peers.is_empty() { "none".to_string() } else { peers.join(", ") };
+            return Err(fail!("-P: '{p}' is not a peer of this node (peers: {list})"));
+        }
+    }
+    if let Some(d) = &args.database
+        && let Err((msg, _)) = config::check_database(d)
+    {
+        return Err(fail!("-D: {msg}"));
+    }
+    Ok(())
 }
 
 fn open_node(args: &Args, config: Config) -> Result<Node, Exit> {
@@ -387,9 +429,50 @@ fn secs(s: f64) -> Duration {
 }
 
 fn identity(sysdir: &Path) -> Result<crate::net::identity::Identity, Exit> {
-    crate::net::identity::Identity::load(sysdir).map_err(|e| {
-        fail!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+    use crate::net::identity::Error;
+    crate::net::identity::Identity::load(sysdir).map_err(|e| match &e {
+        // Only a missing file needs the recipe; other problems say their fix.
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            fail!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+        }
+        _ => fail!("identity: {e}"),
     })
+}
+
+/// `--check-config`'s checks beyond the config text: this node's identity
+/// (what every connection needs) and the group key files' modes. Problems go
+/// to stderr; exit 1 when one would make `csync -x` fail.
+fn node_checks(config: &Config, sysdir: &Path) -> Exit {
+    use crate::net::identity::{self, Severity};
+    use std::os::unix::fs::PermissionsExt;
+    let mut exit = Exit::Ok;
+    // A node without peers never connects: its identity cannot fail a run.
+    let connects = config.my_groups().any(|g| g.peers(&config.myname).next().is_some());
+    for f in identity::check(sysdir, &config.myname) {
+        if f.severity == Severity::Error && connects {
+            exit = fail!("error: {}", f.message);
+        } else {
+            eprintln!("csync: warning: {}", f.message);
+        }
+    }
+    let mut seen = Vec::new();
+    for g in config.my_groups().filter(|g| g.key.is_some()) {
+        if seen.contains(&&g.key_file) {
+            continue;
+        }
+        seen.push(&g.key_file);
+        if let Ok(md) = std::fs::metadata(&g.key_file) {
+            let mode = md.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "csync: warning: group '{}': key file {} is readable by group/others (mode {mode:04o}); chmod 600 it",
+                    g.name,
+                    g.key_file.display()
+                );
+            }
+        }
+    }
+    exit
 }
 
 fn serve(
@@ -496,7 +579,10 @@ fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
             }
             print!("{out}");
             for (g, code) in &r.refused {
-                eprintln!("csync: peer {peer}: group {g} refused: {code}");
+                eprintln!(
+                    "csync: peer {peer}: {}",
+                    crate::engine::remote::refusal(config, g, *code)
+                );
             }
             if r.refused.is_empty() && !r.accepted.is_empty() { Exit::Ok } else { Exit::Error }
         }

@@ -208,6 +208,12 @@ pub fn config_summary(c: &Config) -> Exit {
                 s.push_str("          do-local\n");
             }
         }
+        // What peers may make this node create (allow-devices, allow-setid, owners).
+        let devices = if g.allow_devices { "devices allowed" } else { "devices refused" };
+        let setid = if g.allow_setid { "setuid/setgid kept" } else { "setuid/setgid stripped" };
+        let owners =
+            g.owner_range.map_or("any owner".to_string(), |(lo, hi)| format!("owners {lo}-{hi}"));
+        s.push_str(&format!("  policy  {devices}, {setid}, {owners}\n"));
         if let Some(b) = &g.backup_directory {
             s.push_str(&format!(
                 "  backup  {} ({} generations)\n",

@@ -42,6 +42,13 @@ pub(crate) enum Kw {
     BackupDirectory,
     BackupGenerations,
     NoCygwinLowercase,
+    // Our group extensions below are "soft": the lexer never produces them
+    // (they are not in `ALL`), the parser recognises the words only where a
+    // group statement starts. So `exclude owners;` in a csync2 config keeps
+    // meaning a file named `owners`.
+    AllowDevices,
+    AllowSetid,
+    Owners,
 }
 
 impl Kw {
@@ -99,7 +106,15 @@ impl Kw {
             Kw::BackupDirectory => "backup-directory",
             Kw::BackupGenerations => "backup-generations",
             Kw::NoCygwinLowercase => "no-cygwin-lowercase",
+            Kw::AllowDevices => "allow-devices",
+            Kw::AllowSetid => "allow-setid",
+            Kw::Owners => "owners",
         }
+    }
+
+    /// The soft keyword a bare word spells, if any (see [`Kw::AllowDevices`]).
+    pub(crate) fn soft(w: &str) -> Option<Kw> {
+        [Kw::AllowDevices, Kw::AllowSetid, Kw::Owners].into_iter().find(|k| k.as_str() == w)
     }
 
     fn from_word(w: &str) -> Option<Kw> {

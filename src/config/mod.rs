@@ -7,6 +7,7 @@
 
 mod key;
 mod lexer;
+mod lint;
 pub mod model;
 mod parser;
 mod resolve;
@@ -55,6 +56,33 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, Vec<Diagnostic>> 
 /// As for [`load`].
 pub fn load_str(name: &str, text: &str, opts: &LoadOptions) -> Result<Config, Vec<Diagnostic>> {
     load_with(name, text, opts, &read_file)
+}
+
+/// Checks a `database` value (or `-D`): csync's index is SQLite only, so a
+/// csync2 `mysql://` or `pgsql://` URL must be an error, never a directory
+/// named after the URL.
+///
+/// # Errors
+/// `(message, help)` when the value is a URL with another scheme.
+pub fn check_database(spec: &str) -> Result<(), (String, String)> {
+    let Some((scheme, _)) = spec.split_once("://") else { return Ok(()) };
+    // A scheme is a word (RFC 3986); anything else is a path that happens to
+    // contain "://", which csync would use as a directory like csync2 did.
+    let is_scheme = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme || matches!(scheme.to_ascii_lowercase().as_str(), "sqlite" | "sqlite3") {
+        return Ok(());
+    }
+    let what = match scheme.to_ascii_lowercase().as_str() {
+        "mysql" => " (MySQL)",
+        "pgsql" | "postgres" | "postgresql" => " (PostgreSQL)",
+        _ => "",
+    };
+    Err((
+        format!("database URL '{scheme}://…'{what} is not supported: csync keeps its index in SQLite"),
+        "use a directory or file (database /var/lib/csync;) or sqlite3:///path, or drop the line for the default /var/lib/csync".to_owned(),
+    ))
 }
 
 fn read_file(path: &Path) -> std::io::Result<String> {
@@ -369,10 +397,11 @@ mod tests {
         assert_eq!(d[0].span.line, 0);
         assert!(crate::diag::render(&d).starts_with("t.cfg: error: this node (n9)"));
         assert!(d[0].help.as_deref().unwrap().contains("-N NAME"));
-        // -G filtering counts too.
+        // -G filtering does not make it an error here: the CLI names the
+        // groups -G got wrong.
         let o = LoadOptions { active_groups: Some(vec!["other".into()]), ..opts(&dir, "n1") };
-        let d = load_str("t.cfg", G, &o).unwrap_err();
-        assert_eq!(d[0].message, "this node (n1) is not a member of any group");
+        let c = load_str("t.cfg", G, &o).unwrap();
+        assert_eq!(c.my_groups().count(), 0);
     }
 
     #[test]
@@ -546,6 +575,108 @@ mod tests {
                 e("'tempdir' needs a directory, found '('", 3, 9)
             ]
         );
+    }
+
+    #[test]
+    fn receive_policy() {
+        let c = ok(G);
+        let g = &c.groups[0];
+        assert!(!g.allow_devices && !g.allow_setid && g.owner_range.is_none());
+        let c =
+            ok("group g { host n1; key good.key; allow-devices; allow-setid; owners 1000-1999; }");
+        let g = &c.groups[0];
+        assert!(g.allow_devices && g.allow_setid);
+        assert_eq!(g.owner_range, Some((1000, 1999)));
+        // Soft keywords: still plain words as values, so csync2 configs keep working.
+        let c = ok("group g { host n1 owners; key good.key; exclude owners allow-setid; }");
+        assert_eq!(c.groups[0].hosts[1].name, "owners");
+        assert_eq!(c.groups[0].rules[1].pattern, "allow-setid");
+        let (m, l, c, _) = one("group g { host n1; key good.key; owners 5-x; }");
+        assert_eq!(
+            (m.as_str(), l, c),
+            ("'owners' needs a range MIN-MAX of numeric ids, found '5-x'", 1, 41)
+        );
+        let (m, ..) = one("group g { host n1; key good.key; owners 9-3; }");
+        assert_eq!(m, "'owners' range '9-3' is empty: 9 is above 3");
+        let (m, ..) = one("group g { host n1; key good.key; allow-devices 1; }");
+        assert_eq!(m, "unexpected '1': 'allow-devices' takes no value");
+        let (m, l, c, _) = one("group g { host n1; key good.key;\n allow-devices\n owners 1-2; }");
+        assert_eq!((m.as_str(), l, c), ("missing ';' after 'allow-devices' statement", 2, 15));
+    }
+
+    #[test]
+    fn database_urls() {
+        for ok_spec in
+            ["/var/lib/csync", "sqlite3:///x.db", "sqlite:///x", "SQLite3:///x", "/a://b"]
+        {
+            assert!(check_database(ok_spec).is_ok(), "{ok_spec}");
+        }
+        for bad in ["mysql://u:p@h/db", "pgsql://h/", "postgres://h/db", "redis://h"] {
+            assert!(check_database(bad).is_err(), "{bad}");
+        }
+        let (m, l, c, h) = one(&format!("{G}database \"postgres://u@h/db\";"));
+        assert_eq!(
+            (m.as_str(), l, c),
+            (
+                "database URL 'postgres://…' (PostgreSQL) is not supported: csync keeps its index in SQLite",
+                2,
+                10
+            )
+        );
+        assert!(h.unwrap().contains("sqlite3:///path"));
+    }
+
+    #[test]
+    fn lint_warnings() {
+        let c = ok(
+            "group g { host n1; key good.key;\n include /srv etc/nginx;\n backup-generations 2;\n action { exec x; do-local; do-local-only; } }",
+        );
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("t.cfg:2:15: warning: pattern 'etc/nginx' can never match")
+        );
+        assert!(c.warnings[0].contains("did you mean '/etc/nginx'?"));
+        assert!(c.warnings[1].starts_with("t.cfg:3:21: warning: 'backup-generations' has no effect without 'backup-directory' in group 'g'"));
+        assert!(
+            c.warnings[2]
+                .starts_with("t.cfg:4:19: warning: action has both 'do-local' and 'do-local-only'"),
+            "{}",
+            c.warnings[2]
+        );
+        // Basename patterns without '/' and path patterns are fine.
+        assert!(
+            ok("group g { host n1; key good.key; include /srv; exclude *.o .git; }")
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn nested_roots() {
+        let w = |text: &str| ok(text).warnings;
+        // Same group: an include the outer root already manages.
+        let got = w("group g { host n1; key good.key; include /srv;\n include /srv/www; }");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("t.cfg:2:10: warning: include root '/srv/www' lies inside include root '/srv' (t.cfg:1:42) of the same group 'g'"), "{}", got[0]);
+        // ... but re-including below an exclude is the usual idiom.
+        assert!(
+            w("group g { host n1; key good.key; include /srv; exclude /srv/a; include /srv/a/b; }")
+                .is_empty()
+        );
+        // Across groups, also through prefixes whose local roots nest.
+        let got = w("prefix a { on *: /srv; }\nprefix b { on n1: /srv/www; }\n\
+                     group g { host n1; key good.key; include %a%; }\n\
+                     group h { host n1; key good.key; include %b%; }");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("include root '%b%' of group 'h' lies inside include root '%a%' (t.cfg:3:42) of group 'g'"), "{}", got[0]);
+        // A deliberate split (the outer group excludes it) is not reported.
+        assert!(
+            w("group g { host n1; key good.key; include /srv; exclude /srv/www; }\n\
+                   group h { host n1; key good.key; include /srv/www; }")
+            .is_empty()
+        );
+        // Non-member groups do not count.
+        assert!(w(&format!("{G}group o {{ host n2; key k; include /x/y; }}")).is_empty());
     }
 
     /// Random token soup must never panic or hang: recovery always makes progress.

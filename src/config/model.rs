@@ -68,6 +68,18 @@ pub struct Group {
     pub backup_directory: Option<PathBuf>,
     /// `backup-generations N;` (default 3).
     pub backup_generations: u32,
+    /// `allow-devices;` (our extension): peers may create device nodes here.
+    /// Off by default: a device node is raw access to a disk or to memory, so
+    /// whoever holds the group key would own this host.
+    pub allow_devices: bool,
+    /// `allow-setid;` (our extension): setuid/setgid bits from peers are kept.
+    /// Off by default: they are stripped, so a pushed binary cannot become a
+    /// way to root here.
+    pub allow_setid: bool,
+    /// `owners MIN-MAX;` (our extension): the numeric uids and gids peers may
+    /// give files here, inclusive; a file owned outside it is refused. `None`
+    /// (the default): any, because csync2 configs rely on syncing owners.
+    pub owner_range: Option<(u32, u32)>,
     /// True when this node is one of `hosts` (and the group is active under `-G`).
     pub is_member: bool,
 }

@@ -33,6 +33,11 @@ pub(crate) struct GroupAst {
     pub actions: Vec<(Action, Vec<Val>)>,
     pub backup_directory: Option<PathBuf>,
     pub backup_generations: u32,
+    /// Where `backup-generations` was written (for the check that it has a directory).
+    pub generations_at: Option<Val>,
+    pub allow_devices: bool,
+    pub allow_setid: bool,
+    pub owner_range: Option<(u32, u32)>,
 }
 
 /// One `prefix` block as written.
@@ -83,7 +88,10 @@ impl Ctx {
             | Kw::Auto
             | Kw::Action
             | Kw::BackupDirectory
-            | Kw::BackupGenerations => Ctx::Group,
+            | Kw::BackupGenerations
+            | Kw::AllowDevices
+            | Kw::AllowSetid
+            | Kw::Owners => Ctx::Group,
             Kw::Pattern | Kw::Exec | Kw::Logfile | Kw::DoLocal | Kw::DoLocalOnly | Kw::Timeout => {
                 Ctx::Action
             }
@@ -113,6 +121,9 @@ impl Ctx {
                 "action",
                 "backup-directory",
                 "backup-generations",
+                "allow-devices",
+                "allow-setid",
+                "owners",
             ],
             Ctx::Action => &["pattern", "exec", "logfile", "do-local", "do-local-only", "timeout"],
             Ctx::Prefix => &["on"],
@@ -269,13 +280,23 @@ impl<'a> Parser<'a> {
                 self.error(t.seq, &t.span, msg, Some(help));
                 self.skip_stmt();
             }
+            // A soft keyword starting the next line is the next statement too.
+            Tok::Word(w)
+                if Kw::soft(w).is_some_and(|k| Ctx::of(k) == self.ctx)
+                    && t.span.line != self.toks[self.pos - 1].span.line =>
+            {
+                let prev = &self.toks[self.pos.saturating_sub(1)];
+                let at = Span { col: prev.span.col + prev.span.len, len: 1, ..prev.span.clone() };
+                self.error(t.seq, &at, format!("missing ';' after '{name}' statement"), None);
+            }
             Tok::Kw(_) | Tok::RBrace | Tok::Eof => {
                 let prev = &self.toks[self.pos.saturating_sub(1)];
                 let at = Span { col: prev.span.col + prev.span.len, len: 1, ..prev.span.clone() };
                 self.error(t.seq, &at, format!("missing ';' after '{name}' statement"), None);
             }
             Tok::Word(_) | Tok::Quoted(_) => {
-                let msg = format!("unexpected {}: '{name}' takes one value", t.tok.describe());
+                let takes = if is_flag(kw) { "takes no value" } else { "takes one value" };
+                let msg = format!("unexpected {}: '{name}' {takes}", t.tok.describe());
                 self.error(t.seq, &t.span, msg, None);
                 self.skip_stmt();
             }
@@ -333,6 +354,10 @@ impl<'a> Parser<'a> {
             Tok::Kw(k) => (
                 format!("'{}' is not allowed {}", k.as_str(), ctx.where_()),
                 format!("'{}' belongs {}; valid here: {valid}", k.as_str(), Ctx::of(*k).where_()),
+            ),
+            Tok::Word(w) if let Some(k) = Kw::soft(w) => (
+                format!("'{w}' is not allowed {}", ctx.where_()),
+                format!("'{w}' belongs {}; valid here: {valid}", Ctx::of(k).where_()),
             ),
             Tok::Word(w) | Tok::Quoted(w) => {
                 let help = match did_you_mean(w, ctx.valid()) {
@@ -407,6 +432,9 @@ impl<'a> Parser<'a> {
                 Step::Again
             }
             Tok::Kw(k) if Ctx::of(*k) == ctx => Step::Stmt(*k),
+            Tok::Word(w) if Kw::soft(w).is_some_and(|k| Ctx::of(k) == ctx) => {
+                Step::Stmt(Kw::soft(w).expect("checked"))
+            }
             Tok::Kw(k) if encloses(Ctx::of(*k), ctx) => {
                 self.error(
                     open.seq,
@@ -482,6 +510,9 @@ impl<'a> Parser<'a> {
             }
             Kw::Database => {
                 if let Some(v) = self.one_value(kw, "a database name or URL") {
+                    if let Err((msg, help)) = super::check_database(&v.text) {
+                        self.error(v.seq, &v.span, msg, Some(help));
+                    }
                     self.ast.database = Some(v.text);
                 }
             }
@@ -518,6 +549,29 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `owners MIN-MAX`: an inclusive range of numeric uids/gids.
+    fn owner_range(&mut self, v: &Val) -> Option<(u32, u32)> {
+        let num = |s: &str| {
+            s.parse::<u32>().ok().filter(|_| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let parsed = v.text.split_once('-').and_then(|(a, b)| Some((num(a)?, num(b)?)));
+        match parsed {
+            Some((lo, hi)) if lo <= hi => Some((lo, hi)),
+            Some((lo, hi)) => {
+                let msg = format!("'owners' range '{}' is empty: {lo} is above {hi}", v.text);
+                self.error(v.seq, &v.span, msg, Some(format!("write it low to high: {hi}-{lo}")));
+                None
+            }
+            None => {
+                let msg =
+                    format!("'owners' needs a range MIN-MAX of numeric ids, found '{}'", v.text);
+                let help = "e.g. owners 1000-1999; (the uids and gids peers may give files here)";
+                self.error(v.seq, &v.span, msg, Some(help.to_owned()));
+                None
+            }
+        }
+    }
+
     fn group(&mut self, kw: &'a Token) {
         let name_val = self.value();
         let name = match &name_val {
@@ -543,9 +597,14 @@ impl<'a> Parser<'a> {
             actions: Vec::new(),
             backup_directory: None,
             backup_generations: 3,
+            generations_at: None,
+            allow_devices: false,
+            allow_setid: false,
+            owner_range: None,
         };
         let label = format!("group '{}'", g.name);
         let mut auto_line: Option<u32> = None;
+        let mut owners_line: Option<u32> = None;
         loop {
             let k = match self.step(Ctx::Group, open, &label) {
                 Step::Close | Step::Leave => break,
@@ -575,6 +634,7 @@ impl<'a> Parser<'a> {
                     for v in self.values() {
                         let pattern = strip_trailing_slashes(&v.text);
                         self.check_pattern(&v, &pattern);
+                        self.check_basename(&v, &pattern);
                         g.rules.push((Rule { kind, pattern, span: v.span.clone() }, v.seq));
                     }
                 }
@@ -612,6 +672,24 @@ impl<'a> Parser<'a> {
                         && let Some(n) = self.number(&v, "backup-generations")
                     {
                         g.backup_generations = n;
+                        g.generations_at = Some(v);
+                    }
+                }
+                // Our extensions: what a peer may make this node create. Off by
+                // default, because a peer's key should not be a root shell here.
+                Kw::AllowDevices => g.allow_devices = true,
+                Kw::AllowSetid => g.allow_setid = true,
+                Kw::Owners => {
+                    if let Some(v) = self.one_value(kw, "a range MIN-MAX of numeric ids") {
+                        if let Some(first) = &owners_line {
+                            let help = format!("the first 'owners' is on line {first}");
+                            let msg = format!("duplicate 'owners' in group '{}'", g.name);
+                            self.error(kw.seq, &kw.span, msg, Some(help));
+                        }
+                        owners_line.get_or_insert(kw.span.line);
+                        if let Some(r) = self.owner_range(&v) {
+                            g.owner_range = Some(r);
+                        }
                     }
                 }
                 Kw::Action => {
@@ -621,6 +699,15 @@ impl<'a> Parser<'a> {
                 _ => unreachable!("only group keywords are dispatched here"),
             }
             self.end_stmt(kw);
+        }
+        if let (Some(v), None) = (&g.generations_at, &g.backup_directory) {
+            let msg = format!(
+                "'backup-generations' has no effect without 'backup-directory' in group '{}'",
+                g.name
+            );
+            let help = "add 'backup-directory DIR;' to keep replaced files, or drop this line";
+            let d = self.src.warning(&v.span, msg).with_help(help);
+            self.diags.push(v.seq, d);
         }
         self.ast.groups.push(g);
     }
@@ -683,10 +770,25 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A pattern without a leading `/` or `%` is matched against a file's name
+    /// alone, which never contains `/`: `include etc/nginx;` can never match.
+    fn check_basename(&mut self, v: &Val, pattern: &str) {
+        if crate::pattern::is_path_pattern(pattern) || !pattern.contains('/') {
+            return;
+        }
+        let msg = format!(
+            "pattern '{}' can never match: without a leading '/' it is matched against file names, which never contain '/'",
+            v.text
+        );
+        let d = self.src.warning(&v.span, msg).with_help(format!("did you mean '/{pattern}'?"));
+        self.diags.push(v.seq, d);
+    }
+
     fn action(&mut self, kw: &'a Token, g: &mut GroupAst) {
         let open = self.open_block(kw, "action");
         let mut a = Action { span: kw.span.clone(), ..Action::default() };
         let mut pattern_vals = Vec::new();
+        let (mut local_at, mut local_only_at) = (None, None);
         loop {
             let k = match self.step(Ctx::Action, open, "action block") {
                 Step::Close | Step::Leave => break,
@@ -716,10 +818,14 @@ impl<'a> Parser<'a> {
                         a.logfile = Some(PathBuf::from(v.text));
                     }
                 }
-                Kw::DoLocal => a.do_local = true,
+                Kw::DoLocal => {
+                    a.do_local = true;
+                    local_at.get_or_insert((kw.seq, kw.span.clone()));
+                }
                 Kw::DoLocalOnly => {
                     a.do_local = true;
                     a.do_local_only = true;
+                    local_only_at.get_or_insert(kw.span.line);
                 }
                 Kw::Timeout => {
                     // Our extension: csync2 waited for ever.
@@ -742,6 +848,16 @@ impl<'a> Parser<'a> {
         }
         if a.exec.is_empty() {
             self.warning(kw.seq, &kw.span, "action has no 'exec': it will never run anything");
+        }
+        if let (Some((seq, span)), Some(line)) = (local_at, local_only_at) {
+            // They contradict each other (here too, or only here); csync2 and
+            // csync let do-local-only win, which the author may not expect.
+            let msg = "action has both 'do-local' and 'do-local-only': do-local-only wins, so it never runs on the receiving hosts";
+            let help = format!(
+                "keep one: 'do-local' (here and on receivers) or 'do-local-only' (line {line}: only here)"
+            );
+            let d = self.src.warning(&span, msg).with_help(help);
+            self.diags.push(seq, d);
         }
         g.actions.push((a, pattern_vals));
     }
@@ -831,9 +947,20 @@ fn encloses(outer: Ctx, inner: Ctx) -> bool {
     }
 }
 
+/// Directives that stand alone (`do-local;`, `allow-devices;`).
+fn is_flag(t: &Token) -> bool {
+    match &t.tok {
+        Tok::Kw(k) => matches!(k, Kw::DoLocal | Kw::DoLocalOnly),
+        Tok::Word(w) => matches!(Kw::soft(w), Some(Kw::AllowDevices | Kw::AllowSetid)),
+        _ => false,
+    }
+}
+
 fn kw_name(t: &Token) -> String {
     match &t.tok {
         Tok::Kw(k) => k.as_str().to_owned(),
+        // A soft keyword (our group extensions) starts its statement as a word.
+        Tok::Word(w) => w.clone(),
         other => other.describe(),
     }
 }

@@ -29,17 +29,13 @@ pub(crate) fn resolve(
         .map(|g| group(g, myname, opts, &prefixes, src, diags, reader))
         .collect();
 
-    if !groups.iter().any(|g| g.is_member) {
+    // Listed anywhere, whatever -G says: a -G naming groups this node is not
+    // in is the command line's mistake, and the caller says so naming them.
+    if !groups.iter().any(|g| g.hosts.iter().any(|h| h.name == myname)) {
         let span = Span { file: source.into(), line: 0, col: 0, len: 0 };
-        let mut help = format!(
+        let help = format!(
             "add '{myname}' to a group's 'host' line, or give this node's name with -N NAME"
         );
-        if let Some(active) = &opts.active_groups {
-            help.push_str(&format!(
-                " (only the groups given with -G count: {})",
-                active.join(", ")
-            ));
-        }
         diags.push(
             FILE_LEVEL,
             src.error(&span, format!("this node ({myname}) is not a member of any group"))
@@ -47,7 +43,7 @@ pub(crate) fn resolve(
         );
     }
 
-    Config {
+    let config = Config {
         source: PathBuf::from(source),
         myname: myname.to_owned(),
         groups,
@@ -58,7 +54,9 @@ pub(crate) fn resolve(
         tempdir: ast.tempdir,
         lock_timeout: ast.lock_timeout,
         warnings: Vec::new(),
-    }
+    };
+    super::lint::nested_roots(&config, src, diags);
+    config
 }
 
 fn prefix(p: PrefixAst, myname: &str) -> Prefix {
@@ -113,6 +111,9 @@ fn group(
         actions: g.actions.into_iter().map(|(a, _)| a).collect(),
         backup_directory: g.backup_directory,
         backup_generations: g.backup_generations,
+        allow_devices: g.allow_devices,
+        allow_setid: g.allow_setid,
+        owner_range: g.owner_range,
         is_member,
     }
 }

@@ -86,6 +86,19 @@ impl Node {
                 let mut s = client::connect(&target, settings, &self.config.myname, &groups)
                     .await
                     .map_err(|e| e.to_string())?;
+                if s.accepted.is_empty() {
+                    // Nothing to compare, and the peer has ended the session:
+                    // say why, in words, instead of reporting everything in sync.
+                    let why: Vec<String> = s
+                        .refused
+                        .iter()
+                        .map(|(g, c)| super::remote::refusal(&self.config, g, *c))
+                        .collect();
+                    if why.is_empty() {
+                        return Err("the peer accepted none of our groups".into());
+                    }
+                    return Err(why.join("; "));
+                }
                 let mut remote: BTreeMap<String, BTreeMap<Vec<u8>, Meta>> = BTreeMap::new();
                 for (i, g) in s.accepted.clone().iter().enumerate() {
                     let id = i as u32 + 1;

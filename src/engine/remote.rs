@@ -34,6 +34,39 @@ pub fn shared_groups(config: &Config, peer: &str, port: u16) -> Option<(Target, 
     Some((target, groups))
 }
 
+/// Why a peer refused one of our groups, in words, naming the key file when
+/// the keys differ (the usual cause: a key regenerated on one node only).
+pub fn refusal(config: &Config, group: &str, code: ErrorCode) -> String {
+    let why = match code {
+        ErrorCode::BadKey => {
+            let file = config
+                .groups
+                .iter()
+                .find(|g| g.name == group)
+                .map_or_else(|| "?".to_string(), |g| g.key_file.display().to_string());
+            format!("the group key differs (key file {file})")
+        }
+        ErrorCode::NotAHost => {
+            format!("its config does not list this node ({}) as a host", config.myname)
+        }
+        ErrorCode::UnknownGroup => "its config has no such group with it as a host".to_string(),
+        ErrorCode::ReceiveOnly => "this node is receive-only there and may not push".to_string(),
+        other => format!("refused: {other}"),
+    };
+    format!("group '{group}': {why}")
+}
+
+/// Turns a peer report's refused groups into its error: one sentence per
+/// group, before any other error of that peer.
+pub fn explain_refusals(config: &Config, r: &mut super::update::PeerReport) {
+    if r.refused.is_empty() {
+        return;
+    }
+    let mut text: Vec<String> = r.refused.iter().map(|(g, c)| refusal(config, g, *c)).collect();
+    text.extend(r.error.take());
+    r.error = Some(text.join("; "));
+}
+
 /// What a ping found out.
 #[derive(Debug)]
 pub struct PingReport {

@@ -97,6 +97,9 @@ pub struct PeerReport {
     pub bytes: u64,
     /// The actions the peer ran for what it received from us.
     pub actions: Vec<RemoteAction>,
+    /// Groups with entries to push that the peer refused (reported once each,
+    /// not per path; their entries stay dirty).
+    pub refused: Vec<(String, ErrorCode)>,
     /// Confirmed pushes, for the index.
     pushed: Vec<Pushed>,
     /// Conflicts met, `(path, resolution)`, for the index.
@@ -279,7 +282,8 @@ impl Node {
                 .collect();
             handles.into_iter().map(|h| h.join().expect("peer thread panicked")).collect()
         });
-        for r in results {
+        for mut r in results {
+            super::remote::explain_refusals(&self.config, &mut r);
             self.record(&r)?;
             report.peers.push(r);
         }
@@ -419,17 +423,14 @@ async fn push_peer(
             return report;
         }
     };
-    let mut usable = Vec::new();
-    for it in items {
-        if session.accepted.contains(&it.group) {
-            usable.push(it);
-        } else {
-            let why = session.refused.iter().find(|(g, _)| *g == it.group).map_or_else(
-                || "group not accepted".to_string(),
-                |(g, c)| format!("group {g} refused: {c}"),
-            );
-            report.paths.push((it.path, PathResult::Failed(why)));
-        }
+    let (usable, refused): (Vec<Item>, Vec<Item>) =
+        items.into_iter().partition(|it| session.accepted.contains(&it.group));
+    for r in session.refused.iter().filter(|(g, _)| refused.iter().any(|it| it.group == *g)) {
+        report.refused.push(r.clone());
+    }
+    if session.accepted.is_empty() {
+        // The peer ends a session in which it accepted no group: no Bye.
+        return report;
     }
     let (mut rd, mut wr) = session.conn.split();
     let mut queue = usable;

@@ -231,7 +231,8 @@ fn conn_error(e: ConnError, peer: &str, stage: &'static str, s: &ClientSettings)
 
 /// A client-side TLS failure in words an administrator can act on.
 pub fn describe_client_tls_error(e: &std::io::Error, peer: &str) -> String {
-    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    use super::identity::NODE_CERT;
+    use rustls::{AlertDescription as A, Error as E};
     let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) else {
         return match e.kind() {
             std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
@@ -241,26 +242,29 @@ pub fn describe_client_tls_error(e: &std::io::Error, peer: &str) -> String {
             _ => e.to_string(),
         };
     };
+    let ours = format!("{peer} rejected our certificate ({NODE_CERT})");
     match tls {
-        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
-            "the peer's certificate is not signed by our CA (csync2_ssl_ca.pem)".into()
+        E::InvalidCertificate(c) => {
+            super::tls::describe_cert_error(c, &format!("certificate of {peer}"), peer)
         }
-        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            format!("the peer's certificate is not valid for host name '{peer}'")
-        }
-        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
-            "the peer's certificate has expired".into()
-        }
-        E::InvalidCertificate(c) => format!("the peer's certificate is invalid: {c:?}"),
         E::AlertReceived(A::UnknownCA | A::BadCertificate | A::DecryptError) => {
-            "the peer rejected our certificate: it is not signed by the peer's CA".into()
+            format!("{ours}: it is not signed by the CA {peer} trusts")
         }
-        E::AlertReceived(A::CertificateRequired) => "the peer requires a client certificate".into(),
-        E::AlertReceived(A::CertificateExpired) => {
-            "the peer rejected our certificate: it has expired".into()
+        E::AlertReceived(A::CertificateRequired) => {
+            format!("{peer} requires a client certificate and got none")
         }
-        E::AlertReceived(a) => format!("the peer ended the TLS handshake: {a:?}"),
+        E::AlertReceived(A::CertificateExpired) => format!("{ours}: it has expired"),
+        E::AlertReceived(A::CertificateRevoked) => format!("{ours}: it has been revoked"),
+        E::AlertReceived(A::CertificateUnknown | A::UnsupportedCertificate) => {
+            format!("{ours}: it is not valid there")
+        }
+        E::AlertReceived(A::ProtocolVersion) => format!("{peer} does not speak TLS 1.3"),
+        E::AlertReceived(A::HandshakeFailure) => {
+            format!("the TLS handshake with {peer} failed: no common TLS 1.3 parameters")
+        }
+        E::AlertReceived(a) => format!("{peer} ended the TLS handshake (TLS alert {a:?})"),
         E::InvalidMessage(_) => "the peer does not speak TLS (is it a csync daemon?)".into(),
+        E::NoCertificatesPresented => format!("{peer} presented no certificate"),
         other => other.to_string(),
     }
 }

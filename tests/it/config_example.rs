@@ -7,8 +7,23 @@ use assert_cmd::Command;
 
 use crate::util::{Env, KEY, repo, stdout};
 
-fn example_env() -> Env {
+/// The example's key files, and an identity for `host` (--check-config checks it).
+fn example_env(host: &str) -> Env {
     let env = Env::new();
+    let ca = env.dir.path().join("ca");
+    for args in [
+        vec!["--new-ca".into(), ca.display().to_string()],
+        vec![
+            "--new-cert".into(),
+            host.to_string(),
+            "--ca".into(),
+            ca.display().to_string(),
+            "--out".into(),
+            env.etc().display().to_string(),
+        ],
+    ] {
+        Command::new(assert_cmd::cargo::cargo_bin!("csync")).args(args).assert().success();
+    }
     // The example's key files are relative to the system dir.
     let text = fs::read_to_string(repo().join("csync2.cfg.example")).unwrap();
     for word in text.split(|c: char| c.is_whitespace() || c == ';') {
@@ -27,7 +42,7 @@ fn csync(env: &Env) -> Command {
 
 #[test]
 fn check_config_prints_groups_hosts_roots_actions() {
-    let env = example_env();
+    let env = example_env("alpha");
     let out = csync(&env)
         .args(["--config", "csync2.cfg.example", "--check-config", "-N", "alpha"])
         .output()
@@ -45,8 +60,8 @@ fn check_config_prints_groups_hosts_roots_actions() {
 
 #[test]
 fn every_host_of_the_example_resolves() {
-    let env = example_env();
     for host in ["alpha", "beta", "gamma"] {
+        let env = example_env(host);
         csync(&env)
             .args(["--config", "csync2.cfg.example", "--check-config", "-N", host])
             .assert()

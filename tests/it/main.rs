@@ -27,3 +27,5 @@ mod sync_delta;
 mod sync_safety;
 /// Issue 3: identities, mutual TLS, the handshake, the daemon in every mode.
 mod transport;
+/// Wrong input: unknown -P/-G, unusable databases, --check-config, TLS words.
+mod wrong_input;
