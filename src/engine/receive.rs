@@ -89,7 +89,47 @@ struct Allowed {
     roots: Vec<String>,
     /// `backup-directory` and `backup-generations`, when backups are on.
     backup: Option<(PathBuf, u32)>,
+    /// What a peer may create here (`allow-devices`, `allow-setid`, `owners`).
+    policy: Policy,
     conflict_dir: PathBuf,
+}
+
+/// The receiver's say over what a peer may create in a group: device nodes
+/// and setuid/setgid bits would turn "a write inside a root" into root on
+/// this host, so they are off unless the group allows them; owners may be
+/// limited to a range.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    allow_devices: bool,
+    allow_setid: bool,
+    owners: Option<(u32, u32)>,
+}
+
+impl Policy {
+    /// Refuses (with why) what the group does not allow, and strips the
+    /// setuid/setgid bits it does not allow (saying so).
+    fn admit(&self, group: &str, new: &mut Meta) -> Result<Option<String>, String> {
+        if matches!(new.kind, FileKind::CharDevice | FileKind::BlockDevice) && !self.allow_devices {
+            return Err(format!(
+                "device nodes from peers are refused in group '{group}' (allow them with 'allow-devices;')"
+            ));
+        }
+        if let Some((lo, hi)) = self.owners
+            && (!(lo..=hi).contains(&new.uid) || !(lo..=hi).contains(&new.gid))
+        {
+            return Err(format!(
+                "owner {}:{} is outside the range {lo}-{hi} group '{group}' allows ('owners')",
+                new.uid, new.gid
+            ));
+        }
+        if new.mode & 0o6000 != 0 && !self.allow_setid && new.kind != FileKind::Dir {
+            new.mode &= !0o6000;
+            return Ok(Some(format!(
+                "setuid/setgid bits stripped (group '{group}' does not say 'allow-setid;')"
+            )));
+        }
+        Ok(None)
+    }
 }
 
 /// What to do with the `Data` frames of a stream.
@@ -190,7 +230,13 @@ impl Receiver {
                 .clone()
                 .filter(|_| g.backup_generations > 0)
                 .map(|d| (d, g.backup_generations));
+            let policy = Policy {
+                allow_devices: g.allow_devices,
+                allow_setid: g.allow_setid,
+                owners: g.owner_range,
+            };
             allowed.push(Allowed {
+                policy,
                 name: g.name.clone(),
                 matcher,
                 sender_receive_only,
@@ -680,7 +726,7 @@ impl Receiver {
                 return Some(Outcome::Failed { code, message });
             }
         };
-        let Some(new) = from_wire(&entry) else {
+        let Some(mut new) = from_wire(&entry) else {
             self.discard(id, content);
             return Some(Outcome::Failed {
                 code: ErrorCode::Protocol,
@@ -693,6 +739,17 @@ impl Receiver {
                 code: ErrorCode::Protocol,
                 message: "regular file without hash".into(),
             });
+        }
+        match self.groups[gi].policy.admit(group, &mut new) {
+            Ok(None) => {}
+            Ok(Some(note)) => {
+                info!(peer = %self.peer, "{}: {note}", crate::paths::display(&path));
+            }
+            Err(why) => {
+                self.discard(id, content);
+                warn!(peer = %self.peer, "refused push of {}: {why}", crate::paths::display(&path));
+                return Some(Outcome::Failed { code: ErrorCode::PathRefused, message: why });
+            }
         }
         // An outermost root's own directory may be missing on a fresh node
         // (`/root/.ssh` for `include /root/.ssh/authorized_keys;`).

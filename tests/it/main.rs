@@ -17,6 +17,8 @@ mod config_errors;
 mod config_example;
 /// The shapes administrators write: single-file roots, own copies, `-cr /`, added nodes.
 mod real_setups;
+/// What a peer may create: devices, setuid bits, owners (the receiver's policy).
+mod receive_policy;
 /// Issue 4: `-x` between three real nodes.
 mod sync;
 /// Issue 4: every `auto` rule, both directions, ties, delete against modify.

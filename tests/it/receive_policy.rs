@@ -1,0 +1,107 @@
+//! What a peer may create is the receiver's choice (`allow-devices`,
+//! `allow-setid`, `owners`): device nodes refused, setuid/setgid bits
+//! stripped and foreign owners refused unless the receiver's group allows.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use crate::net_util::{Daemon, Net};
+use crate::util::stderr;
+
+fn cfg(policy: &str) -> String {
+    format!(
+        "
+group g {{
+    host n1@@ADDR_n1@ n2@@ADDR_n2@;
+    key csync2.key;
+    include %p%;
+    {policy}
+}}
+prefix p {{ on n1: @ROOT_n1@; on n2: @ROOT_n2@; }}
+"
+    )
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// n1 and n2; n2 (the receiver) has `n2_policy`.
+fn pair(test: &str, n2_policy: &str) -> (Net, Vec<Daemon>) {
+    let net = Net::new(test, &["n1", "n2"], &cfg(""));
+    net.write_config_for("n2", &cfg(n2_policy));
+    let d = ["n1", "n2"].iter().map(|n| net.daemon(n, &["--timeout", "2"])).collect();
+    (net, d)
+}
+
+fn push(net: &Net) -> (Option<i32>, String) {
+    let out = net.csync("n1").args(["-x", "--timeout", "2"]).output().unwrap();
+    (out.status.code(), stderr(&out))
+}
+
+#[test]
+fn setuid_bits_are_stripped_unless_the_receiver_allows_them() {
+    let (net, _d) = pair("setuid_bits_are_stripped", "");
+    let f = net.root("n1").join("tool");
+    fs::write(&f, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o4755)).unwrap();
+    assert_eq!(push(&net).0, Some(0));
+    let mode = fs::metadata(net.root("n2").join("tool")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "setuid stripped on the receiver");
+
+    let (net, _d) = pair("setuid_bits_are_kept_when_allowed", "allow-setid;");
+    let f = net.root("n1").join("tool");
+    fs::write(&f, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o4755)).unwrap();
+    assert_eq!(push(&net).0, Some(0));
+    let mode = fs::metadata(net.root("n2").join("tool")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o4755);
+}
+
+#[test]
+fn device_nodes_are_refused_unless_the_receiver_allows_them() {
+    if !is_root() {
+        eprintln!("skipped: making device nodes needs root");
+        return;
+    }
+    let (net, _d) = pair("device_nodes_are_refused", "");
+    let st = std::process::Command::new("mknod")
+        .arg(net.root("n1").join("null2"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, err) = push(&net);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("allow-devices"), "{err}");
+    assert!(fs::symlink_metadata(net.root("n2").join("null2")).is_err(), "nothing created");
+
+    let (net, _d) = pair("device_nodes_are_made_when_allowed", "allow-devices;");
+    let st = std::process::Command::new("mknod")
+        .arg(net.root("n1").join("null2"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(push(&net).0, Some(0));
+    assert_eq!(fs::symlink_metadata(net.root("n2").join("null2")).unwrap().rdev(), 0x103);
+}
+
+#[test]
+fn owners_outside_the_receivers_range_are_refused() {
+    if !is_root() {
+        eprintln!("skipped: giving files away needs root");
+        return;
+    }
+    let (net, _d) = pair("owners_outside_the_range_are_refused", "owners 0-1000;");
+    let ok = net.root("n1").join("ok");
+    let foreign = net.root("n1").join("foreign");
+    fs::write(&ok, b"mine\n").unwrap();
+    fs::write(&foreign, b"theirs\n").unwrap();
+    std::os::unix::fs::chown(&foreign, Some(54321), Some(54321)).unwrap();
+    let (code, err) = push(&net);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("outside the range 0-1000"), "{err}");
+    assert!(!net.root("n2").join("foreign").exists());
+    assert_eq!(fs::read(net.root("n2").join("ok")).unwrap(), b"mine\n");
+}
