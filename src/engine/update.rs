@@ -287,7 +287,10 @@ impl Node {
             self.record(&r)?;
             report.peers.push(r);
         }
-        for (peer, _) in &contact.compared {
+        // Under -G only some groups were compared: the peer stays new for
+        // the others.
+        let all_groups = self.groups.len() == self.config.my_groups().count();
+        for (peer, _) in contact.compared.iter().filter(|_| all_groups) {
             if !report.peers.iter().any(|r| r.peer == *peer && r.error.is_some()) {
                 self.index.set_peer_synced(peer)?;
             }
