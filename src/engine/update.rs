@@ -45,6 +45,9 @@ struct Item {
     local: Option<Meta>,
     /// Real path of the local entry (for content).
     real: Option<PathBuf>,
+    /// The include root it lies under (real path) and the rest of its path:
+    /// content is read only through `scan::open_checked` from there.
+    source: Option<(PathBuf, Vec<u8>)>,
     /// What the peer was last known to have.
     base: Option<[u8; 32]>,
     /// Whether a peer state is known at all (a delta needs an older version there).
@@ -157,6 +160,7 @@ impl Node {
         };
         let rows = self.index.dirty()?;
         let guard = self.mass_delete_guard(&rows, &mut report)?;
+        let roots = self.roots()?;
         let mut per_peer: HashMap<String, Vec<Item>> = HashMap::new();
         for row in rows {
             if !opts.peers.is_empty() && !opts.peers.contains(&row.peer) {
@@ -175,7 +179,7 @@ impl Node {
             {
                 continue;
             }
-            let Some(item) = self.plan_item(&row, ignore)? else { continue };
+            let Some(item) = self.plan_item(&row, &roots, ignore)? else { continue };
             per_peer.entry(row.peer.clone()).or_default().push(item);
         }
         let mut peers: Vec<(String, Vec<Item>)> = per_peer.into_iter().collect();
@@ -276,6 +280,7 @@ impl Node {
     fn plan_item(
         &self,
         row: &crate::index::DirtyRow,
+        roots: &[crate::scan::Root],
         ignore: IgnoreFields,
     ) -> Result<Option<Item>, super::Error> {
         // The group that links this path to this peer (first in file order).
@@ -287,6 +292,10 @@ impl Node {
         let group = self.group(ag);
         let local = self.index.file(&row.path)?;
         let real = crate::paths::real_path(&self.config, &row.path);
+        let source = roots
+            .iter()
+            .find(|r| row.path == r.db || crate::index::is_below(&row.path, &r.db))
+            .map(|r| (r.real.clone(), row.path[r.db.len()..].to_vec()));
         let known = self.index.peer_version(&row.path, &row.peer)?;
         // What the peer should have if it changed nothing: the version before
         // our change; for a mark made by hand, what it was last known to have.
@@ -306,6 +315,7 @@ impl Node {
             changes: row.changes,
             local,
             real,
+            source,
             base,
             peer_has_old: base.is_some(),
             marked_at_ns: row.marked_at * 1_000_000_000,
@@ -477,20 +487,36 @@ fn request(it: &Item, id: u32, ignore: IgnoreFields) -> (Msg, Content) {
     }
 }
 
+/// Opens an item's content: without following symlinks below its include
+/// root, and only if it is still the inode the check hashed. Whatever a local
+/// user put at the path since (a symlink to a file only root may read, another
+/// file) is never sent; the path fails this run and the next check sees it.
+fn open_content(it: &Item) -> Result<std::fs::File, String> {
+    let (Some((root, rel)), Some(m)) = (&it.source, &it.local) else {
+        return Err("not below an include root here; not sent".into());
+    };
+    let expect = crate::scan::Expected { dev: None, ino: m.ino };
+    crate::scan::open_checked(root, rel, expect).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            "vanished since it was checked; not sent, checked again on the next run".into()
+        } else {
+            e.to_string()
+        }
+    })
+}
+
 /// Streams a file's content on stream `id`: `Data` frames, then `DataEnd`
 /// with the hash of what was actually read. Returns the bytes sent.
 async fn send_file<W: AsyncWrite + Unpin>(
     wr: &mut Conn<W>,
     id: u32,
-    it: &Item,
+    mut f: std::fs::File,
 ) -> Result<u64, String> {
     let mut h = blake3::Hasher::new();
     let mut sent = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
-    // An unreadable or vanished file still ends its stream: the peer then
-    // rejects it by hash and the mark stays for the next run.
-    if let Some(real) = &it.real
-        && let Ok(mut f) = std::fs::File::open(real)
+    // A read error still ends the stream: the peer then rejects it by hash
+    // and the mark stays for the next run.
     {
         loop {
             let n = match f.read(&mut buf) {
@@ -526,7 +552,10 @@ where
     if items.is_empty() {
         return Ok(());
     }
-    let (reg_tx, mut reg_rx) = tokio::sync::mpsc::unbounded_channel::<(u32, Item)>();
+    // With each item, why it was not sent (its content could not be opened
+    // safely): no request went out, so no reply will come.
+    let (reg_tx, mut reg_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(u32, Item, Option<String>)>();
     let first = *next_id;
     *next_id += items.len() as u32;
     let writer = async move {
@@ -534,11 +563,22 @@ where
         for (k, it) in items.into_iter().enumerate() {
             let id = first + k as u32;
             let (msg, content) = request(&it, id, ignore);
+            let file = if content == Content::Whole {
+                match open_content(&it) {
+                    Ok(f) => Some(f),
+                    Err(why) => {
+                        let _ = reg_tx.send((id, it, Some(why)));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             wr.queue(&msg).map_err(|e| e.to_string())?;
-            if content == Content::Whole {
-                bytes += send_file(wr, id, &it).await?;
+            if let Some(f) = file {
+                bytes += send_file(wr, id, f).await?;
             }
-            let _ = reg_tx.send((id, it));
+            let _ = reg_tx.send((id, it, None));
         }
         drop(reg_tx);
         wr.flush().await.map_err(|e| e.to_string())?;
@@ -554,7 +594,8 @@ where
             tokio::select! {
                 biased;
                 reg = reg_rx.recv(), if open => match reg {
-                    Some((id, it)) => { inflight.insert(id, it); }
+                    Some((id, it, None)) => { inflight.insert(id, it); }
+                    Some((_, it, Some(why))) => report.paths.push((it.path, PathResult::Failed(why))),
                     None => open = false,
                 },
                 m = rd.recv(), if !inflight.is_empty() => match m {
@@ -604,7 +645,7 @@ where
         }
         other => return Err(format!("expected a signature, got {other:?}")),
     };
-    let file = it.real.as_ref().and_then(|r| std::fs::File::open(r).ok());
+    let file = open_content(&it).ok();
     let (Some(file), false) = (file, blocks.is_empty()) else {
         // Nothing to diff against: whole file after all.
         it.need_content = true;
