@@ -89,12 +89,13 @@ pub async fn ping(
     let offset_ns = match reply {
         Some(Msg::Pong { id: 1, time_ns }) => time_ns - (t0 + rtt.as_nanos() as i64 / 2),
         Some(Msg::Error { code, message }) => {
+            let message = crate::paths::escape(&message);
             return Err(format!("refused by the peer: {code} ({message})"));
         }
         other => return Err(format!("unexpected reply to Ping: {other:?}")),
     };
     s.conn.send(&Msg::Bye).await.map_err(|e| e.to_string())?;
-    end_of_session(&mut s.conn).await?;
+    end_of_session(&mut s.conn, action_wait(config)).await?;
     s.conn.shutdown().await;
     Ok(PingReport {
         peer: s.peer,
@@ -118,30 +119,83 @@ fn now_ns() -> i64 {
 /// sends `Working` meanwhile; its own timeouts kill hung commands long before).
 pub const MAX_ACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Slack on top of the actions' own timeouts: the receiver's 10 s wait for
+/// overlapping sessions, process start-up, the final index commit.
+const ACTION_WAIT_MARGIN: u64 = 70;
+
+/// Most action results one session may report (a receiver runs each `exec`
+/// of its config at most once per session, in a few parts at worst).
+pub const MAX_ACTION_RESULTS: usize = 4096;
+
+/// Most bytes of action results (group, command, status) one session may report.
+pub const MAX_ACTION_RESULT_BYTES: usize = 4 << 20;
+
+/// How long to wait after `Bye` for a peer running actions: every command of
+/// every group may run once and be waited for once more (runs never overlap,
+/// so ours may queue behind another session's), plus a margin; at most
+/// [`MAX_ACTION_WAIT`]. The peer's config is meant to be ours, so its
+/// timeouts are ours: a peer that keeps us longer (keep-alives or not) is
+/// cut off with a clear error.
+pub fn action_wait(config: &Config) -> Duration {
+    let all: u64 = config
+        .my_groups()
+        .flat_map(|g| &g.actions)
+        .map(|a| u64::from(a.timeout_s()) * a.exec.len().max(1) as u64)
+        .sum();
+    Duration::from_secs(all.saturating_mul(2).saturating_add(ACTION_WAIT_MARGIN))
+        .min(MAX_ACTION_WAIT)
+}
+
 /// After `Bye`: reads up to the `ByeAck`, skipping the peer's keep-alives and
-/// collecting the results of the actions it ran for this session.
+/// collecting the results of the actions it ran for this session, for at most
+/// `wait` in all (see [`action_wait`]) and at most [`MAX_ACTION_RESULTS`]
+/// results of [`MAX_ACTION_RESULT_BYTES`]: a hostile or broken peer can
+/// neither hold us nor make us buffer without end. The peer's strings are
+/// escaped before they are kept (they are printed).
 ///
 /// # Errors
 /// Why the session did not end with a `ByeAck`.
 pub async fn end_of_session<S>(
     rd: &mut crate::net::conn::Conn<S>,
+    wait: Duration,
 ) -> Result<Vec<super::update::RemoteAction>, String>
 where
     S: tokio::io::AsyncRead + Unpin,
 {
-    let until = tokio::time::Instant::now() + MAX_ACTION_WAIT;
+    let until = tokio::time::Instant::now() + wait;
     let mut actions = Vec::new();
+    let mut bytes = 0usize;
     loop {
         match tokio::time::timeout_at(until, rd.recv()).await {
             Ok(Ok(Some(Msg::Working))) => {}
             Ok(Ok(Some(Msg::ActionResult { group, command, paths, ok, status }))) => {
-                actions.push(super::update::RemoteAction { group, command, paths, ok, status });
+                bytes += group.len() + command.len() + status.len();
+                if actions.len() >= MAX_ACTION_RESULTS || bytes > MAX_ACTION_RESULT_BYTES {
+                    return Err(format!(
+                        "the peer reported more than {MAX_ACTION_RESULTS} action results or \
+                         {MAX_ACTION_RESULT_BYTES} bytes of them; stopped listening"
+                    ));
+                }
+                let e = crate::paths::escape;
+                actions.push(super::update::RemoteAction {
+                    group: e(&group),
+                    command: e(&command),
+                    paths,
+                    ok,
+                    status: e(&status),
+                });
             }
             Ok(Ok(Some(Msg::ByeAck))) => return Ok(actions),
             Ok(Ok(Some(other))) => return Err(format!("unexpected reply to Bye: {other:?}")),
             Ok(Ok(None)) => return Err("connection closed".into()),
             Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("waited too long".into()),
+            Err(_) => {
+                return Err(format!(
+                    "no end of the session within {}s of the last change (longer than this \
+                     node's action timeouts allow)",
+                    wait.as_secs()
+                ));
+            }
         }
     }
 }

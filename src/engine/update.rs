@@ -208,6 +208,7 @@ impl Node {
             return Ok(report);
         }
         let myname = self.config.myname.clone();
+        let wait = super::remote::action_wait(&self.config);
         let jobs: Vec<(Target, super::remote::GroupKeys, Vec<Item>)> = peers
             .into_iter()
             .filter_map(|(peer, items)| {
@@ -227,7 +228,7 @@ impl Node {
                         let peer = target.name.clone();
                         match rt {
                             Ok(rt) => rt.block_on(push_peer(
-                                &target, &settings, &myname, &groups, items, ignore,
+                                &target, &settings, &myname, &groups, items, ignore, wait,
                             )),
                             Err(e) => PeerReport {
                                 peer,
@@ -346,6 +347,7 @@ async fn push_peer(
     groups: &[(String, Vec<u8>)],
     items: Vec<Item>,
     ignore: IgnoreFields,
+    wait: std::time::Duration,
 ) -> PeerReport {
     let mut report = PeerReport { peer: target.name.clone(), ..PeerReport::default() };
     let session = match client::connect(target, settings, myname, groups).await {
@@ -400,7 +402,7 @@ async fn push_peer(
     if report.error.is_none() {
         let _ = wr.send(&Msg::Bye).await;
         // The peer runs its actions before the ByeAck, telling us how they went.
-        match super::remote::end_of_session(&mut rd).await {
+        match super::remote::end_of_session(&mut rd, wait).await {
             Ok(actions) => report.actions = actions,
             Err(why) => {
                 // Every change was confirmed; what is unknown is whether the
@@ -605,7 +607,9 @@ where
                         };
                         on_outcome(it, outcome, ignore, report, retry);
                     }
-                    Ok(Some(Msg::Error { code, message })) => return Err(format!("{code} ({message})")),
+                    Ok(Some(Msg::Error { code, message })) => {
+                        return Err(format!("{code} ({})", crate::paths::escape(&message)));
+                    }
                     Ok(Some(other)) => return Err(format!("unexpected reply 0x{:02x}", other.type_byte())),
                     Ok(None) => return Err("the peer closed the connection".into()),
                     Err(e) => return Err(e.to_string()),
@@ -771,6 +775,8 @@ fn on_outcome(
                 it.need_content = true;
                 retry.push(it);
             } else {
+                // The peer's words are printed: escaped.
+                let message = crate::paths::escape(&message);
                 let why =
                     if code == ErrorCode::Io { message } else { format!("{code}: {message}") };
                 report.paths.push((it.path, PathResult::Failed(why)));
