@@ -15,6 +15,8 @@ mod cli;
 mod config_errors;
 /// The shipped example config and `--check-config` / `--explain`.
 mod config_example;
+/// Security items 2 and 8: symlink swaps, a private index, hostile pushers, escaped names.
+mod security;
 /// Issue 4: `-x` between three real nodes.
 mod sync;
 /// Issue 4: every `auto` rule, both directions, ties, delete against modify.
