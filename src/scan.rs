@@ -28,6 +28,11 @@ pub struct Root {
     pub real: PathBuf,
     /// The same path in DB form (`%prefix%/…` or the real path).
     pub db: Vec<u8>,
+    /// For a walk that starts below an include root (`csync -c PATH`): that
+    /// include root's real path. Only the config's paths are trusted to hold
+    /// symlinks; from there on every component is opened without following
+    /// one. `None`: `real` itself is such a trusted path.
+    pub anchor: Option<PathBuf>,
 }
 
 impl Root {
@@ -37,6 +42,22 @@ impl Root {
         let mut p = self.real.as_os_str().as_bytes().to_vec();
         p.extend_from_slice(rest);
         PathBuf::from(OsStr::from_bytes(&p))
+    }
+
+    /// The trusted directory (or single file) a DB-form path below (or at)
+    /// this root is opened from, and the path below it: the arguments of
+    /// [`open_checked`].
+    pub fn trusted_of(&self, db: &[u8]) -> (&Path, Vec<u8>) {
+        let rest = &db[self.db.len()..];
+        let Some(anchor) = &self.anchor else { return (&self.real, rest.to_vec()) };
+        match self.real.strip_prefix(anchor) {
+            Ok(below) if !below.as_os_str().is_empty() => {
+                let mut rel = below.as_os_str().as_bytes().to_vec();
+                rel.extend_from_slice(rest);
+                (anchor, rel)
+            }
+            _ => (&self.real, rest.to_vec()),
+        }
     }
 }
 
@@ -91,8 +112,8 @@ where
     let mut out = Walk::default();
     let queue = WorkQueue::default();
     for (ri, root) in roots.iter().enumerate() {
-        let md = match fs::symlink_metadata(&root.real) {
-            Ok(md) => md,
+        let (meta, dev, parent) = match stat_root(root) {
+            Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 out.pruned.insert(root.db.clone());
@@ -104,29 +125,23 @@ where
         if lvl == Level::Ignore {
             continue;
         }
-        let mut meta = meta_of(&md);
         if lvl == Level::Managed {
-            if meta.kind == FileKind::Symlink {
-                match fs::read_link(&root.real) {
-                    Ok(t) => meta.target = Some(t.into_os_string().into_vec()),
-                    Err(e) => {
-                        out.errors.push(ScanError {
-                            path: root.real.clone(),
-                            message: format!("cannot read link: {e}"),
-                        });
-                        continue;
-                    }
-                }
+            if meta.kind == FileKind::Symlink && meta.target.is_none() {
+                out.errors.push(ScanError {
+                    path: root.real.clone(),
+                    message: "cannot read link".into(),
+                });
+                continue;
             }
             out.observed.push(Observed {
                 path: root.db.clone(),
                 root: ri,
                 meta: meta.clone(),
-                dev: md.dev(),
+                dev,
             });
         }
         if recursive && meta.kind == FileKind::Dir {
-            queue.push(DirJob { root: ri, db: root.db.clone(), parent: None });
+            queue.push(DirJob { root: ri, db: root.db.clone(), parent });
         }
     }
     if !queue.is_empty() {
@@ -146,6 +161,28 @@ where
     out.observed.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     out.observed.dedup_by(|a, b| a.path == b.path);
     out
+}
+
+/// `lstat` of a walk's root (link target read), and for a root below an
+/// include root the directory holding it, opened component-wise from there
+/// without following symlinks (the walk then opens the root from it).
+fn stat_root(root: &Root) -> io::Result<(Meta, u64, Option<Arc<OwnedFd>>)> {
+    let (base, rel) = root.trusted_of(&root.db);
+    if rel.is_empty() {
+        let md = fs::symlink_metadata(&root.real)?;
+        let mut meta = meta_of(&md);
+        if meta.kind == FileKind::Symlink {
+            meta.target = fs::read_link(&root.real).ok().map(|t| t.into_os_string().into_vec());
+        }
+        return Ok((meta, md.dev(), None));
+    }
+    let (dir, name) = open_parent_below(base, &rel)?;
+    let st = rfs::statat(&dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW)?;
+    let mut meta = Meta::from_stat(&st);
+    if meta.kind == FileKind::Symlink {
+        meta.target = rfs::readlinkat(&dir, name, Vec::new()).ok().map(|t| t.into_bytes());
+    }
+    Ok((meta, st.st_dev, Some(Arc::new(dir))))
 }
 
 /// A directory still to be read: which root it is under, its DB path, and
@@ -413,8 +450,33 @@ fn changed(why: &str) -> io::Error {
 /// directory, a fifo or a different file (a per-path message: skip it this
 /// run), or cannot be opened.
 pub fn open_checked(root: &Path, rel: &[u8], expect: Expected) -> io::Result<File> {
+    let (dir, name) = open_parent_below(root, rel)?;
+    // O_NONBLOCK: should a fifo have been swapped in, do not hang on it (the
+    // type check below then refuses it). O_NOCTTY: nor adopt a terminal.
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rfs::openat(&dir, name, flags, rfs::Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => return Err(changed("now a symlink")),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rfs::fstat(&fd)?;
+    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+        return Err(changed("no longer a regular file"));
+    }
+    if st.st_ino != expect.ino || expect.dev.is_some_and(|d| d != st.st_dev) {
+        return Err(changed("now another file"));
+    }
+    rfs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(File::from(fd))
+}
+
+/// The directory holding `root/rel` and the last component: `root` is
+/// opened as given (trusted), every directory of `rel` below it with
+/// `O_NOFOLLOW`. An empty `rel` names `root` itself, in its (trusted) parent.
+fn open_parent_below<'a>(root: &'a Path, rel: &'a [u8]) -> io::Result<(OwnedFd, &'a [u8])> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let (mut dir, name): (OwnedFd, &[u8]) = if rel.is_empty() {
+    let (dir, name): (OwnedFd, &[u8]) = if rel.is_empty() {
         let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file path"));
         };
@@ -447,25 +509,7 @@ pub fn open_checked(root: &Path, rel: &[u8], expect: Expected) -> io::Result<Fil
     if name.is_empty() || name == b"." || name == b".." {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "unclean path"));
     }
-    // O_NONBLOCK: should a fifo have been swapped in, do not hang on it (the
-    // type check below then refuses it). O_NOCTTY: nor adopt a terminal.
-    let flags =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = match rfs::openat(&dir, name, flags, rfs::Mode::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::LOOP) => return Err(changed("now a symlink")),
-        Err(e) => return Err(e.into()),
-    };
-    dir = fd;
-    let st = rfs::fstat(&dir)?;
-    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
-        return Err(changed("no longer a regular file"));
-    }
-    if st.st_ino != expect.ino || expect.dev.is_some_and(|d| d != st.st_dev) {
-        return Err(changed("now another file"));
-    }
-    rfs::fcntl_setfl(&dir, OFlags::empty())?;
-    Ok(File::from(dir))
+    Ok((dir, name))
 }
 
 /// What the comparison found for one path.
@@ -606,13 +650,12 @@ fn hash_all(
     let threads = threads.min(which.len().div_ceil(64)).max(1);
     // Each file is opened from its root, component by component, and must be
     // the inode the walk saw: see `open_checked`.
-    let jobs: Vec<(usize, &Path, &[u8], Expected)> = which
+    let jobs: Vec<(usize, &Path, Vec<u8>, Expected)> = which
         .iter()
         .map(|&i| {
             let o = &observed[i];
-            let root = &roots[o.root];
-            let rel = &o.path[root.db.len()..];
-            (i, root.real.as_path(), rel, Expected { dev: Some(o.dev), ino: o.meta.ino })
+            let (base, rel) = roots[o.root].trusted_of(&o.path);
+            (i, base, rel, Expected { dev: Some(o.dev), ino: o.meta.ino })
         })
         .collect();
     let chunk = jobs.len().div_ceil(threads);
@@ -622,12 +665,10 @@ fn hash_all(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|&(i, root, rel, expect)| {
-                            (
-                                i,
-                                open_checked(root, rel, expect)
-                                    .and_then(|mut f| hash_reader(&mut f)),
-                            )
+                        .map(|(i, root, rel, expect)| {
+                            let h = open_checked(root, rel, *expect)
+                                .and_then(|mut f| hash_reader(&mut f));
+                            (*i, h)
                         })
                         .collect::<Vec<_>>()
                 })
@@ -680,7 +721,7 @@ mod tests {
         fs::write(d.path().join("a/f"), b"hello").unwrap();
         fs::write(d.path().join("a/b/g"), b"world").unwrap();
         std::os::unix::fs::symlink("f", d.path().join("a/l")).unwrap();
-        let roots = vec![Root { real: d.path().join("a"), db: b"%p%".to_vec() }];
+        let roots = vec![Root { real: d.path().join("a"), db: b"%p%".to_vec(), anchor: None }];
         (d, roots)
     }
 
@@ -878,5 +919,41 @@ mod tests {
         std::os::unix::fs::symlink(&outside, d.path().join("a/b")).unwrap();
         let w = walk(&roots, true, managed);
         assert!(!w.observed.iter().any(|o| o.path.starts_with(b"%p%/b/")));
+    }
+
+    #[test]
+    fn a_scoped_walk_trusts_only_the_include_root() {
+        // `csync -c ROOT/b/sub` after b became a symlink to a directory outside.
+        let (d, _roots) = setup();
+        let outside = d.path().join("outside");
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::write(outside.join("sub/secret"), b"x").unwrap();
+        fs::remove_dir_all(d.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink(&outside, d.path().join("a/b")).unwrap();
+        let scoped = vec![Root {
+            real: d.path().join("a/b/sub"),
+            db: b"%p%/b/sub".to_vec(),
+            anchor: Some(d.path().join("a")),
+        }];
+        let w = walk(&scoped, true, managed);
+        assert!(w.observed.is_empty(), "{:?}", w.observed);
+        assert_eq!(w.errors.len(), 1, "{:?}", w.errors);
+        // A scoped walk of a real subdirectory works as before.
+        fs::remove_file(d.path().join("a/b")).unwrap();
+        fs::create_dir_all(d.path().join("a/b/sub")).unwrap();
+        fs::write(d.path().join("a/b/sub/g"), b"world").unwrap();
+        let (deltas, errors) = compare::<K, _>(
+            walk(&scoped, true, managed),
+            &scoped,
+            &[],
+            IgnoreFields::default(),
+            |_| true,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let g = deltas.iter().find_map(|d| match d {
+            Delta::New(o) if o.path == b"%p%/b/sub/g" => o.meta.hash,
+            _ => None,
+        });
+        assert_eq!(g, Some(*blake3::hash(b"world").as_bytes()));
     }
 }
