@@ -199,3 +199,86 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::conn::Conn;
+
+    #[tokio::test]
+    async fn keep_alives_cannot_hold_the_client_past_the_deadline() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut peer = Conn::new(b, Duration::from_secs(30));
+        let mut me = Conn::new(a, Duration::from_secs(30));
+        let feeder = tokio::spawn(async move {
+            // A hostile peer: keep-alives forever, never a ByeAck.
+            loop {
+                if peer.send(&Msg::Working).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let t = Instant::now();
+        let err = end_of_session(&mut me, Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.contains("within 1s"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        feeder.abort();
+    }
+
+    #[tokio::test]
+    async fn action_results_are_capped_and_escaped() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut peer = Conn::new(b, Duration::from_secs(30));
+        let mut me = Conn::new(a, Duration::from_secs(30));
+        let result = |status: &str| Msg::ActionResult {
+            group: "g".into(),
+            command: "reload\n\x1b[2J".into(),
+            paths: 1,
+            ok: true,
+            status: status.into(),
+        };
+        let feeder = tokio::spawn(async move {
+            peer.send(&result("ok")).await.unwrap();
+            peer.send(&Msg::ByeAck).await.unwrap();
+            for _ in 0..=MAX_ACTION_RESULTS {
+                if peer.send(&result("again")).await.is_err() {
+                    return;
+                }
+            }
+            let _ = peer.send(&Msg::ByeAck).await;
+        });
+        let got = end_of_session(&mut me, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].command, "reload\\n\\x1b[2J");
+        let err = end_of_session(&mut me, Duration::from_secs(60)).await.unwrap_err();
+        assert!(err.contains("more than 4096 action results"), "{err}");
+        drop(me);
+        let _ = feeder.await;
+    }
+
+    #[test]
+    fn the_wait_follows_the_configured_action_timeouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "Qm9vdHN0cmFwS2V5Rm9yVGVzdHMuT25seS5Ob3RBU2VjcmV0LkFiY2RlZmdoaWpr";
+        std::fs::write(dir.path().join("k"), key).unwrap();
+        let opts = crate::config::LoadOptions {
+            myname: "a".into(),
+            sysdir: dir.path().to_path_buf(),
+            active_groups: None,
+        };
+        let load = |text: &str| crate::config::load_str("t.cfg", text, &opts).unwrap();
+        let none = load("group g { host a b; key k; include /srv; }");
+        assert_eq!(action_wait(&none), Duration::from_secs(ACTION_WAIT_MARGIN));
+        let two = load(
+            "group g { host a b; key k; include /srv; \
+             action { exec \"x\"; exec \"y\"; timeout 30; } action { exec \"z\"; } }",
+        );
+        // (30 + 30 + 60) twice, plus the margin.
+        assert_eq!(action_wait(&two), Duration::from_secs(240 + ACTION_WAIT_MARGIN));
+        let huge = load(
+            "group g { host a b; key k; include /srv; action { exec \"x\"; timeout 99999; } }",
+        );
+        assert_eq!(action_wait(&huge), MAX_ACTION_WAIT);
+    }
+}
