@@ -246,3 +246,26 @@ fn names_from_a_peer_reach_the_log_escaped() {
         "a forged log line:\n{log}"
     );
 }
+
+#[test]
+fn a_diff_never_shows_a_file_swapped_in_after_the_check() {
+    let net = Net::new("diff_after_swap", &["n1", "n2"], CFG2);
+    let _d1 = net.daemon("n1", &["--timeout", "2"]);
+    let _d2 = net.daemon("n2", &["--timeout", "2"]);
+    let secret = plant_secret(&net);
+    fs::write(net.root("n1").join("f"), b"one\n").unwrap();
+    let (code, out) = run(&net, "n1", &["-x"]);
+    assert_eq!(code, 0, "{out}");
+    // n2 changes it, checks, and then a user swaps it for a symlink.
+    let f2 = net.root("n2").join("f");
+    fs::write(&f2, b"two\n").unwrap();
+    let (code, out) = run(&net, "n2", &["-cr"]);
+    assert_eq!(code, 0, "{out}");
+    fs::remove_file(&f2).unwrap();
+    std::os::unix::fs::symlink(&secret, &f2).unwrap();
+    let (_, out) = run(&net, "n2", &["-TT", "-P", "n1"]);
+    assert!(out.contains("X\tn2\tn1\t%p%/f"), "{out}");
+    assert!(out.contains("not diffed"), "{out}");
+    let secret_text = String::from_utf8_lossy(SECRET);
+    assert!(!out.contains(secret_text.as_ref()), "the diff showed the secret:\n{out}");
+}
