@@ -509,26 +509,30 @@ fn open_content(it: &Item) -> Result<std::fs::File, String> {
 
 /// Streams a file's content on stream `id`: `Data` frames, then `DataEnd`
 /// with the hash of what was actually read. Returns the bytes sent.
+///
+/// At most `size` bytes (the size the request declared) are read: a file that
+/// grew since the check would only be refused by the receiver, and what was
+/// checked is what is sent (the next check sees the growth).
 async fn send_file<W: AsyncWrite + Unpin>(
     wr: &mut Conn<W>,
     id: u32,
-    mut f: std::fs::File,
+    f: std::fs::File,
+    size: u64,
 ) -> Result<u64, String> {
     let mut h = blake3::Hasher::new();
     let mut sent = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
+    let mut f = f.take(size);
     // A read error still ends the stream: the peer then rejects it by hash
     // and the mark stays for the next run.
-    {
-        loop {
-            let n = match f.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            h.update(&buf[..n]);
-            wr.send_data(id, &buf[..n]).await.map_err(|e| e.to_string())?;
-            sent += n as u64;
-        }
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        h.update(&buf[..n]);
+        wr.send_data(id, &buf[..n]).await.map_err(|e| e.to_string())?;
+        sent += n as u64;
     }
     wr.queue(&Msg::DataEnd { stream: id, hash: *h.finalize().as_bytes() })
         .map_err(|e| e.to_string())?;
@@ -578,7 +582,8 @@ where
             };
             wr.queue(&msg).map_err(|e| e.to_string())?;
             if let Some(f) = file {
-                bytes += send_file(wr, id, f).await?;
+                let size = it.local.as_ref().map_or(0, |m| m.size);
+                bytes += send_file(wr, id, f, size).await?;
             }
             let _ = reg_tx.send((id, it, None));
         }
