@@ -156,6 +156,13 @@ pub fn display(db: &[u8]) -> String {
     out
 }
 
+/// Any other string that came from a peer (a node or group name in a
+/// handshake, an error text, an action's status), escaped as [`display`]
+/// does, so it can never forge log lines or send terminal escapes.
+pub fn escape(s: &str) -> String {
+    display(s.as_bytes())
+}
+
 /// Unicode bidirectional controls: they can make a listed name read differently
 /// from what it is.
 fn is_bidi(c: char) -> bool {
@@ -198,5 +205,6 @@ mod tests {
         assert_eq!(display(b"a b/\xc3\xa4"), "a b/ä");
         assert_eq!(display(b"x\ny\\z\xff"), "x\\ny\\\\z\\xff");
         assert_eq!(display("a\u{202E}b".as_bytes()), "a\\xe2\\x80\\xaeb");
+        assert_eq!(escape("g\n\x1b[31mx"), "g\\n\\x1b[31mx");
     }
 }

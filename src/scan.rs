@@ -7,14 +7,15 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::{self, Metadata};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
+use rustix::fd::OwnedFd;
 use rustix::fs::{self as rfs, OFlags};
 
 use crate::pattern::Level;
@@ -27,6 +28,11 @@ pub struct Root {
     pub real: PathBuf,
     /// The same path in DB form (`%prefix%/…` or the real path).
     pub db: Vec<u8>,
+    /// For a walk that starts below an include root (`csync -c PATH`): that
+    /// include root's real path. Only the config's paths are trusted to hold
+    /// symlinks; from there on every component is opened without following
+    /// one. `None`: `real` itself is such a trusted path.
+    pub anchor: Option<PathBuf>,
 }
 
 impl Root {
@@ -36,6 +42,22 @@ impl Root {
         let mut p = self.real.as_os_str().as_bytes().to_vec();
         p.extend_from_slice(rest);
         PathBuf::from(OsStr::from_bytes(&p))
+    }
+
+    /// The trusted directory (or single file) a DB-form path below (or at)
+    /// this root is opened from, and the path below it: the arguments of
+    /// [`open_checked`].
+    pub fn trusted_of(&self, db: &[u8]) -> (&Path, Vec<u8>) {
+        let rest = &db[self.db.len()..];
+        let Some(anchor) = &self.anchor else { return (&self.real, rest.to_vec()) };
+        match self.real.strip_prefix(anchor) {
+            Ok(below) if !below.as_os_str().is_empty() => {
+                let mut rel = below.as_os_str().as_bytes().to_vec();
+                rel.extend_from_slice(rest);
+                (anchor, rel)
+            }
+            _ => (&self.real, rest.to_vec()),
+        }
     }
 }
 
@@ -48,6 +70,9 @@ pub struct Observed {
     pub root: usize,
     /// What `lstat` said (the hash is filled in later, only when needed).
     pub meta: Meta,
+    /// The device `lstat` said: with `meta.ino`, the inode whose content may be
+    /// hashed (whatever else is at the path by then is not read).
+    pub dev: u64,
 }
 
 /// A problem met during a walk; the walk goes on without that entry.
@@ -87,8 +112,8 @@ where
     let mut out = Walk::default();
     let queue = WorkQueue::default();
     for (ri, root) in roots.iter().enumerate() {
-        let md = match fs::symlink_metadata(&root.real) {
-            Ok(md) => md,
+        let (meta, dev, parent) = match stat_root(root) {
+            Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 out.pruned.insert(root.db.clone());
@@ -100,24 +125,23 @@ where
         if lvl == Level::Ignore {
             continue;
         }
-        let mut meta = meta_of(&md);
         if lvl == Level::Managed {
-            if meta.kind == FileKind::Symlink {
-                match fs::read_link(&root.real) {
-                    Ok(t) => meta.target = Some(t.into_os_string().into_vec()),
-                    Err(e) => {
-                        out.errors.push(ScanError {
-                            path: root.real.clone(),
-                            message: format!("cannot read link: {e}"),
-                        });
-                        continue;
-                    }
-                }
+            if meta.kind == FileKind::Symlink && meta.target.is_none() {
+                out.errors.push(ScanError {
+                    path: root.real.clone(),
+                    message: "cannot read link".into(),
+                });
+                continue;
             }
-            out.observed.push(Observed { path: root.db.clone(), root: ri, meta: meta.clone() });
+            out.observed.push(Observed {
+                path: root.db.clone(),
+                root: ri,
+                meta: meta.clone(),
+                dev,
+            });
         }
         if recursive && meta.kind == FileKind::Dir {
-            queue.push(DirJob { root: ri, db: root.db.clone() });
+            queue.push(DirJob { root: ri, db: root.db.clone(), parent });
         }
     }
     if !queue.is_empty() {
@@ -139,10 +163,38 @@ where
     out
 }
 
-/// A directory still to be read: which root it is under, and its DB path.
+/// `lstat` of a walk's root (link target read), and for a root below an
+/// include root the directory holding it, opened component-wise from there
+/// without following symlinks (the walk then opens the root from it).
+fn stat_root(root: &Root) -> io::Result<(Meta, u64, Option<Arc<OwnedFd>>)> {
+    let (base, rel) = root.trusted_of(&root.db);
+    if rel.is_empty() {
+        let md = fs::symlink_metadata(&root.real)?;
+        let mut meta = meta_of(&md);
+        if meta.kind == FileKind::Symlink {
+            meta.target = fs::read_link(&root.real).ok().map(|t| t.into_os_string().into_vec());
+        }
+        return Ok((meta, md.dev(), None));
+    }
+    let (dir, name) = open_parent_below(base, &rel)?;
+    let st = rfs::statat(&dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW)?;
+    let mut meta = Meta::from_stat(&st);
+    if meta.kind == FileKind::Symlink {
+        meta.target = rfs::readlinkat(&dir, name, Vec::new()).ok().map(|t| t.into_bytes());
+    }
+    Ok((meta, st.st_dev, Some(Arc::new(dir))))
+}
+
+/// A directory still to be read: which root it is under, its DB path, and
+/// the open directory it was found in (`None` for a root). A subdirectory is
+/// opened relative to that descriptor, never by its full path: a directory
+/// above it renamed or swapped for a symlink meanwhile cannot lead the walk
+/// outside the tree. The descriptor is shared by the parent's queued children
+/// and closed with the last of them.
 struct DirJob {
     root: usize,
     db: Vec<u8>,
+    parent: Option<Arc<OwnedFd>>,
 }
 
 /// Directories waiting to be read, shared by the walk workers. The walk is
@@ -205,11 +257,22 @@ where
     let root = &roots[job.root];
     let real = root.real_of(&job.db);
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    // Two descriptors: one the directory stream consumes, one to stat against.
-    let opened = rfs::openat(rfs::CWD, &real, flags, rfs::Mode::empty())
-        .and_then(|fd| rfs::Dir::read_from(&fd).map(|d| (fd, d)));
+    // Two descriptors: one the directory stream consumes, one to stat against
+    // (and to open subdirectories from).
+    let opened = match &job.parent {
+        // A root: its path is the config's, trusted.
+        None => rfs::openat(rfs::CWD, &real, flags, rfs::Mode::empty()),
+        Some(parent) => {
+            let name = match job.db.iter().rposition(|&b| b == b'/') {
+                Some(i) => &job.db[i + 1..],
+                None => &job.db[..],
+            };
+            rfs::openat(parent.as_ref(), name, flags, rfs::Mode::empty())
+        }
+    }
+    .and_then(|fd| rfs::Dir::read_from(&fd).map(|d| (fd, d)));
     let (fd, dir) = match opened {
-        Ok(x) => x,
+        Ok((fd, d)) => (Arc::new(fd), d),
         // Vanished since it was listed: its indexed children are simply gone.
         Err(rustix::io::Errno::NOENT) => return,
         Err(e) => {
@@ -247,7 +310,8 @@ where
                 out.pruned.insert(db);
             } else if dtype == rfs::FileType::Unknown {
                 // Some filesystems do not fill in d_type: ask, to prune correctly.
-                if let Ok(st) = rfs::statat(&fd, entry.file_name(), rfs::AtFlags::SYMLINK_NOFOLLOW)
+                if let Ok(st) =
+                    rfs::statat(fd.as_ref(), entry.file_name(), rfs::AtFlags::SYMLINK_NOFOLLOW)
                     && rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory
                 {
                     out.pruned.insert(db);
@@ -257,11 +321,11 @@ where
         }
         if lvl == Level::StepInto && dtype != rfs::FileType::Unknown {
             if dtype == rfs::FileType::Directory {
-                queue.push(DirJob { root: job.root, db });
+                queue.push(DirJob { root: job.root, db, parent: Some(fd.clone()) });
             }
             continue;
         }
-        let st = match rfs::statat(&fd, entry.file_name(), rfs::AtFlags::SYMLINK_NOFOLLOW) {
+        let st = match rfs::statat(fd.as_ref(), entry.file_name(), rfs::AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(rustix::io::Errno::NOENT) => continue,
             Err(e) => {
@@ -274,13 +338,13 @@ where
         };
         let mut meta = Meta::from_stat(&st);
         if meta.kind == FileKind::Dir {
-            queue.push(DirJob { root: job.root, db: db.clone() });
+            queue.push(DirJob { root: job.root, db: db.clone(), parent: Some(fd.clone()) });
         }
         if lvl != Level::Managed {
             continue;
         }
         if meta.kind == FileKind::Symlink {
-            match rfs::readlinkat(&fd, entry.file_name(), Vec::new()) {
+            match rfs::readlinkat(fd.as_ref(), entry.file_name(), Vec::new()) {
                 Ok(t) => meta.target = Some(t.into_bytes()),
                 Err(rustix::io::Errno::NOENT) => continue,
                 Err(e) => {
@@ -292,7 +356,7 @@ where
                 }
             }
         }
-        out.observed.push(Observed { path: db, root: job.root, meta });
+        out.observed.push(Observed { path: db, root: job.root, meta, dev: st.st_dev });
     }
 }
 
@@ -334,9 +398,8 @@ pub fn meta_of(md: &Metadata) -> Meta {
 /// never holds a large file in memory).
 ///
 /// # Errors
-/// When the file cannot be opened or read.
-pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
-    let mut f = fs::File::open(path)?;
+/// When the file cannot be read.
+pub fn hash_reader(f: &mut impl Read) -> io::Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -349,6 +412,104 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
         h.update(&buf[..n]);
     }
     Ok(*h.finalize().as_bytes())
+}
+
+/// The file a walk (or the index) saw at a path: content is read only from
+/// that inode. `dev: None` when only the inode number is known (the index
+/// does not keep device numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// `st_dev`, if known.
+    pub dev: Option<u64>,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+/// The error for a path that is no longer the regular file that was seen: it
+/// is never read, and the next check sees what is there now.
+fn changed(why: &str) -> io::Error {
+    io::Error::other(format!(
+        "changed since it was checked ({why}); not read, checked again on the next run"
+    ))
+}
+
+/// Opens the regular file at `root/rel` for reading without following a
+/// symlink anywhere below `root`, and only if it is still the inode that was
+/// seen (`expect`).
+///
+/// `root` is an include root (its path is the config's and trusted: symlinks
+/// in it are followed); every component of `rel` is opened relative to the
+/// previous one with `O_NOFOLLOW`, so a user who can write below the root
+/// cannot swap in a symlink (to a file only root may read) between the walk's
+/// `lstat` and this open and have that file hashed or sent. An empty `rel`
+/// means the root itself is the file (`include /etc/hosts;`): its parent
+/// directory is trusted, the file is opened in it with `O_NOFOLLOW`.
+///
+/// # Errors
+/// `NotFound` when it vanished; another error when it is now a symlink, a
+/// directory, a fifo or a different file (a per-path message: skip it this
+/// run), or cannot be opened.
+pub fn open_checked(root: &Path, rel: &[u8], expect: Expected) -> io::Result<File> {
+    let (dir, name) = open_parent_below(root, rel)?;
+    // O_NONBLOCK: should a fifo have been swapped in, do not hang on it (the
+    // type check below then refuses it). O_NOCTTY: nor adopt a terminal.
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rfs::openat(&dir, name, flags, rfs::Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => return Err(changed("now a symlink")),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rfs::fstat(&fd)?;
+    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+        return Err(changed("no longer a regular file"));
+    }
+    if st.st_ino != expect.ino || expect.dev.is_some_and(|d| d != st.st_dev) {
+        return Err(changed("now another file"));
+    }
+    rfs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(File::from(fd))
+}
+
+/// The directory holding `root/rel` and the last component: `root` is
+/// opened as given (trusted), every directory of `rel` below it with
+/// `O_NOFOLLOW`. An empty `rel` names `root` itself, in its (trusted) parent.
+fn open_parent_below<'a>(root: &'a Path, rel: &'a [u8]) -> io::Result<(OwnedFd, &'a [u8])> {
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let (dir, name): (OwnedFd, &[u8]) = if rel.is_empty() {
+        let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file path"));
+        };
+        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+        (rfs::open(parent, dir_flags, rfs::Mode::empty())?, name.as_bytes())
+    } else {
+        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+        let (dirs, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&rel[..0], rel),
+        };
+        let mut fd = rfs::open(root, dir_flags, rfs::Mode::empty())?;
+        if !dirs.is_empty() {
+            for comp in dirs.split(|&b| b == b'/') {
+                if comp.is_empty() || comp == b"." || comp == b".." {
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "unclean path"));
+                }
+                fd = match rfs::openat(&fd, comp, dir_flags | OFlags::NOFOLLOW, rfs::Mode::empty())
+                {
+                    Ok(fd) => fd,
+                    Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                        return Err(changed("a directory above it is now a symlink or a file"));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            }
+        }
+        (fd, name)
+    };
+    if name.is_empty() || name == b"." || name == b".." {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "unclean path"));
+    }
+    Ok((dir, name))
 }
 
 /// What the comparison found for one path.
@@ -494,14 +655,30 @@ fn hash_all(
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
     let threads = threads.min(which.len().div_ceil(64)).max(1);
-    let jobs: Vec<(usize, PathBuf)> =
-        which.iter().map(|&i| (i, roots[observed[i].root].real_of(&observed[i].path))).collect();
+    // Each file is opened from its root, component by component, and must be
+    // the inode the walk saw: see `open_checked`.
+    let jobs: Vec<(usize, &Path, Vec<u8>, Expected)> = which
+        .iter()
+        .map(|&i| {
+            let o = &observed[i];
+            let (base, rel) = roots[o.root].trusted_of(&o.path);
+            (i, base, rel, Expected { dev: Some(o.dev), ino: o.meta.ino })
+        })
+        .collect();
     let chunk = jobs.len().div_ceil(threads);
     let results: Vec<(usize, io::Result<[u8; 32]>)> = std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .chunks(chunk)
             .map(|part| {
-                s.spawn(move || part.iter().map(|(i, p)| (*i, hash_file(p))).collect::<Vec<_>>())
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(i, root, rel, expect)| {
+                            let h = open_checked(root, rel, *expect)
+                                .and_then(|mut f| hash_reader(&mut f));
+                            (*i, h)
+                        })
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("hash thread panicked")).collect()
@@ -513,7 +690,11 @@ fn hash_all(
                 if e.kind() != io::ErrorKind::NotFound {
                     errors.push(ScanError {
                         path: roots[observed[i].root].real_of(&observed[i].path),
-                        message: format!("cannot read: {e}"),
+                        message: if e.kind() == io::ErrorKind::Other {
+                            e.to_string()
+                        } else {
+                            format!("cannot read: {e}")
+                        },
                     });
                 }
                 failed.insert(i);
@@ -547,7 +728,7 @@ mod tests {
         fs::write(d.path().join("a/f"), b"hello").unwrap();
         fs::write(d.path().join("a/b/g"), b"world").unwrap();
         std::os::unix::fs::symlink("f", d.path().join("a/l")).unwrap();
-        let roots = vec![Root { real: d.path().join("a"), db: b"%p%".to_vec() }];
+        let roots = vec![Root { real: d.path().join("a"), db: b"%p%".to_vec(), anchor: None }];
         (d, roots)
     }
 
@@ -641,5 +822,145 @@ mod tests {
         assert!(below_pruned(b"%p%/a/x/y", &p));
         assert!(!below_pruned(b"%p%/a.x/y", &p));
         assert!(!below_pruned(b"%p%/a", &p));
+    }
+
+    fn ident(p: &Path) -> Expected {
+        let md = fs::symlink_metadata(p).unwrap();
+        Expected { dev: Some(md.dev()), ino: md.ino() }
+    }
+
+    #[test]
+    fn open_checked_reads_the_file_that_was_seen() {
+        let (d, _roots) = setup();
+        let root = d.path().join("a");
+        let mut s = String::new();
+        open_checked(&root, b"/b/g", ident(&root.join("b/g")))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "world");
+        // A single-file root: the root itself, opened in its (trusted) parent.
+        let f = root.join("f");
+        let mut s = String::new();
+        open_checked(&f, b"", ident(&f)).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+    }
+
+    #[test]
+    fn open_checked_refuses_a_swapped_in_symlink_or_inode() {
+        let (d, _roots) = setup();
+        let root = d.path().join("a");
+        let secret = d.path().join("secret");
+        fs::write(&secret, b"root only").unwrap();
+        let seen = ident(&root.join("f"));
+        // The file the walk saw is replaced by a symlink to the secret.
+        fs::remove_file(root.join("f")).unwrap();
+        std::os::unix::fs::symlink(&secret, root.join("f")).unwrap();
+        let e = open_checked(&root, b"/f", seen).unwrap_err();
+        assert!(e.to_string().contains("now a symlink"), "{e}");
+        // ... or by a hard link to it, or any other file: another inode.
+        fs::remove_file(root.join("f")).unwrap();
+        fs::hard_link(&secret, root.join("f")).unwrap();
+        let e = open_checked(&root, b"/f", seen).unwrap_err();
+        assert!(e.to_string().contains("now another file"), "{e}");
+        // A directory above it swapped for a symlink to a directory outside.
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("g"), b"root only").unwrap();
+        let g = ident(&outside.join("g"));
+        fs::remove_dir_all(root.join("b")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("b")).unwrap();
+        let e = open_checked(&root, b"/b/g", g).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        // A single-file root that became a symlink.
+        let single = d.path().join("single");
+        fs::write(&single, b"x").unwrap();
+        let seen = ident(&single);
+        fs::remove_file(&single).unwrap();
+        std::os::unix::fs::symlink(&secret, &single).unwrap();
+        assert!(open_checked(&single, b"", seen).is_err());
+        // A fifo: refused without hanging.
+        let fifo = root.join("p");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = open_checked(&root, b"/p", ident(&fifo)).unwrap_err();
+        assert!(e.to_string().contains("no longer a regular file"), "{e}");
+    }
+
+    #[test]
+    fn compare_skips_a_file_swapped_after_the_walk() {
+        let (d, roots) = setup();
+        let secret = d.path().join("secret");
+        fs::write(&secret, b"root only").unwrap();
+        let w = walk(&roots, true, managed);
+        fs::remove_file(d.path().join("a/f")).unwrap();
+        std::os::unix::fs::symlink(&secret, d.path().join("a/f")).unwrap();
+        let (deltas, errors) = compare::<K, _>(w, &roots, &[], IgnoreFields::default(), |_| true);
+        assert!(!deltas.iter().any(|d| matches!(d, Delta::New(o) if o.path == b"%p%/f")));
+        assert!(
+            errors.iter().any(|e| e.path.ends_with("a/f") && e.message.contains("symlink")),
+            "{errors:?}"
+        );
+        let secret_hash = *blake3::hash(b"root only").as_bytes();
+        assert!(!deltas.iter().any(|d| match d {
+            Delta::New(o) => o.meta.hash == Some(secret_hash),
+            _ => false,
+        }));
+    }
+
+    #[test]
+    fn walk_never_descends_into_a_symlinked_directory() {
+        // (The race, a directory swapped after its lstat, is what opening it
+        // relative to its parent with O_NOFOLLOW closes; this is the plain case.)
+        let (d, roots) = setup();
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), b"x").unwrap();
+        fs::remove_dir_all(d.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink(&outside, d.path().join("a/b")).unwrap();
+        let w = walk(&roots, true, managed);
+        assert!(!w.observed.iter().any(|o| o.path.starts_with(b"%p%/b/")));
+    }
+
+    #[test]
+    fn a_scoped_walk_trusts_only_the_include_root() {
+        // `csync -c ROOT/b/sub` after b became a symlink to a directory outside.
+        let (d, _roots) = setup();
+        let outside = d.path().join("outside");
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::write(outside.join("sub/secret"), b"x").unwrap();
+        fs::remove_dir_all(d.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink(&outside, d.path().join("a/b")).unwrap();
+        let scoped = vec![Root {
+            real: d.path().join("a/b/sub"),
+            db: b"%p%/b/sub".to_vec(),
+            anchor: Some(d.path().join("a")),
+        }];
+        let w = walk(&scoped, true, managed);
+        assert!(w.observed.is_empty(), "{:?}", w.observed);
+        assert_eq!(w.errors.len(), 1, "{:?}", w.errors);
+        // A scoped walk of a real subdirectory works as before.
+        fs::remove_file(d.path().join("a/b")).unwrap();
+        fs::create_dir_all(d.path().join("a/b/sub")).unwrap();
+        fs::write(d.path().join("a/b/sub/g"), b"world").unwrap();
+        let (deltas, errors) = compare::<K, _>(
+            walk(&scoped, true, managed),
+            &scoped,
+            &[],
+            IgnoreFields::default(),
+            |_| true,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let g = deltas.iter().find_map(|d| match d {
+            Delta::New(o) if o.path == b"%p%/b/sub/g" => o.meta.hash,
+            _ => None,
+        });
+        assert_eq!(g, Some(*blake3::hash(b"world").as_bytes()));
     }
 }

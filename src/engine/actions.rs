@@ -206,7 +206,16 @@ pub fn run_owed(
         });
         let (job, _, ids) = &mut jobs[i];
         if given[i].insert(a.real.clone()) {
-            job.paths.push(a.real.clone());
+            if action::uses_paths(&job.command) && planted_symlink(index, &a.path, &a.real) {
+                warn!(
+                    "action '{}': not passing {}: it is a symlink here but was not received \
+                     or checked as one",
+                    job.command,
+                    crate::paths::display(a.real.as_os_str().as_encoded_bytes())
+                );
+            } else {
+                job.paths.push(a.real.clone());
+            }
         }
         ids.push(r.id);
     }
@@ -243,6 +252,19 @@ pub fn run_owed(
         }
     }
     Ok(ran)
+}
+
+/// True when `real` is a symlink now while the index records something else
+/// at `path` (DB form): someone planted it after the change was received or
+/// checked. A command given it as an argument (`chown -R %%`, `cp %% …`)
+/// would act on whatever it points to, so it is left out. Costs one `lstat`
+/// per path given to a command with `%%`.
+fn planted_symlink(index: &Index, path: &[u8], real: &Path) -> bool {
+    let Ok(md) = std::fs::symlink_metadata(real) else { return false };
+    if !md.file_type().is_symlink() {
+        return false;
+    }
+    !matches!(index.file(path), Ok(Some(m)) if m.kind == crate::types::FileKind::Symlink)
 }
 
 /// Bytes of paths one command may be given: well under Linux's 2 MiB for
@@ -530,5 +552,35 @@ mod tests {
         assert_eq!(ran.len(), 1);
         assert_eq!(ran_first.len(), 1);
         assert_eq!(ran_first[0].ids, ran[0].ids);
+    }
+
+    #[test]
+    fn a_symlink_planted_after_the_change_is_not_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(5)).unwrap();
+        let me = action::owner_token();
+        let out = dir.path().join("out");
+        let cmd = format!("echo run %% >> {}", out.display());
+        let at = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        // Received as a symlink: the index says so.
+        std::os::unix::fs::symlink("/etc", at("link")).unwrap();
+        let meta = crate::scan::meta_of(&std::fs::symlink_metadata(at("link")).unwrap());
+        let row = crate::index::IndexedFile { path: at("link").into_bytes(), meta };
+        idx.apply(&crate::index::Batch { upserts: vec![row], ..Default::default() }).unwrap();
+        // Received as a file, then swapped for a symlink by someone here.
+        std::os::unix::fs::symlink("/etc/shadow", at("planted")).unwrap();
+        std::fs::write(at("plain"), b"x").unwrap();
+        for p in ["link", "planted", "plain", "gone"] {
+            queued(&mut idx, &me, &cmd, &at(p), true);
+        }
+        let ran = run_owed(&mut idx, &me, "n1", &mut || {}).unwrap();
+        assert!(ran[0].result.status.ok());
+        let want = format!("run {} {} {}\n", at("link"), at("plain"), at("gone"));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), want);
+        // Without '%%' nothing is passed anyway: the command still runs.
+        let plain = format!("echo plain $# >> {}", out.display());
+        queued(&mut idx, &me, &plain, &at("planted"), true);
+        let ran = run_owed(&mut idx, &me, "n1", &mut || {}).unwrap();
+        assert_eq!(ran.len(), 1);
     }
 }

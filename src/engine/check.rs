@@ -50,13 +50,20 @@ impl Node {
         if opts.paths.is_empty() {
             jobs.push((self.roots()?, true, None));
         } else {
+            let include_roots = self.roots()?;
             for arg in &opts.paths {
                 let forms = self.arg_forms(arg, opts.recursive);
                 if forms.is_empty() {
                     report.ignored_args.push(arg.clone());
                 }
                 for (db, real) in forms {
-                    jobs.push((vec![Root { real, db: db.clone() }], opts.recursive, Some(db)));
+                    // Below an include root: only that root's path is trusted.
+                    let anchor = include_roots
+                        .iter()
+                        .find(|r| crate::index::is_below(&db, &r.db))
+                        .map(|r| r.real.clone());
+                    let root = Root { real, db: db.clone(), anchor };
+                    jobs.push((vec![root], opts.recursive, Some(db)));
                 }
             }
         }

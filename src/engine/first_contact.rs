@@ -105,6 +105,7 @@ impl Node {
         }
         let myname = self.config.myname.clone();
         let settings = Arc::new(settings.clone());
+        let wait = super::remote::action_wait(&self.config);
         let listings: Vec<(String, Result<Listing, String>)> = std::thread::scope(|s| {
             let handles: Vec<_> = jobs
                 .into_iter()
@@ -120,7 +121,7 @@ impl Node {
                                     .map_err(|e| e.to_string())?;
                                 let l = list(&mut s).await?;
                                 let _ = s.conn.send(&Msg::Bye).await;
-                                let _ = super::remote::end_of_session(&mut s.conn).await;
+                                let _ = super::remote::end_of_session(&mut s.conn, wait).await;
                                 s.conn.shutdown().await;
                                 Ok(l)
                             }),

@@ -14,6 +14,17 @@ use crate::net::client::{self, ClientSettings};
 use crate::proto::{Msg, Outcome};
 use crate::types::{FileKind, Meta};
 
+/// Most entries one peer's listing may hold: past this, the peer is
+/// reported as failed rather than buffered without bound.
+pub const MAX_LIST_ENTRIES: usize = 2_000_000;
+
+/// Most bytes (paths and link targets) one peer's listing may hold.
+pub const MAX_LIST_BYTES: usize = 256 << 20;
+
+/// Largest content `-TT` fetches and diffs (either side); larger files are
+/// listed with a note instead.
+pub const MAX_DIFF_BYTES: u64 = 16 << 20;
+
 /// One difference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
@@ -73,6 +84,7 @@ impl Node {
         }
         all_peers.sort();
         let local = self.index.files(Scope::All)?;
+        let roots = self.roots()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -100,6 +112,7 @@ impl Node {
                     return Err(why.join("; "));
                 }
                 let mut remote: BTreeMap<String, BTreeMap<Vec<u8>, Meta>> = BTreeMap::new();
+                let (mut count, mut bytes) = (0usize, 0usize);
                 for (i, g) in s.accepted.clone().iter().enumerate() {
                     let id = i as u32 + 1;
                     s.conn
@@ -110,6 +123,15 @@ impl Node {
                     loop {
                         match s.conn.recv().await.map_err(|e| e.to_string())? {
                             Some(Msg::ListEntry { path, entry, .. }) => {
+                                count += 1;
+                                bytes += path.len() + entry.target.as_ref().map_or(0, Vec::len);
+                                if count > MAX_LIST_ENTRIES || bytes > MAX_LIST_BYTES {
+                                    return Err(format!(
+                                        "the peer's listing exceeds {MAX_LIST_ENTRIES} entries \
+                                         or {} MiB; refused",
+                                        MAX_LIST_BYTES >> 20
+                                    ));
+                                }
                                 if let Some(m) = from_wire(&entry) {
                                     entries.insert(path, m);
                                 }
@@ -128,7 +150,8 @@ impl Node {
                     continue;
                 }
             };
-            for (group, theirs) in remote {
+            let mut broken = None;
+            'groups: for (group, theirs) in remote {
                 let Some(ag) = self.groups.iter().find(|g| self.group(g).name == group) else {
                     continue;
                 };
@@ -150,21 +173,27 @@ impl Node {
                         (Some(a), Some(b)) if version(a, ignore) != version(b, ignore) => 'X',
                         _ => continue,
                     };
-                    let diff = if diffs
-                        && kind == 'X'
-                        && mine.get(path).is_some_and(|m| m.kind == FileKind::File)
-                    {
-                        let real = crate::paths::real_path(&self.config, path);
-                        rt.block_on(fetch_diff(
-                            &mut session,
-                            &group,
-                            path,
-                            &peer,
-                            &self.config.myname,
-                            real,
-                        ))
-                    } else {
-                        None
+                    let diff = match mine.get(path) {
+                        Some(m) if diffs && kind == 'X' && m.kind == FileKind::File => {
+                            let local = local_content(&roots, path, m);
+                            let too_big = theirs.get(path).is_some_and(|t| t.size > MAX_DIFF_BYTES);
+                            match rt.block_on(fetch_diff(
+                                &mut session,
+                                &group,
+                                path,
+                                &peer,
+                                &self.config.myname,
+                                local,
+                                too_big,
+                            )) {
+                                Ok(d) => d,
+                                Err(e) => {
+                                    broken = Some(e);
+                                    break 'groups;
+                                }
+                            }
+                        }
+                        _ => None,
                     };
                     report.differences.push(Difference {
                         kind,
@@ -175,9 +204,15 @@ impl Node {
                     });
                 }
             }
+            if let Some(e) = broken {
+                // The session is out of step (or the peer misbehaved): drop it.
+                report.failed.push((peer, e));
+                continue;
+            }
             rt.block_on(async {
                 let _ = session.conn.send(&Msg::Bye).await;
-                let _ = super::remote::end_of_session(&mut session.conn).await;
+                let wait = super::remote::action_wait(&self.config);
+                let _ = super::remote::end_of_session(&mut session.conn, wait).await;
             });
         }
         if mark {
@@ -193,46 +228,103 @@ impl Node {
     }
 }
 
+/// Our content of `path` for a diff, read as the index knows it: opened
+/// without following symlinks below its include root and only if it is still
+/// the inode the last check saw (a symlink a local user swapped in must not
+/// show a file only root may read). `Err` is a note shown instead of the diff.
+fn local_content(roots: &[crate::scan::Root], path: &[u8], m: &Meta) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let Some(root) = roots.iter().find(|r| r.db == path || crate::index::is_below(path, &r.db))
+    else {
+        return Err("(not below an include root here)".into());
+    };
+    let expect = crate::scan::Expected { dev: None, ino: m.ino };
+    let f = crate::scan::open_checked(&root.real, &path[root.db.len()..], expect)
+        .map_err(|e| format!("(not diffed: {e}; run csync -c first)"))?;
+    let mut out = Vec::new();
+    f.take(MAX_DIFF_BYTES + 1).read_to_end(&mut out).map_err(|e| format!("(cannot read: {e})"))?;
+    if out.len() as u64 > MAX_DIFF_BYTES {
+        return Err(format!("(larger than {} MiB here: not diffed)", MAX_DIFF_BYTES >> 20));
+    }
+    Ok(out)
+}
+
 /// The peer's content of `path`, diffed against ours with `diff -u`
-/// (peer first, as csync2 did: `--- peer:path` / `+++ me:path`).
+/// (peer first, as csync2 did: `--- peer:path` / `+++ me:path`). Content
+/// beyond [`MAX_DIFF_BYTES`] is not fetched (`too_big`, by the peer's
+/// listing) or, if the peer sends more anyway, ends the session with it.
+///
+/// # Errors
+/// When the peer sends more than it may or the connection fails: the
+/// session cannot go on.
 async fn fetch_diff(
     s: &mut client::Session,
     group: &str,
     path: &[u8],
     peer: &str,
     me: &str,
-    local: Option<std::path::PathBuf>,
-) -> Option<Vec<u8>> {
+    local: Result<Vec<u8>, String>,
+    too_big: bool,
+) -> Result<Option<Vec<u8>>, String> {
+    let local = match local {
+        Ok(l) if !too_big => l,
+        Ok(_) => {
+            let note = format!("(larger than {} MiB there: not diffed)\n", MAX_DIFF_BYTES >> 20);
+            return Ok(Some(note.into_bytes()));
+        }
+        Err(note) => return Ok(Some(format!("{note}\n").into_bytes())),
+    };
     let id = 1_000_000;
-    s.conn.send(&Msg::Fetch { id, group: group.to_string(), path: path.to_vec() }).await.ok()?;
+    s.conn
+        .send(&Msg::Fetch { id, group: group.to_string(), path: path.to_vec() })
+        .await
+        .map_err(|e| e.to_string())?;
     let mut theirs = Vec::new();
     loop {
-        match s.conn.recv().await.ok()?? {
-            Msg::Data { bytes, .. } => theirs.extend_from_slice(&bytes),
-            Msg::DataEnd { .. } => break,
-            Msg::Ack { outcome: Outcome::Failed { .. }, .. } => return None,
-            _ => return None,
+        match s.conn.recv().await.map_err(|e| e.to_string())? {
+            Some(Msg::Data { bytes, .. }) => {
+                if (theirs.len() + bytes.len()) as u64 > MAX_DIFF_BYTES {
+                    return Err(format!(
+                        "the peer sent more than {} MiB for a diff of {}",
+                        MAX_DIFF_BYTES >> 20,
+                        crate::paths::display(path)
+                    ));
+                }
+                theirs.extend_from_slice(&bytes);
+            }
+            Some(Msg::DataEnd { .. }) => break,
+            Some(Msg::Ack { outcome: Outcome::Failed { .. }, .. }) => return Ok(None),
+            Some(other) => {
+                return Err(format!("unexpected reply to Fetch: 0x{:02x}", other.type_byte()));
+            }
+            None => return Err("the peer closed the connection".into()),
         }
     }
-    let local = local?;
+    // Theirs in a private temporary file (0600), ours on stdin.
+    let Ok(mut tmp) = tempfile::NamedTempFile::new() else { return Ok(None) };
+    if tmp.write_all(&theirs).and_then(|()| tmp.flush()).is_err() {
+        return Ok(None);
+    }
     let shown = crate::paths::display(path);
-    let mut child = std::process::Command::new("diff")
+    let Ok(mut child) = std::process::Command::new("diff")
         .arg("-u")
         .arg("--label")
         .arg(format!("{peer}:{shown}"))
         .arg("--label")
         .arg(format!("{me}:{shown}"))
+        .arg(tmp.path())
         .arg("-")
-        .arg(&local)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .ok()?;
-    let mut stdin = child.stdin.take()?;
+    else {
+        return Ok(None);
+    };
+    let Some(mut stdin) = child.stdin.take() else { return Ok(None) };
     let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&theirs);
+        let _ = stdin.write_all(&local);
     });
-    let out = child.wait_with_output().ok()?;
+    let out = child.wait_with_output();
     let _ = writer.join();
-    Some(out.stdout)
+    Ok(out.ok().map(|o| o.stdout))
 }

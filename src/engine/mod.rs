@@ -165,7 +165,7 @@ impl Node {
                         host: self.config.myname.clone(),
                     }
                 })?;
-                roots.push(Root { real, db });
+                roots.push(Root { real, db, anchor: None });
             }
         }
         roots.sort_by(|a, b| a.db.cmp(&b.db));

@@ -157,6 +157,9 @@ struct Pending {
     /// This node's own version loses a conflict to this change: the record
     /// (reason, where the loser was kept), written once the change is made.
     lost: Option<(String, Option<PathBuf>)>,
+    /// Content bytes the entry's declared size still allows (whole-file
+    /// streams): a sender may not grow a file beyond what it announced.
+    allowed: u64,
 }
 
 /// Handles one authenticated session's requests.
@@ -291,7 +294,7 @@ impl Receiver {
         let Some(gi) = self.groups.iter().position(|g| g.name == group) else {
             return Err((
                 ErrorCode::UnknownGroup,
-                format!("group '{group}' is not open on this session"),
+                format!("group '{}' is not open on this session", crate::paths::escape(group)),
             ));
         };
         let g = &self.groups[gi];
@@ -813,6 +816,7 @@ impl Receiver {
             real: real_of(&root, &rel),
             actions: Vec::new(),
             lost,
+            allowed: new.size,
         });
         if same {
             // Identical already: no conflict, no content needed.
@@ -1074,7 +1078,21 @@ impl Receiver {
 
     fn data(&mut self, stream: u32, bytes: &[u8]) -> Option<Outcome> {
         let r = match self.streams.get_mut(&stream) {
-            Some(Stream::Whole(_, w)) => w.write_all(bytes).map_err(|e| e.to_string()),
+            Some(Stream::Whole(p, _)) if bytes.len() as u64 > p.allowed => {
+                // Refused before a byte of the excess is written; dropping
+                // the writer removes its temporary.
+                let path = crate::paths::display(&p.path);
+                self.streams.insert(stream, Stream::Discard);
+                warn!(peer = %self.peer, "{path}: content longer than its declared size; refused");
+                return Some(Outcome::Failed {
+                    code: ErrorCode::Protocol,
+                    message: "content longer than its declared size; refused".into(),
+                });
+            }
+            Some(Stream::Whole(p, w)) => {
+                p.allowed -= bytes.len() as u64;
+                w.write_all(bytes).map_err(|e| e.to_string())
+            }
             Some(Stream::Delta(_, d)) => d.apply(bytes).map_err(|e| e.to_string()),
             Some(Stream::Discard) => return None,
             None => {

@@ -125,12 +125,13 @@ pub async fn ping(
     let offset_ns = match reply {
         Some(Msg::Pong { id: 1, time_ns }) => time_ns - (t0 + rtt.as_nanos() as i64 / 2),
         Some(Msg::Error { code, message }) => {
+            let message = crate::paths::escape(&message);
             return Err(format!("refused by the peer: {code} ({message})"));
         }
         other => return Err(format!("unexpected reply to Ping: {other:?}")),
     };
     s.conn.send(&Msg::Bye).await.map_err(|e| e.to_string())?;
-    end_of_session(&mut s.conn).await?;
+    end_of_session(&mut s.conn, action_wait(config)).await?;
     s.conn.shutdown().await;
     Ok(PingReport {
         peer: s.peer,
@@ -154,32 +155,170 @@ fn now_ns() -> i64 {
 /// sends `Working` meanwhile; its own timeouts kill hung commands long before).
 pub const MAX_ACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Slack on top of the actions' own timeouts: the receiver's 10 s wait for
+/// overlapping sessions, process start-up, the final index commit.
+const ACTION_WAIT_MARGIN: u64 = 70;
+
+/// Most action results one session may report (a receiver runs each `exec`
+/// of its config at most once per session, in a few parts at worst).
+pub const MAX_ACTION_RESULTS: usize = 4096;
+
+/// Most bytes of action results (group, command, status) one session may report.
+pub const MAX_ACTION_RESULT_BYTES: usize = 4 << 20;
+
+/// How long to wait after `Bye` for a peer running actions: every command of
+/// every group may run once and be waited for once more (runs never overlap,
+/// so ours may queue behind another session's), plus a margin; at most
+/// [`MAX_ACTION_WAIT`]. The peer's config is meant to be ours, so its
+/// timeouts are ours: a peer that keeps us longer (keep-alives or not) is
+/// cut off with a clear error.
+pub fn action_wait(config: &Config) -> Duration {
+    let all: u64 = config
+        .my_groups()
+        .flat_map(|g| &g.actions)
+        .map(|a| u64::from(a.timeout_s()) * a.exec.len().max(1) as u64)
+        .sum();
+    Duration::from_secs(all.saturating_mul(2).saturating_add(ACTION_WAIT_MARGIN))
+        .min(MAX_ACTION_WAIT)
+}
+
 /// After `Bye`: reads up to the `ByeAck`, skipping the peer's keep-alives and
-/// collecting the results of the actions it ran for this session.
+/// collecting the results of the actions it ran for this session, for at most
+/// `wait` in all (see [`action_wait`]) and at most [`MAX_ACTION_RESULTS`]
+/// results of [`MAX_ACTION_RESULT_BYTES`]: a hostile or broken peer can
+/// neither hold us nor make us buffer without end. The peer's strings are
+/// escaped before they are kept (they are printed).
 ///
 /// # Errors
 /// Why the session did not end with a `ByeAck`.
 pub async fn end_of_session<S>(
     rd: &mut crate::net::conn::Conn<S>,
+    wait: Duration,
 ) -> Result<Vec<super::update::RemoteAction>, String>
 where
     S: tokio::io::AsyncRead + Unpin,
 {
-    let until = tokio::time::Instant::now() + MAX_ACTION_WAIT;
+    let until = tokio::time::Instant::now() + wait;
     let mut actions = Vec::new();
+    let mut bytes = 0usize;
     loop {
         match tokio::time::timeout_at(until, rd.recv()).await {
             Ok(Ok(Some(Msg::Working))) => {}
             Ok(Ok(Some(Msg::ActionResult { group, command, paths, ok, status, logfile }))) => {
+                bytes += group.len() + command.len() + status.len();
+                bytes += logfile.as_ref().map_or(0, Vec::len);
+                if actions.len() >= MAX_ACTION_RESULTS || bytes > MAX_ACTION_RESULT_BYTES {
+                    return Err(format!(
+                        "the peer reported more than {MAX_ACTION_RESULTS} action results or \
+                         {MAX_ACTION_RESULT_BYTES} bytes of them; stopped listening"
+                    ));
+                }
+                let e = crate::paths::escape;
                 let logfile = logfile.map(|b| PathBuf::from(OsStr::from_bytes(&b)));
-                let a = super::update::RemoteAction { group, command, paths, ok, status, logfile };
-                actions.push(a);
+                actions.push(super::update::RemoteAction {
+                    group: e(&group),
+                    command: e(&command),
+                    paths,
+                    ok,
+                    status: e(&status),
+                    logfile,
+                });
             }
             Ok(Ok(Some(Msg::ByeAck))) => return Ok(actions),
             Ok(Ok(Some(other))) => return Err(format!("unexpected reply to Bye: {other:?}")),
             Ok(Ok(None)) => return Err("connection closed".into()),
             Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("waited too long".into()),
+            Err(_) => {
+                return Err(format!(
+                    "no end of the session within {}s of the last change (longer than this \
+                     node's action timeouts allow)",
+                    wait.as_secs()
+                ));
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::conn::Conn;
+
+    #[tokio::test]
+    async fn keep_alives_cannot_hold_the_client_past_the_deadline() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut peer = Conn::new(b, Duration::from_secs(30));
+        let mut me = Conn::new(a, Duration::from_secs(30));
+        let feeder = tokio::spawn(async move {
+            // A hostile peer: keep-alives forever, never a ByeAck.
+            loop {
+                if peer.send(&Msg::Working).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let t = Instant::now();
+        let err = end_of_session(&mut me, Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.contains("within 1s"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5));
+        feeder.abort();
+    }
+
+    #[tokio::test]
+    async fn action_results_are_capped_and_escaped() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut peer = Conn::new(b, Duration::from_secs(30));
+        let mut me = Conn::new(a, Duration::from_secs(30));
+        let result = |status: &str| Msg::ActionResult {
+            group: "g".into(),
+            command: "reload\n\x1b[2J".into(),
+            paths: 1,
+            ok: true,
+            status: status.into(),
+            logfile: None,
+        };
+        let feeder = tokio::spawn(async move {
+            peer.send(&result("ok")).await.unwrap();
+            peer.send(&Msg::ByeAck).await.unwrap();
+            for _ in 0..=MAX_ACTION_RESULTS {
+                if peer.send(&result("again")).await.is_err() {
+                    return;
+                }
+            }
+            let _ = peer.send(&Msg::ByeAck).await;
+        });
+        let got = end_of_session(&mut me, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].command, "reload\\n\\x1b[2J");
+        let err = end_of_session(&mut me, Duration::from_secs(60)).await.unwrap_err();
+        assert!(err.contains("more than 4096 action results"), "{err}");
+        drop(me);
+        let _ = feeder.await;
+    }
+
+    #[test]
+    fn the_wait_follows_the_configured_action_timeouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "Qm9vdHN0cmFwS2V5Rm9yVGVzdHMuT25seS5Ob3RBU2VjcmV0LkFiY2RlZmdoaWpr";
+        std::fs::write(dir.path().join("k"), key).unwrap();
+        let opts = crate::config::LoadOptions {
+            myname: "a".into(),
+            sysdir: dir.path().to_path_buf(),
+            active_groups: None,
+        };
+        let load = |text: &str| crate::config::load_str("t.cfg", text, &opts).unwrap();
+        let none = load("group g { host a b; key k; include /srv; }");
+        assert_eq!(action_wait(&none), Duration::from_secs(ACTION_WAIT_MARGIN));
+        let two = load(
+            "group g { host a b; key k; include /srv; \
+             action { exec \"x\"; exec \"y\"; timeout 30; } action { exec \"z\"; } }",
+        );
+        // (30 + 30 + 60) twice, plus the margin.
+        assert_eq!(action_wait(&two), Duration::from_secs(240 + ACTION_WAIT_MARGIN));
+        let huge = load(
+            "group g { host a b; key k; include /srv; action { exec \"x\"; timeout 99999; } }",
+        );
+        assert_eq!(action_wait(&huge), MAX_ACTION_WAIT);
     }
 }

@@ -45,6 +45,9 @@ struct Item {
     local: Option<Meta>,
     /// Real path of the local entry (for content).
     real: Option<PathBuf>,
+    /// The include root it lies under (real path) and the rest of its path:
+    /// content is read only through `scan::open_checked` from there.
+    source: Option<(PathBuf, Vec<u8>)>,
     /// What the peer was last known to have.
     base: Option<[u8; 32]>,
     /// Whether a peer state is known at all (a delta needs an older version there).
@@ -200,6 +203,7 @@ impl Node {
         let unreachable: Vec<&String> = contact.failed.iter().map(|(p, _)| p).collect();
         let rows = self.index.dirty()?;
         let guard = self.mass_delete_guard(&rows, &mut report)?;
+        let roots = self.roots()?;
         let mut per_peer: HashMap<String, Vec<Item>> = HashMap::new();
         for row in rows {
             if !opts.peers.is_empty() && !opts.peers.contains(&row.peer) {
@@ -221,7 +225,7 @@ impl Node {
             {
                 continue;
             }
-            let Some(item) = self.plan_item(&row, ignore)? else { continue };
+            let Some(item) = self.plan_item(&row, &roots, ignore)? else { continue };
             per_peer.entry(row.peer.clone()).or_default().push(item);
         }
         let mut peers: Vec<(String, Vec<Item>)> = per_peer.into_iter().collect();
@@ -250,6 +254,7 @@ impl Node {
             return Ok(report);
         }
         let myname = self.config.myname.clone();
+        let wait = super::remote::action_wait(&self.config);
         let jobs: Vec<(Target, super::remote::GroupKeys, Vec<Item>)> = peers
             .into_iter()
             .filter_map(|(peer, items)| {
@@ -269,7 +274,7 @@ impl Node {
                         let peer = target.name.clone();
                         match rt {
                             Ok(rt) => rt.block_on(push_peer(
-                                &target, &settings, &myname, &groups, items, ignore,
+                                &target, &settings, &myname, &groups, items, ignore, wait,
                             )),
                             Err(e) => PeerReport {
                                 peer,
@@ -342,6 +347,7 @@ impl Node {
     fn plan_item(
         &self,
         row: &crate::index::DirtyRow,
+        roots: &[crate::scan::Root],
         ignore: IgnoreFields,
     ) -> Result<Option<Item>, super::Error> {
         // The group that links this path to this peer (first in file order).
@@ -353,6 +359,10 @@ impl Node {
         let group = self.group(ag);
         let local = self.index.file(&row.path)?;
         let real = crate::paths::real_path(&self.config, &row.path);
+        let source = roots
+            .iter()
+            .find(|r| row.path == r.db || crate::index::is_below(&row.path, &r.db))
+            .map(|r| (r.real.clone(), row.path[r.db.len()..].to_vec()));
         let known = self.index.peer_version(&row.path, &row.peer)?;
         // What the peer should have if it changed nothing: the version before
         // our change; for a mark made by hand, what it was last known to have.
@@ -381,6 +391,7 @@ impl Node {
             changes: row.changes,
             local,
             real,
+            source,
             base,
             peer_has_old: base.is_some(),
             marked_at_ns: row.marked_at * 1_000_000_000,
@@ -417,6 +428,7 @@ async fn push_peer(
     groups: &[(String, Vec<u8>)],
     items: Vec<Item>,
     ignore: IgnoreFields,
+    wait: std::time::Duration,
 ) -> PeerReport {
     let mut report = PeerReport { peer: target.name.clone(), ..PeerReport::default() };
     let session = match client::connect(target, settings, myname, groups).await {
@@ -473,7 +485,7 @@ async fn push_peer(
         }
         let _ = wr.send(&Msg::Bye).await;
         // The peer runs its actions before the ByeAck, telling us how they went.
-        match super::remote::end_of_session(&mut rd).await {
+        match super::remote::end_of_session(&mut rd, wait).await {
             Ok(actions) => {
                 report.actions = actions;
                 // The peer has handled our `Yield`s: its marks towards us
@@ -566,30 +578,50 @@ fn request(it: &Item, id: u32, ignore: IgnoreFields) -> (Msg, Content) {
     }
 }
 
+/// Opens an item's content: without following symlinks below its include
+/// root, and only if it is still the inode the check hashed. Whatever a local
+/// user put at the path since (a symlink to a file only root may read, another
+/// file) is never sent; the path fails this run and the next check sees it.
+fn open_content(it: &Item) -> Result<std::fs::File, String> {
+    let (Some((root, rel)), Some(m)) = (&it.source, &it.local) else {
+        return Err("not below an include root here; not sent".into());
+    };
+    let expect = crate::scan::Expected { dev: None, ino: m.ino };
+    crate::scan::open_checked(root, rel, expect).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            "vanished since it was checked; not sent, checked again on the next run".into()
+        } else {
+            e.to_string()
+        }
+    })
+}
+
 /// Streams a file's content on stream `id`: `Data` frames, then `DataEnd`
 /// with the hash of what was actually read. Returns the bytes sent.
+///
+/// At most `size` bytes (the size the request declared) are read: a file that
+/// grew since the check would only be refused by the receiver, and what was
+/// checked is what is sent (the next check sees the growth).
 async fn send_file<W: AsyncWrite + Unpin>(
     wr: &mut Conn<W>,
     id: u32,
-    it: &Item,
+    f: std::fs::File,
+    size: u64,
 ) -> Result<u64, String> {
     let mut h = blake3::Hasher::new();
     let mut sent = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
-    // An unreadable or vanished file still ends its stream: the peer then
-    // rejects it by hash and the mark stays for the next run.
-    if let Some(real) = &it.real
-        && let Ok(mut f) = std::fs::File::open(real)
-    {
-        loop {
-            let n = match f.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            h.update(&buf[..n]);
-            wr.send_data(id, &buf[..n]).await.map_err(|e| e.to_string())?;
-            sent += n as u64;
-        }
+    let mut f = f.take(size);
+    // A read error still ends the stream: the peer then rejects it by hash
+    // and the mark stays for the next run.
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        h.update(&buf[..n]);
+        wr.send_data(id, &buf[..n]).await.map_err(|e| e.to_string())?;
+        sent += n as u64;
     }
     wr.queue(&Msg::DataEnd { stream: id, hash: *h.finalize().as_bytes() })
         .map_err(|e| e.to_string())?;
@@ -615,7 +647,10 @@ where
     if items.is_empty() {
         return Ok(());
     }
-    let (reg_tx, mut reg_rx) = tokio::sync::mpsc::unbounded_channel::<(u32, Item)>();
+    // With each item, why it was not sent (its content could not be opened
+    // safely): no request went out, so no reply will come.
+    let (reg_tx, mut reg_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(u32, Item, Option<String>)>();
     let first = *next_id;
     *next_id += items.len() as u32;
     let writer = async move {
@@ -623,11 +658,23 @@ where
         for (k, it) in items.into_iter().enumerate() {
             let id = first + k as u32;
             let (msg, content) = request(&it, id, ignore);
+            let file = if content == Content::Whole {
+                match open_content(&it) {
+                    Ok(f) => Some(f),
+                    Err(why) => {
+                        let _ = reg_tx.send((id, it, Some(why)));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             wr.queue(&msg).map_err(|e| e.to_string())?;
-            if content == Content::Whole {
-                bytes += send_file(wr, id, &it).await?;
+            if let Some(f) = file {
+                let size = it.local.as_ref().map_or(0, |m| m.size);
+                bytes += send_file(wr, id, f, size).await?;
             }
-            let _ = reg_tx.send((id, it));
+            let _ = reg_tx.send((id, it, None));
         }
         drop(reg_tx);
         wr.flush().await.map_err(|e| e.to_string())?;
@@ -643,7 +690,8 @@ where
             tokio::select! {
                 biased;
                 reg = reg_rx.recv(), if open => match reg {
-                    Some((id, it)) => { inflight.insert(id, it); }
+                    Some((id, it, None)) => { inflight.insert(id, it); }
+                    Some((_, it, Some(why))) => report.paths.push((it.path, PathResult::Failed(why))),
                     None => open = false,
                 },
                 m = rd.recv(), if !inflight.is_empty() => match m {
@@ -653,7 +701,9 @@ where
                         };
                         on_outcome(it, outcome, ignore, report, retry);
                     }
-                    Ok(Some(Msg::Error { code, message })) => return Err(format!("{code} ({message})")),
+                    Ok(Some(Msg::Error { code, message })) => {
+                        return Err(format!("{code} ({})", crate::paths::escape(&message)));
+                    }
                     Ok(Some(other)) => return Err(format!("unexpected reply 0x{:02x}", other.type_byte())),
                     Ok(None) => return Err("the peer closed the connection".into()),
                     Err(e) => return Err(e.to_string()),
@@ -707,7 +757,7 @@ where
         }
         other => return Err(format!("expected a signature, got {other:?}")),
     };
-    let file = it.real.as_ref().and_then(|r| std::fs::File::open(r).ok());
+    let file = open_content(&it).ok();
     let (Some(file), false) = (file, blocks.is_empty()) else {
         // Nothing to diff against: whole file after all.
         it.need_content = true;
@@ -845,6 +895,8 @@ fn on_outcome(
                 it.need_content = true;
                 retry.push(it);
             } else {
+                // The peer's words are printed: escaped.
+                let message = crate::paths::escape(&message);
                 let why =
                     if code == ErrorCode::Io { message } else { format!("{code}: {message}") };
                 report.paths.push((it.path, PathResult::Failed(why)));

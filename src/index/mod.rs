@@ -200,6 +200,29 @@ impl std::fmt::Debug for Index {
     }
 }
 
+/// Makes the index 0600 whatever the umask: SQLite would create it `0644 &
+/// ~umask` and gives its `-wal`/`-shm`/`-journal` files the database's mode,
+/// so creating the database 0600 first covers those too. Files left more open
+/// by an older csync are tightened (when we own them). Best effort: a failure
+/// here shows up as SQLite's own error when it opens the file.
+fn private_files(path: &Path) {
+    use rustix::fs::{self as rfs, Mode, OFlags};
+    let create =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let _ = rfs::open(path, create, Mode::from_raw_mode(0o600));
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rfs::open(Path::new(&name), flags, Mode::empty()) else { continue };
+        let Ok(st) = rfs::fstat(&fd) else { continue };
+        let is_file = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile;
+        if is_file && st.st_mode & 0o077 != 0 && st.st_uid == rustix::process::geteuid().as_raw() {
+            let _ = rfs::fchmod(&fd, Mode::from_raw_mode(st.st_mode & 0o700));
+        }
+    }
+}
+
 impl Index {
     /// Opens (creating if needed) the index at `path`, applying missing migrations.
     ///
@@ -211,9 +234,16 @@ impl Index {
     /// SQLite fails.
     pub fn open(path: &Path, busy_timeout: Duration) -> Result<Index> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            // 0700: the index lists every managed path and who has what; the
+            // directories csync creates are its own (existing ones are left alone).
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|source| Error::CreateDir { path: dir.to_path_buf(), source })?;
         }
+        private_files(path);
         let sql = |source| Error::Sqlite { path: path.to_path_buf(), source };
         let conn = Connection::open(path).map_err(sql)?;
         conn.busy_timeout(busy_timeout).map_err(sql)?;

@@ -192,7 +192,11 @@ pub async fn connect(
         })?;
     let (version, node, server_proofs, refused) = match welcome {
         Msg::Welcome { version, node, groups, refused, .. } => (version, node, groups, refused),
-        Msg::Error { code, message } => return Err(ClientError::Refused { code, message }),
+        Msg::Error { code, message } => {
+            // The peer's words reach our terminal and log: escaped.
+            let message = crate::paths::escape(&message);
+            return Err(ClientError::Refused { code, message });
+        }
         other => {
             return Err(ClientError::Protocol(format!(
                 "expected Welcome, got message type 0x{:02x}",
@@ -208,7 +212,7 @@ pub async fn connect(
         let Some((_, key)) = groups.iter().find(|(g, _)| *g == p.group) else {
             return Err(ClientError::Protocol(format!(
                 "the peer accepted group '{}' we did not ask for",
-                p.group
+                crate::paths::escape(&p.group)
             )));
         };
         if !auth::verify(key, &exporter, Role::Server, &node, &p.group, &p.mac) {
@@ -217,6 +221,9 @@ pub async fn connect(
         accepted.push(p.group.clone());
     }
     conn.set_idle(settings.idle_timeout);
+    // Shown to the user (`--ping`): the peer's own words, escaped.
+    let node = crate::paths::escape(&node);
+    let refused = refused.into_iter().map(|(g, c)| (crate::paths::escape(&g), c)).collect();
     Ok(Session { conn, version, peer: node, remote, accepted, refused, setup: start.elapsed() })
 }
 

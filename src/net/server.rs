@@ -158,7 +158,9 @@ where
         )
         .await;
     };
-    let who = format!("{from} ({node})");
+    // The claimed name is not checked yet (that is the certificate's job,
+    // below): everything logged from here on shows it escaped.
+    let who = format!("{from} ({})", crate::paths::escape(&node));
     if min_version > proto::VERSION_MAX || max_version < proto::VERSION_MIN {
         let msg = format!(
             "no common protocol version (peer speaks {min_version}..{max_version}, we speak {}..{})",
@@ -169,7 +171,10 @@ where
     }
     let version = max_version.min(proto::VERSION_MAX);
     if !cert_names_host(&cert, &node) {
-        let msg = format!("certificate is not valid for the claimed host name '{node}'");
+        let msg = format!(
+            "certificate is not valid for the claimed host name '{}'",
+            crate::paths::escape(&node)
+        );
         return refuse(&mut conn, &who, ErrorCode::Identity, msg).await;
     }
 
@@ -189,6 +194,8 @@ where
         }
     }
     for (g, code) in &refused {
+        // Unknown groups are whatever the peer sent.
+        let g = crate::paths::escape(g);
         warn!(peer = %who, group = %g, "refused group '{g}': {code}");
     }
     let welcome = Msg::Welcome {

@@ -19,6 +19,8 @@ mod config_example;
 mod real_setups;
 /// What a peer may create: devices, setuid bits, owners (the receiver's policy).
 mod receive_policy;
+/// Security items 2 and 8: symlink swaps, a private index, hostile pushers, escaped names.
+mod security;
 /// Issue 4: `-x` between three real nodes.
 mod sync;
 /// Issue 4: every `auto` rule, both directions, ties, delete against modify.
