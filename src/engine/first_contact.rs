@@ -22,7 +22,9 @@ pub type Listing = BTreeMap<String, BTreeMap<Vec<u8>, Meta>>;
 
 /// The most entries a peer's listing may hold (per session): a hostile or
 /// broken peer cannot make us buffer without bound.
-pub const MAX_LISTING: usize = 4_000_000;
+pub const MAX_LIST_ENTRIES: usize = 2_000_000;
+/// The most bytes of paths and link targets a peer's listing may hold.
+pub const MAX_LIST_BYTES: usize = 256 << 20;
 
 /// What first contact did.
 #[derive(Debug, Default)]
@@ -39,7 +41,7 @@ pub struct FirstContact {
 /// A sentence saying what went wrong.
 pub async fn list(s: &mut client::Session) -> Result<Listing, String> {
     let mut out = Listing::new();
-    let mut total = 0usize;
+    let (mut count, mut bytes) = (0usize, 0usize);
     for (i, g) in s.accepted.clone().iter().enumerate() {
         let id = i as u32 + 1;
         s.conn.send(&Msg::List { id, group: g.clone() }).await.map_err(|e| e.to_string())?;
@@ -47,9 +49,13 @@ pub async fn list(s: &mut client::Session) -> Result<Listing, String> {
         loop {
             match s.conn.recv().await.map_err(|e| e.to_string())? {
                 Some(Msg::ListEntry { path, entry, .. }) => {
-                    total += 1;
-                    if total > MAX_LISTING {
-                        return Err(format!("listing longer than {MAX_LISTING} entries"));
+                    count += 1;
+                    bytes += path.len() + entry.target.as_ref().map_or(0, Vec::len);
+                    if count > MAX_LIST_ENTRIES || bytes > MAX_LIST_BYTES {
+                        return Err(format!(
+                            "the peer's listing exceeds {MAX_LIST_ENTRIES} entries or {} MiB; refused",
+                            MAX_LIST_BYTES >> 20
+                        ));
                     }
                     if let Some(m) = from_wire(&entry) {
                         entries.insert(path, m);

@@ -8,18 +8,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use super::Node;
-use super::wire::{from_wire, version};
+use super::wire::version;
 use crate::index::Scope;
 use crate::net::client::{self, ClientSettings};
 use crate::proto::{Msg, Outcome};
 use crate::types::{FileKind, Meta};
-
-/// Most entries one peer's listing may hold: past this, the peer is
-/// reported as failed rather than buffered without bound.
-pub const MAX_LIST_ENTRIES: usize = 2_000_000;
-
-/// Most bytes (paths and link targets) one peer's listing may hold.
-pub const MAX_LIST_BYTES: usize = 256 << 20;
 
 /// Largest content `-TT` fetches and diffs (either side); larger files are
 /// listed with a note instead.
@@ -111,36 +104,7 @@ impl Node {
                     }
                     return Err(why.join("; "));
                 }
-                let mut remote: BTreeMap<String, BTreeMap<Vec<u8>, Meta>> = BTreeMap::new();
-                let (mut count, mut bytes) = (0usize, 0usize);
-                for (i, g) in s.accepted.clone().iter().enumerate() {
-                    let id = i as u32 + 1;
-                    s.conn
-                        .send(&Msg::List { id, group: g.clone() })
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let entries = remote.entry(g.clone()).or_default();
-                    loop {
-                        match s.conn.recv().await.map_err(|e| e.to_string())? {
-                            Some(Msg::ListEntry { path, entry, .. }) => {
-                                count += 1;
-                                bytes += path.len() + entry.target.as_ref().map_or(0, Vec::len);
-                                if count > MAX_LIST_ENTRIES || bytes > MAX_LIST_BYTES {
-                                    return Err(format!(
-                                        "the peer's listing exceeds {MAX_LIST_ENTRIES} entries \
-                                         or {} MiB; refused",
-                                        MAX_LIST_BYTES >> 20
-                                    ));
-                                }
-                                if let Some(m) = from_wire(&entry) {
-                                    entries.insert(path, m);
-                                }
-                            }
-                            Some(Msg::ListEnd { .. }) => break,
-                            other => return Err(format!("unexpected reply to List: {other:?}")),
-                        }
-                    }
-                }
+                let remote = super::first_contact::list(&mut s).await?;
                 Ok::<_, String>((s, remote))
             });
             let (mut session, remote) = match r {

@@ -377,7 +377,7 @@ pub fn check(dir: &Path, myname: &str) -> Vec<Finding> {
                     severity: Severity::Warning,
                     message: format!(
                         "{cert_name} expires on {}; make a new one before then",
-                        super::tls::date(not_after.as_secs())
+                        super::tls::date(not_after.as_secs() as i64)
                     ),
                 });
             }

@@ -120,12 +120,12 @@ pub fn describe_cert_error(c: &rustls::CertificateError, subject: &str, name: &s
         }
         C::Expired => format!("{subject} has expired"),
         C::ExpiredContext { not_after, .. } => {
-            format!("{subject} expired on {}", date(not_after.as_secs()))
+            format!("{subject} expired on {}", date(not_after.as_secs() as i64))
         }
         C::NotValidYet => format!("{subject} is not valid yet (check the clocks)"),
         C::NotValidYetContext { not_before, .. } => format!(
             "{subject} is not valid before {} (check the clocks)",
-            date(not_before.as_secs())
+            date(not_before.as_secs() as i64)
         ),
         C::Revoked => format!("{subject} has been revoked"),
         C::BadEncoding => format!("{subject} is not a well-formed certificate"),
@@ -153,9 +153,9 @@ fn bare_name(p: &str) -> Option<&str> {
 }
 
 /// `YYYY-MM-DD` (UTC) of a Unix time, without a date library.
-pub fn date(secs: u64) -> String {
+pub fn date(secs: i64) -> String {
     // Howard Hinnant's days-to-civil algorithm.
-    let z = (secs / 86_400) as i64 + 719_468;
+    let z = secs.div_euclid(86_400) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
