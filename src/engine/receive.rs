@@ -51,6 +51,25 @@ impl Service {
     pub fn gate(&self) -> Arc<Gate> {
         self.gate.clone()
     }
+
+    /// A service over a re-read `config` (the listener's SIGHUP). It keeps
+    /// this one's gate when the index is the same, so the action runs of
+    /// sessions under the old and the new config never overlap.
+    ///
+    /// # Errors
+    /// When an action pattern does not compile.
+    pub fn renewed(
+        &self,
+        config: Arc<Config>,
+        index_path: PathBuf,
+        busy: Duration,
+    ) -> Result<Self, String> {
+        let mut s = Service::new(config, index_path, busy)?;
+        if s.index_path == self.index_path {
+            s.gate = self.gate.clone();
+        }
+        Ok(s)
+    }
 }
 
 impl Authority for Service {
