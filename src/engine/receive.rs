@@ -164,7 +164,14 @@ pub struct Receiver {
     ahead: HashMap<u32, Vec<i64>>,
     /// Rows journalled ahead for changes that were not made after all.
     stale: Vec<i64>,
+    /// Pushes refused so far: the first [`LOGGED_REFUSALS`] are logged one
+    /// by one, the rest as one count at the session's end (a peer must not
+    /// be able to fill the log).
+    refusals: u64,
 }
+
+/// Refused pushes of one session logged one by one.
+pub const LOGGED_REFUSALS: u64 = 10;
 
 /// Entries applied before the index is committed and the acks go out.
 const BATCH: usize = 256;
@@ -237,6 +244,7 @@ impl Receiver {
             journalled: Vec::new(),
             ahead: HashMap::new(),
             stale: Vec::new(),
+            refusals: 0,
         })
     }
 
@@ -560,7 +568,10 @@ impl Receiver {
         let (gi, root, rel) = match self.resolve(group, &path) {
             Ok(x) => x,
             Err((code, message)) => {
-                warn!(peer = %self.peer, "refused push of {}: {message}", crate::paths::display(&path));
+                self.refusals += 1;
+                if self.refusals <= LOGGED_REFUSALS {
+                    warn!(peer = %self.peer, "refused push of {}: {message}", crate::paths::display(&path));
+                }
                 self.discard(id, content);
                 return Some(Outcome::Failed { code, message });
             }
@@ -1102,6 +1113,10 @@ impl Handler for Receiver {
     }
 
     fn end(&mut self, bye: bool, reply: &mut dyn FnMut(Msg)) {
+        if self.refusals > LOGGED_REFUSALS {
+            let more = self.refusals - LOGGED_REFUSALS;
+            warn!(peer = %self.peer, "refused {} pushes in this session ({more} not logged above)", self.refusals);
+        }
         // Streams the peer never finished: their changes were not made.
         let open: Vec<u32> = self.ahead.keys().copied().collect();
         for id in open {
