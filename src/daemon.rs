@@ -33,6 +33,11 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// while all are taken is told so (`Error`) and closed.
 pub const MAX_SESSIONS: usize = 128;
 
+/// Most authenticated sessions one peer node may have at once: a node runs
+/// one `-x` per target at a time, plus the odd `--ping` or `-T`; more is a
+/// peer hoarding slots, and must not lock the others out.
+pub const MAX_SESSIONS_PER_PEER: usize = 8;
+
 /// Most connections in their handshake at once (TCP accepted, `Welcome` not
 /// sent yet). More are closed at once, with one log line per burst. Each
 /// costs little (a socket and a TLS state) and lasts at most the handshake
@@ -224,7 +229,7 @@ async fn serve_until_signal(listeners: Vec<TcpListener>, serving: Serving, mut r
         });
     }
     drop(conn_tx);
-    let slots = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let slots = Arc::new(server::Slots::new(MAX_SESSIONS, MAX_SESSIONS_PER_PEER));
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let with_slots = |mut s: Serving| {
         s.settings.sessions = Some(slots.clone());
@@ -243,7 +248,7 @@ async fn serve_until_signal(listeners: Vec<TcpListener>, serving: Serving, mut r
             Some((stream, from)) = conn_rx.recv() => {
                 let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                     if turned_away == 0 {
-                        warn!("{MAX_HANDSHAKES} connections are in their handshake (the limit): closing new ones until one finishes");
+                        warn!("the handshake limit of {MAX_HANDSHAKES} connections is reached: closing new ones until one finishes");
                     }
                     turned_away += 1;
                     drop(stream);

@@ -107,12 +107,12 @@ pub const MAX_OPEN_STREAMS: usize = 16;
 /// Bytes of requests read from a peer and not yet handled (counted as their
 /// size plus [`MSG_OVERHEAD`] each). When full, the session stops reading:
 /// TCP flow control holds the peer back, nothing is refused.
-pub const MAX_REQUEST_BYTES: usize = 4 << 20;
+pub const MAX_REQUEST_BYTES: usize = 2 << 20;
 
 /// Bytes of replies produced and not yet written to the peer (counted as
 /// their size plus [`MSG_OVERHEAD`] each). When full, the handler waits; a
 /// peer that does not read its replies meets the idle timeout on our write.
-pub const MAX_REPLY_BYTES: usize = 2 << 20;
+pub const MAX_REPLY_BYTES: usize = 1 << 20;
 
 /// What a queued message costs beyond its payload (its in-memory form), so
 /// that many tiny messages are bounded as well as a few big ones.
@@ -138,7 +138,69 @@ pub struct ServerSettings {
     /// Slots for authenticated sessions (the daemon's; `None`: no limit, as
     /// for `-i`, which serves one connection per process). A peer that
     /// finishes its handshake while all are taken is told so and closed.
-    pub sessions: Option<Arc<Semaphore>>,
+    pub sessions: Option<Arc<Slots>>,
+}
+
+/// The daemon's authenticated-session slots: so many in all, and so many per
+/// peer node, so that one peer (even a receive-only one) holding sessions
+/// open cannot lock the others out.
+pub struct Slots {
+    total: usize,
+    per_peer: usize,
+    /// Sessions in progress, in all and by peer.
+    taken: std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>,
+}
+
+impl Slots {
+    /// `total` slots, at most `per_peer` of them for any one peer.
+    pub fn new(total: usize, per_peer: usize) -> Self {
+        Slots { total, per_peer, taken: std::sync::Mutex::default() }
+    }
+
+    /// A slot for `peer`, or why there is none.
+    fn take(self: &Arc<Self>, peer: &str) -> Result<Slot, String> {
+        let mut t = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        if t.0 >= self.total {
+            return Err(format!(
+                "all {} session slots are taken (limit MAX_SESSIONS); try again later",
+                self.total
+            ));
+        }
+        let mine = t.1.entry(peer.to_string()).or_insert(0);
+        if *mine >= self.per_peer {
+            return Err(format!(
+                "this peer already has {} sessions in progress (limit MAX_SESSIONS_PER_PEER)",
+                self.per_peer
+            ));
+        }
+        *mine += 1;
+        t.0 += 1;
+        Ok(Slot { slots: self.clone(), peer: peer.to_string() })
+    }
+
+    /// Sessions in progress.
+    pub fn in_use(&self) -> usize {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// One taken session slot, given back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    peer: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.slots.taken.lock().unwrap_or_else(|e| e.into_inner());
+        t.0 = t.0.saturating_sub(1);
+        if let Some(n) = t.1.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                t.1.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl ServerSettings {
@@ -232,7 +294,7 @@ struct Started<S> {
     who: String,
     node: String,
     names: Vec<String>,
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
 }
 
 /// TLS, `Hello`, group proofs, `Welcome`: everything before the first
@@ -324,12 +386,9 @@ where
     // A session slot is taken only now, by a peer that proved a group key:
     // strangers cannot use up the slots of the cluster's own nodes.
     let slot = match (&settings.sessions, accepted.is_empty()) {
-        (Some(slots), false) => match slots.clone().try_acquire_owned() {
+        (Some(slots), false) => match slots.take(&node) {
             Ok(p) => Some(p),
-            Err(_) => {
-                let why = "too many sessions in progress; try again later".to_string();
-                return Err(refuse(&mut conn, &who, ErrorCode::Internal, why).await);
-            }
+            Err(why) => return Err(refuse(&mut conn, &who, ErrorCode::Internal, why).await),
         },
         _ => None,
     };

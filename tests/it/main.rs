@@ -15,6 +15,8 @@ mod cli;
 mod config_errors;
 /// The shipped example config and `--check-config` / `--explain`.
 mod config_example;
+/// Hostile peers: wedged sessions, pinned streams, idle sockets, SIGHUP reload.
+mod hostile;
 /// Issue 4: `-x` between three real nodes.
 mod sync;
 /// Issue 4: every `auto` rule, both directions, ties, delete against modify.
