@@ -410,3 +410,39 @@ fn sighup_reloads_the_config_for_new_sessions_and_keeps_it_when_broken() {
     let mut d = d;
     assert!(d.child.try_wait().unwrap().is_none(), "the daemon died:\n{}", d.log_text());
 }
+
+#[test]
+fn sighup_reloads_the_identity() {
+    let net = net("sighup_reloads_the_identity");
+    let d = net.daemon("n2", &[]);
+    ping_ok(&net);
+    // n2 gets a certificate from a CA n1 does not trust: after SIGHUP, new
+    // sessions present it (and n1 refuses them).
+    let out = std::process::Command::new(crate::net_util::bin())
+        .arg("--new-ca")
+        .arg(net.path("rogue"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    net.identity("n2", "n2", "rogue");
+    signal(&d, rustix::process::Signal::HUP);
+    d.wait_log("SIGHUP: reloaded");
+    let out = net.csync("n1").args(["--ping", "n2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("not signed by our CA"), "{}", stderr(&out));
+    // A missing key: the identity in use stays.
+    net.identity("n2", "n2", "ca");
+    fs::remove_file(net.sysdir("n2").join("csync2_ssl_key.pem")).unwrap();
+    signal(&d, rustix::process::Signal::HUP);
+    d.wait_log("SIGHUP: keeping the old config and identity");
+    let out = net.csync("n1").args(["--ping", "n2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "still the rogue identity: {}", stdout(&out));
+    // The right identity back: served again.
+    net.identity("n2", "n2", "ca");
+    signal(&d, rustix::process::Signal::HUP);
+    wait_until(Duration::from_secs(10), || {
+        (d.log_text().matches("SIGHUP: reloaded").count() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("second reload not logged:\n{}", d.log_text()));
+    ping_ok(&net);
+}
