@@ -151,6 +151,13 @@ pub fn run_standalone(
     raise_fd_limit();
     let rt = runtime()?;
     rt.block_on(async move {
+        // Handlers before anything can be sent to us (once we listen, or
+        // from READY on, systemd may send SIGHUP, whose default would kill).
+        let signals = Signals {
+            term: signal(tokio::signal::unix::SignalKind::terminate()),
+            int: signal(tokio::signal::unix::SignalKind::interrupt()),
+            hup: signal(tokio::signal::unix::SignalKind::hangup()),
+        };
         let listeners = if activated.is_empty() {
             listeners(config, opts)
                 .await
@@ -169,7 +176,7 @@ pub fn run_standalone(
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        serve_until_signal(listeners, serving, reload).await;
+        serve_until_signal(listeners, serving, reload, signals).await;
         Ok(())
     })
 }
@@ -202,7 +209,19 @@ fn raise_fd_limit() {
     }
 }
 
-async fn serve_until_signal(listeners: Vec<TcpListener>, serving: Serving, mut reload: Reload) {
+/// The signals the listener acts on.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+async fn serve_until_signal(
+    listeners: Vec<TcpListener>,
+    serving: Serving,
+    mut reload: Reload,
+    signals: Signals,
+) {
     let (conn_tx, mut conn_rx) =
         tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
     let mut acceptors = JoinSet::new();
@@ -240,9 +259,7 @@ async fn serve_until_signal(listeners: Vec<TcpListener>, serving: Serving, mut r
     // last log line about it: one line per burst, not one per connection.
     let mut turned_away = 0u64;
     let mut sessions = JoinSet::new();
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate());
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
-    let mut hup = signal(tokio::signal::unix::SignalKind::hangup());
+    let Signals { mut term, mut int, mut hup } = signals;
     loop {
         tokio::select! {
             Some((stream, from)) = conn_rx.recv() => {
