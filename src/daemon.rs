@@ -286,7 +286,7 @@ async fn serve_until_signal(
                         Ok(Ok(n)) if n > 0 => {}
                         Ok(Ok(_)) | Ok(Err(_)) => return,
                         Err(_) => {
-                            warn!(peer = %from, "no TLS handshake within {first:?} (nothing received since connecting)");
+                            server::log_handshake_failure(&format!("{from}: no TLS handshake within {first:?} (nothing received since connecting)"));
                             return;
                         }
                     }

@@ -259,28 +259,34 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
-    let started =
-        match tokio::time::timeout_at(deadline, handshake_phase(io, from, settings, authority))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(outcome)) => return outcome,
-            Err(_) => {
-                return fail(
-                    from,
-                    format!(
-                        "handshake not finished within {:?} (TLS, Hello and Welcome)",
-                        settings.handshake_timeout
-                    ),
-                );
+    let phase = handshake_phase(io, from, settings, authority);
+    let started = match tokio::time::timeout_at(deadline, phase).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(outcome)) => {
+            if let Outcome::Failed(line) = &outcome {
+                log_handshake_failure(line);
             }
-        };
+            return outcome;
+        }
+        Err(_) => {
+            let t = settings.handshake_timeout;
+            let line = format!("{from}: handshake not finished within {t:?} (TLS, Hello, Welcome)");
+            log_handshake_failure(&line);
+            return Outcome::Failed(line);
+        }
+    };
     drop(handshake);
     let Started { mut conn, who, node, names, slot } = started;
     info!(peer = %who, groups = ?names, "session open");
     let handler = match authority.open_session(&node, &names) {
         Ok(h) => h,
-        Err(e) => return refuse(&mut conn, &who, ErrorCode::Internal, e).await,
+        Err(e) => {
+            let out = refuse(&mut conn, &who, ErrorCode::Internal, e).await;
+            if let Outcome::Failed(line) = &out {
+                warn!("{line}");
+            }
+            return out;
+        }
     };
     conn.set_idle(settings.idle_timeout);
     let out = run_session(conn, handler, &who, node, settings.session_limit).await;
@@ -312,13 +318,13 @@ where
     let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(io)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            return Err(fail(
+            return Err(failed(
                 from,
                 format!("TLS handshake failed: {}", describe_server_tls_error(&e)),
             ));
         }
         Err(_) => {
-            return Err(fail(
+            return Err(failed(
                 from,
                 format!("no TLS handshake within {:?} (idle timeout)", settings.handshake_timeout),
             ));
@@ -332,13 +338,13 @@ where
         (cert.filter(|_| ok), exporter)
     };
     let Some(cert) = cert else {
-        return Err(fail(from, "no client certificate after the handshake".into()));
+        return Err(failed(from, "no client certificate after the handshake".into()));
     };
     let mut conn = Conn::new(tls, settings.handshake_timeout);
 
     let hello = match conn.recv().await {
         Ok(Some(m)) => m,
-        Ok(None) => return Err(fail(from, "closed before Hello".into())),
+        Ok(None) => return Err(failed(from, "closed before Hello".into())),
         Err(e) => return Err(refuse_conn_error(&mut conn, from, e).await),
     };
     let Msg::Hello { min_version, max_version, node, groups, .. } = hello else {
@@ -400,7 +406,7 @@ where
         refused: refused.clone(),
     };
     if let Err(e) = conn.send(&welcome).await {
-        return Err(fail(&who, format!("sending Welcome: {e}")));
+        return Err(failed(&who, format!("sending Welcome: {e}")));
     }
     if accepted.is_empty() {
         // Nothing this peer may do here: end the session now.
@@ -852,20 +858,68 @@ fn fail(who: &str, why: String) -> Outcome {
     Outcome::Failed(logged(who, why))
 }
 
+/// As [`fail`], without logging (the caller logs, maybe rate-limited).
+fn failed(who: &str, why: String) -> Outcome {
+    Outcome::Failed(format!("{who}: {why}"))
+}
+
+/// Failed handshakes logged one by one per [`HANDSHAKE_LOG_WINDOW`]; the
+/// rest are counted, so that anyone able to open connections cannot flood
+/// the log.
+pub const HANDSHAKE_LOGS_PER_WINDOW: u32 = 20;
+
+/// See [`HANDSHAKE_LOGS_PER_WINDOW`].
+pub const HANDSHAKE_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// `(window start, lines logged in it, lines left out)`, daemon-wide.
+static HANDSHAKE_LOG: std::sync::Mutex<Option<(std::time::Instant, u32, u64)>> =
+    std::sync::Mutex::new(None);
+
+/// Logs why a connection ended before its session began, at most
+/// [`HANDSHAKE_LOGS_PER_WINDOW`] lines per window, then a count of the rest.
+pub fn log_handshake_failure(line: &str) {
+    let now = std::time::Instant::now();
+    let (log, left_out) = {
+        let mut g = HANDSHAKE_LOG.lock().unwrap_or_else(|e| e.into_inner());
+        let st = g.get_or_insert((now, 0, 0));
+        let mut left_out = 0;
+        if now.duration_since(st.0) >= HANDSHAKE_LOG_WINDOW {
+            left_out = st.2;
+            *st = (now, 0, 0);
+        }
+        let log = st.1 < HANDSHAKE_LOGS_PER_WINDOW;
+        if log {
+            st.1 += 1;
+        } else {
+            st.2 += 1;
+        }
+        (log, left_out)
+    };
+    if left_out > 0 {
+        warn!(
+            "{left_out} more failed handshakes were not logged (at most {HANDSHAKE_LOGS_PER_WINDOW} per {HANDSHAKE_LOG_WINDOW:?})"
+        );
+    }
+    if log {
+        warn!("{line}");
+    }
+}
+
 /// Logs why a session ends, naming the peer; returns the same line.
 fn logged(who: &str, why: String) -> String {
     warn!(peer = %who, "{why}");
     format!("{who}: {why}")
 }
 
-/// Tells the peer why (a typed code plus a hint), logs it, and ends the session.
+/// Tells the peer why (a typed code plus a hint) and ends the session; the
+/// caller logs the returned line.
 async fn refuse<S>(conn: &mut Conn<S>, who: &str, code: ErrorCode, why: String) -> Outcome
 where
     S: AsyncWrite + Unpin,
 {
     let _ = conn.send(&Msg::Error { code, message: why.clone() }).await;
     conn.shutdown().await;
-    fail(who, format!("refused: {why}"))
+    failed(who, format!("refused: {why}"))
 }
 
 async fn refuse_conn_error<S>(conn: &mut Conn<S>, who: &str, e: ConnError) -> Outcome
@@ -889,7 +943,7 @@ where
             )
             .await
         }
-        other => fail(who, other.to_string()),
+        other => failed(who, other.to_string()),
     }
 }
 

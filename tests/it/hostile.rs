@@ -227,16 +227,20 @@ fn idle_tcp_connections_do_not_lock_out_a_peer() {
     let nofile = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     let v: Vec<&str> = nofile.split_whitespace().collect();
     assert_eq!(v[3], v[4], "soft descriptor limit raised to the hard one: {nofile}");
+    // The count right after start may include the start-up probe's socket
+    // and the index the start-up action check opens: some slack below.
     let base = fds(pid(&d));
     let addr = (net.addr("n2"), net.port);
     // More than the 128 session slots, never a byte sent.
     let mut idle: Vec<TcpStream> =
         (0..300).map(|_| TcpStream::connect((addr.0.as_str(), addr.1)).unwrap()).collect();
-    wait_until(Duration::from_secs(5), || (fds(pid(&d)) >= base + 300).then_some(()))
-        .expect("the daemon did not accept the idle connections");
+    wait_until(Duration::from_secs(4), || (fds(pid(&d)) >= base + 290).then_some(()))
+        .unwrap_or_else(|| {
+            panic!("idle connections not accepted: {} fds (base {base})", fds(pid(&d)))
+        });
     ping_ok(&net);
     // The ping was served while they were all held.
-    assert!(fds(pid(&d)) >= base + 300, "idle connections were dropped before the ping");
+    assert!(fds(pid(&d)) >= base + 290, "idle connections were dropped before the ping");
     // Closed sockets free their handshake slots at once.
     idle.clear();
     wait_until(Duration::from_secs(10), || (fds(pid(&d)) < base + 10).then_some(()))
