@@ -462,3 +462,22 @@ fn sighup_reloads_the_identity() {
     .unwrap_or_else(|| panic!("second reload not logged:\n{}", d.log_text()));
     ping_ok(&net);
 }
+
+#[test]
+fn sigterm_is_seen_with_every_handshake_slot_taken() {
+    let net = net("sigterm_is_seen_with_every_handshake_slot_taken");
+    let mut d = net.daemon("n2", &[]);
+    let addr = (net.addr("n2"), net.port);
+    let held: Vec<TcpStream> =
+        (0..560).map(|_| TcpStream::connect((addr.0.as_str(), addr.1)).unwrap()).collect();
+    d.wait_log("the handshake limit of 512");
+    let t = Instant::now();
+    signal(&d, rustix::process::Signal::TERM);
+    // The drain waits for the handshakes, which end at the first-byte timeout.
+    let status = wait_until(Duration::from_secs(15), || d.child.try_wait().unwrap())
+        .unwrap_or_else(|| panic!("SIGTERM ignored:\n{}", d.log_text()));
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(12), "took {:?}", t.elapsed());
+    assert!(d.log_text().contains("SIGTERM: stopping"), "{}", d.log_text());
+    drop(held);
+}
