@@ -59,11 +59,8 @@ async fn main() {
     // --- Handshakes: TCP + mTLS 1.3 + Hello/Welcome (+ Bye), sequential.
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
-    let settings = ServerSettings {
-        tls: server_tls.clone(),
-        handshake_timeout: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(5),
-    };
+    let settings =
+        ServerSettings::new(server_tls.clone(), Duration::from_secs(5), Duration::from_secs(5));
     tokio::spawn(async move {
         loop {
             let (s, a) = l.accept().await.unwrap();

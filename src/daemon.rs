@@ -4,7 +4,13 @@
 //!
 //! One process, one tokio runtime, one task per connection. A misbehaving peer
 //! ends its own session only; SIGTERM/SIGINT stop accepting, let sessions in
-//! flight finish (bounded), and exit.
+//! flight finish (bounded), and exit; SIGHUP re-reads the config and the
+//! node's identity for the sessions that start after it.
+//!
+//! Connections that have not authenticated yet (TCP accepted, TLS and
+//! `Hello`/`Welcome` not done) and authenticated sessions have separate
+//! limits, so strangers holding sockets open cannot lock the cluster's own
+//! nodes out. The main loop never waits for a slot: signals are always seen.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,8 +29,34 @@ use crate::net::server::{self, Authority, ServerSettings};
 /// How long in-flight sessions may run on after SIGTERM before they are cut.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Most sessions served at once; more wait in the kernel's backlog.
-const MAX_SESSIONS: usize = 128;
+/// Most authenticated sessions served at once. A peer that authenticates
+/// while all are taken is told so (`Error`) and closed.
+pub const MAX_SESSIONS: usize = 128;
+
+/// Most authenticated sessions one peer node may have at once: a node runs
+/// one `-x` per target at a time, plus the odd `--ping` or `-T`; more is a
+/// peer hoarding slots, and must not lock the others out.
+pub const MAX_SESSIONS_PER_PEER: usize = 8;
+
+/// Most connections in their handshake at once (TCP accepted, `Welcome` not
+/// sent yet). More are closed at once, with one log line per burst. Each
+/// costs little (a socket and a TLS state) and lasts at most the handshake
+/// timeout, after at most [`server::FIRST_BYTE_TIMEOUT`] of silence.
+pub const MAX_HANDSHAKES: usize = 512;
+
+/// What sessions are served with: the config's view of groups, TLS and
+/// timeouts. Rebuilt on SIGHUP; each session keeps the one it started with.
+#[derive(Clone)]
+pub struct Serving {
+    /// Groups and keys, and the handler of each session.
+    pub authority: Arc<dyn Authority>,
+    /// TLS (this node's identity), timeouts, limits.
+    pub settings: ServerSettings,
+}
+
+/// Builds a new [`Serving`] from the config and identity on disk (SIGHUP).
+/// `Err` is the reason, for the log; the old one stays in use.
+pub type Reload = Box<dyn FnMut() -> Result<Serving, String> + Send>;
 
 /// Listener settings from the command line.
 #[derive(Debug, Clone)]
@@ -111,13 +143,21 @@ async fn listeners(config: &Config, opts: &Options) -> io::Result<Vec<TcpListene
 /// When no socket can be bound.
 pub fn run_standalone(
     config: &Config,
-    authority: Arc<dyn Authority>,
-    settings: ServerSettings,
+    serving: Serving,
+    reload: Reload,
     opts: &Options,
     activated: Vec<std::net::TcpListener>,
 ) -> Result<(), String> {
+    raise_fd_limit();
     let rt = runtime()?;
     rt.block_on(async move {
+        // Handlers before anything can be sent to us (once we listen, or
+        // from READY on, systemd may send SIGHUP, whose default would kill).
+        let signals = Signals {
+            term: signal(tokio::signal::unix::SignalKind::terminate()),
+            int: signal(tokio::signal::unix::SignalKind::interrupt()),
+            hup: signal(tokio::signal::unix::SignalKind::hangup()),
+        };
         let listeners = if activated.is_empty() {
             listeners(config, opts)
                 .await
@@ -136,7 +176,7 @@ pub fn run_standalone(
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        serve_until_signal(listeners, settings, authority).await;
+        serve_until_signal(listeners, serving, reload, signals).await;
         Ok(())
     })
 }
@@ -149,10 +189,38 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
+/// Raises the soft limit on open descriptors to the hard one: every session
+/// and handshake holds a socket, and a session a few files; the common soft
+/// default of 1024 is far below what the limits above allow.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current == lim.maximum {
+        return;
+    }
+    let want = rustix::process::Rlimit { current: lim.maximum, maximum: lim.maximum };
+    match setrlimit(Resource::Nofile, want) {
+        Ok(()) => info!(
+            "open file limit raised from {} to {}",
+            lim.current.map_or("unlimited".into(), |n| n.to_string()),
+            lim.maximum.map_or("unlimited".into(), |n| n.to_string())
+        ),
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
+}
+
+/// The signals the listener acts on.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
 async fn serve_until_signal(
     listeners: Vec<TcpListener>,
-    settings: ServerSettings,
-    authority: Arc<dyn Authority>,
+    serving: Serving,
+    mut reload: Reload,
+    signals: Signals,
 ) {
     let (conn_tx, mut conn_rx) =
         tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
@@ -180,36 +248,73 @@ async fn serve_until_signal(
         });
     }
     drop(conn_tx);
-    let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let slots = Arc::new(server::Slots::new(MAX_SESSIONS, MAX_SESSIONS_PER_PEER));
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let with_slots = |mut s: Serving| {
+        s.settings.sessions = Some(slots.clone());
+        s
+    };
+    let mut current = with_slots(serving);
+    // Connections closed because every handshake slot was taken, since the
+    // last log line about it: one line per burst, not one per connection.
+    let mut turned_away = 0u64;
     let mut sessions = JoinSet::new();
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate());
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
+    let Signals { mut term, mut int, mut hup } = signals;
     loop {
         tokio::select! {
             Some((stream, from)) = conn_rx.recv() => {
-                let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    if turned_away == 0 {
+                        warn!("the handshake limit of {MAX_HANDSHAKES} connections is reached: closing new ones until one finishes");
+                    }
+                    turned_away += 1;
+                    drop(stream);
+                    continue;
+                };
+                if turned_away > 0 {
+                    warn!("closed {turned_away} connection(s) while the handshake limit of {MAX_HANDSHAKES} was reached");
+                    turned_away = 0;
+                }
                 let _ = stream.set_nodelay(true);
-                let settings = settings.clone();
-                let authority = authority.clone();
+                let Serving { authority, settings } = current.clone();
                 sessions.spawn(async move {
-                    let out = server::serve(stream, &from.to_string(), &settings, authority.as_ref()).await;
-                    drop(permit);
-                    out
+                    let from = from.to_string();
+                    // A socket that stays silent is dropped before it costs a TLS state.
+                    let first = server::FIRST_BYTE_TIMEOUT.min(settings.handshake_timeout);
+                    let mut b = [0u8; 1];
+                    match tokio::time::timeout(first, stream.peek(&mut b)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        Ok(Ok(_)) | Ok(Err(_)) => return,
+                        Err(_) => {
+                            server::log_handshake_failure(&format!("{from}: no TLS handshake within {first:?} (nothing received since connecting)"));
+                            return;
+                        }
+                    }
+                    server::serve_admitted(stream, &from, &settings, authority.as_ref(), Some(permit)).await;
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = recv_signal(&mut term) => { info!("SIGTERM: stopping"); break; }
             _ = recv_signal(&mut int) => { info!("SIGINT: stopping"); break; }
+            _ = recv_signal(&mut hup) => {
+                match tokio::task::block_in_place(&mut reload) {
+                    Ok(new) => {
+                        current = with_slots(new);
+                        info!("SIGHUP: reloaded the config and the node identity; new sessions use them");
+                    }
+                    Err(e) => warn!("SIGHUP: keeping the old config and identity: {e}"),
+                }
+            }
         }
     }
     acceptors.abort_all();
     if !sessions.is_empty() {
-        info!("waiting up to {DRAIN:?} for {} session(s) to finish", sessions.len());
+        info!("waiting up to {DRAIN:?} for {} connection(s) to finish", sessions.len());
         let drained =
             tokio::time::timeout(DRAIN, async { while sessions.join_next().await.is_some() {} })
                 .await;
         if drained.is_err() {
-            warn!("abandoning {} session(s) still running", sessions.len());
+            warn!("abandoning {} connection(s) still running", sessions.len());
             sessions.abort_all();
         }
     }

@@ -41,7 +41,7 @@ Files: config <sysdir>/csync2.cfg (or csync2_NAME.cfg with -C NAME), where
 sysdir is $CSYNC2_SYSTEM_DIR or /etc; index /var/lib/csync/<node>[_NAME].db.";
 
 /// Parsed command-line arguments.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "csync",
     version,
@@ -134,6 +134,10 @@ pub struct Args {
     /// Idle timeout in seconds for every later read and write. Default 30.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub idle_timeout: f64,
+    /// Listener (-i, -ii): longest a peer's session may last, in seconds,
+    /// however it stalls. Default 14400 (4 hours).
+    #[arg(long, value_name = "SECS", default_value_t = 14400.0)]
+    pub session_timeout: f64,
 
     /// Recurse into directories given as PATHs.
     #[arg(short = 'r')]

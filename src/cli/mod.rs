@@ -230,6 +230,14 @@ pub fn run(args: &Args) -> Exit {
 }
 
 fn load_config(args: &Args, sysdir: &Path) -> Result<Config, Exit> {
+    load_config_text(args, sysdir).map_err(|text| {
+        let _ = std::io::stderr().write_all(text.as_bytes());
+        Exit::Error
+    })
+}
+
+/// The config, or its diagnostics as text (for the listener's log on SIGHUP).
+fn load_config_text(args: &Args, sysdir: &Path) -> Result<Config, String> {
     let path = match &args.config {
         Some(p) => p.clone(),
         None => paths::config_file(sysdir, args.cfgname.as_deref()),
@@ -243,10 +251,7 @@ fn load_config(args: &Args, sysdir: &Path) -> Result<Config, Exit> {
         sysdir: sysdir.to_path_buf(),
         active_groups: (!args.groups.is_empty()).then(|| args.groups.clone()),
     };
-    config::load(&path, &opts).map_err(|diags| {
-        let _ = std::io::stderr().write_all(crate::diag::render(&diags).as_bytes());
-        Exit::Error
-    })
+    config::load(&path, &opts).map_err(|diags| crate::diag::render(&diags))
 }
 
 /// `-G`, `-P` and `-D` against the config, before anything runs: a typo in a
@@ -481,48 +486,33 @@ fn serve(
     sysdir: &Path,
     activated: Vec<std::net::TcpListener>,
 ) -> Exit {
-    let id = match identity(sysdir) {
-        Ok(i) => i,
-        Err(e) => return e,
-    };
-    let tls = match crate::net::tls::server_config(&id) {
-        Ok(t) => t,
+    let (service, settings) = match serving(args, config, sysdir, None) {
+        Ok(s) => s,
         Err(e) => return fail!("{e}"),
     };
-    let settings = crate::net::server::ServerSettings {
-        tls,
-        handshake_timeout: secs(args.timeout),
-        idle_timeout: secs(args.idle_timeout),
-    };
-    let db = paths::index_file(
-        args.database.as_deref(),
-        config.database.as_deref(),
-        &config.myname,
-        args.cfgname.as_deref(),
-    );
-    // Fail at start, not at the first push, if the index cannot be opened.
-    if let Err(e) = Index::open(&db, Duration::from_secs(5)) {
-        return fail!("{e}");
-    }
-    let busy = Duration::from_secs(u64::from(config.lock_timeout.unwrap_or(30)));
-    let service =
-        match crate::engine::receive::Service::new(std::sync::Arc::new(config.clone()), db, busy) {
-            Ok(s) => s,
-            Err(e) => return fail!("{e}"),
-        };
     if args.serve >= 2 {
         // Actions a killed daemon journalled but never ran: this is their next run.
         let gate = service.gate();
         let _ =
             std::thread::Builder::new().name("csync-actions".into()).spawn(move || gate.run_now());
     }
-    let service: std::sync::Arc<dyn crate::net::server::Authority> = std::sync::Arc::new(service);
     let result = if args.serve >= 2 {
         let opts = crate::daemon::Options {
             port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
             bind_name: args.node.clone(),
         };
-        crate::daemon::run_standalone(config, service, settings, &opts, activated)
+        let first = crate::daemon::Serving { authority: service.clone(), settings };
+        // SIGHUP: the config and identity as they are on disk now; the new
+        // service shares the old one's action gate.
+        let (args, sysdir) = (args.clone(), sysdir.to_path_buf());
+        let mut previous = service;
+        let reload: crate::daemon::Reload = Box::new(move || {
+            let config = load_config_text(&args, &sysdir)?;
+            let (service, settings) = serving(&args, &config, &sysdir, Some(&previous))?;
+            previous = service.clone();
+            Ok(crate::daemon::Serving { authority: service, settings })
+        });
+        crate::daemon::run_standalone(config, first, reload, &opts, activated)
     } else {
         crate::daemon::run_inetd(service, settings)
     };
@@ -535,6 +525,41 @@ fn serve(
         }
         Err(e) => fail!("{e}"),
     }
+}
+
+/// What the listener serves with, from `config` and the identity in
+/// `sysdir`; after `previous` (SIGHUP), sharing its action gate.
+fn serving(
+    args: &Args,
+    config: &Config,
+    sysdir: &Path,
+    previous: Option<&crate::engine::receive::Service>,
+) -> Result<
+    (std::sync::Arc<crate::engine::receive::Service>, crate::net::server::ServerSettings),
+    String,
+> {
+    let id = crate::net::identity::Identity::load(sysdir).map_err(|e| {
+        format!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+    })?;
+    let tls = crate::net::tls::server_config(&id).map_err(|e| e.to_string())?;
+    let mut settings =
+        crate::net::server::ServerSettings::new(tls, secs(args.timeout), secs(args.idle_timeout));
+    settings.session_limit = secs(args.session_timeout);
+    let db = paths::index_file(
+        args.database.as_deref(),
+        config.database.as_deref(),
+        &config.myname,
+        args.cfgname.as_deref(),
+    );
+    // Fail at start, not at the first push, if the index cannot be opened.
+    Index::open(&db, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let busy = Duration::from_secs(u64::from(config.lock_timeout.unwrap_or(30)));
+    let config = std::sync::Arc::new(config.clone());
+    let service = match previous {
+        Some(p) => p.renewed(config, db, busy)?,
+        None => crate::engine::receive::Service::new(config, db, busy)?,
+    };
+    Ok((std::sync::Arc::new(service), settings))
 }
 
 fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {

@@ -53,6 +53,25 @@ impl Service {
     pub fn gate(&self) -> Arc<Gate> {
         self.gate.clone()
     }
+
+    /// A service over a re-read `config` (the listener's SIGHUP). It keeps
+    /// this one's gate when the index is the same, so the action runs of
+    /// sessions under the old and the new config never overlap.
+    ///
+    /// # Errors
+    /// When an action pattern does not compile.
+    pub fn renewed(
+        &self,
+        config: Arc<Config>,
+        index_path: PathBuf,
+        busy: Duration,
+    ) -> Result<Self, String> {
+        let mut s = Service::new(config, index_path, busy)?;
+        if s.index_path == self.index_path {
+            s.gate = self.gate.clone();
+        }
+        Ok(s)
+    }
 }
 
 impl Authority for Service {
@@ -198,7 +217,14 @@ pub struct Receiver {
     roots_real: Vec<PathBuf>,
     /// Real paths of every include root of every member group, nested too.
     all_roots: Vec<PathBuf>,
+    /// Pushes refused so far: the first [`LOGGED_REFUSALS`] are logged one
+    /// by one, the rest as one count at the session's end (a peer must not
+    /// be able to fill the log).
+    refusals: u64,
 }
+
+/// Refused pushes of one session logged one by one.
+pub const LOGGED_REFUSALS: u64 = 10;
 
 /// Entries applied before the index is committed and the acks go out.
 const BATCH: usize = 256;
@@ -280,6 +306,7 @@ impl Receiver {
             stale: Vec::new(),
             roots_real,
             all_roots,
+            refusals: 0,
         })
     }
 
@@ -683,6 +710,15 @@ impl Receiver {
         }
     }
 
+    /// Logs a refused push: one by one up to [`LOGGED_REFUSALS`] per
+    /// session, then only counted (the count is logged at the end).
+    fn refused(&mut self, path: &[u8], why: &str) {
+        self.refusals += 1;
+        if self.refusals <= LOGGED_REFUSALS {
+            warn!(peer = %self.peer, "refused push of {}: {why}", crate::paths::display(path));
+        }
+    }
+
     /// Our state of `path` as the wire shows it, with the host that made it.
     fn wire_with_origin(&self, path: &[u8], m: &Meta) -> WireEntry {
         let mut w = to_wire(m);
@@ -724,7 +760,7 @@ impl Receiver {
         let (gi, root, rel) = match self.resolve(group, &path) {
             Ok(x) => x,
             Err((code, message)) => {
-                warn!(peer = %self.peer, "refused push of {}: {message}", crate::paths::display(&path));
+                self.refused(&path, &message);
                 self.discard(id, content);
                 return Some(Outcome::Failed { code, message });
             }
@@ -750,7 +786,7 @@ impl Receiver {
             }
             Err(why) => {
                 self.discard(id, content);
-                warn!(peer = %self.peer, "refused push of {}: {why}", crate::paths::display(&path));
+                self.refused(&path, &why);
                 return Some(Outcome::Failed { code: ErrorCode::PathRefused, message: why });
             }
         }
@@ -772,7 +808,7 @@ impl Receiver {
         };
         if let Some(why) = self.root_refusal(&root, &rel, cur.as_ref(), Some(new.kind)) {
             self.discard(id, content);
-            warn!(peer = %self.peer, "refused push of {}: {why}", crate::paths::display(&path));
+            self.refused(&path, &why);
             return Some(Outcome::Failed { code: ErrorCode::PathRefused, message: why });
         }
         let new_v = version(&new, self.ignore);
@@ -1348,6 +1384,10 @@ impl Handler for Receiver {
     }
 
     fn end(&mut self, bye: bool, reply: &mut dyn FnMut(Msg)) {
+        if self.refusals > LOGGED_REFUSALS {
+            let more = self.refusals - LOGGED_REFUSALS;
+            warn!(peer = %self.peer, "refused {} pushes in this session ({more} not logged above)", self.refusals);
+        }
         // Streams the peer never finished: their changes were not made.
         let open: Vec<u32> = self.ahead.keys().copied().collect();
         for id in open {

@@ -15,6 +15,8 @@ mod cli;
 mod config_errors;
 /// The shipped example config and `--check-config` / `--explain`.
 mod config_example;
+/// Hostile peers: wedged sessions, pinned streams, idle sockets, SIGHUP reload.
+mod hostile;
 /// The shapes administrators write: single-file roots, own copies, `-cr /`, added nodes.
 mod real_setups;
 /// What a peer may create: devices, setuid bits, owners (the receiver's policy).

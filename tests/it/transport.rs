@@ -162,7 +162,7 @@ fn certificate_from_another_ca_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("peer n2") && err.contains("rejected our certificate"), "{err}");
-    d.wait_log("not signed by our CA");
+    d.wait_log("not signed by the cluster CA");
 }
 
 #[test]
