@@ -732,9 +732,13 @@ impl Receiver {
         match e {
             apply::Error::ParentMissing(_) => Outcome::ParentMissing,
             apply::Error::NotEmpty(_) => Outcome::NotEmpty,
-            apply::Error::BadPath(m) | apply::Error::Symlink(m) => {
+            apply::Error::BadPath(m) => {
                 Outcome::Failed { code: ErrorCode::PathRefused, message: m }
             }
+            apply::Error::Symlink(m) => Outcome::Failed {
+                code: ErrorCode::PathRefused,
+                message: format!("{m}: a symlink or non-directory on the way; never followed"),
+            },
             apply::Error::HashMismatch => Outcome::Failed {
                 code: ErrorCode::Io,
                 message: "content does not match its hash (changed during the transfer?)".into(),

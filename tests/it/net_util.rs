@@ -239,3 +239,26 @@ pub fn drain(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
     let _ = s.read_to_end(&mut v);
     v
 }
+
+/// A raw protocol client (a hostile peer built on our own codec) speaking
+/// as `node`, with n1's identity and key, to n2's daemon.
+pub fn raw(
+    net: &Net,
+    rt: &tokio::runtime::Runtime,
+    node: &str,
+    groups: &[&str],
+) -> csync::net::client::Session {
+    let id = csync::net::identity::Identity::load(&net.sysdir("n1")).unwrap();
+    let settings = csync::net::client::ClientSettings {
+        tls: csync::net::tls::client_config(&id).unwrap(),
+        connect_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(10),
+    };
+    let key = fs::read_to_string(net.sysdir("n1").join("csync2.key")).unwrap();
+    let key = key.trim().as_bytes().to_vec();
+    let groups: Vec<(String, Vec<u8>)> =
+        groups.iter().map(|g| (g.to_string(), key.clone())).collect();
+    let target =
+        csync::net::client::Target { name: "n2".into(), addr: net.addr("n2"), port: net.port };
+    rt.block_on(csync::net::client::connect(&target, &settings, node, &groups)).unwrap()
+}

@@ -419,3 +419,136 @@ fn an_index_row_without_its_hash_is_repaired_by_the_next_run() {
     assert_eq!(hashless, 0);
     assert!(s.conflicts("n2").is_empty(), "{:?}", s.conflicts("n2"));
 }
+
+/// A file entry as a hostile peer announces it.
+fn file_entry(data: &[u8]) -> csync::proto::WireEntry {
+    csync::proto::WireEntry {
+        kind: 1,
+        mode: 0o4755,
+        uid: 0,
+        gid: 0,
+        size: data.len() as u64,
+        mtime_ns: 1_700_000_000_000_000_000,
+        rdev: 0,
+        target: None,
+        hash: Some(*blake3::hash(data).as_bytes()),
+        origin: None,
+    }
+}
+
+#[test]
+fn a_hostile_peer_cannot_write_through_a_symlink_it_put_at_an_inner_root() {
+    use csync::proto::{Content, Msg, Outcome, WireEntry};
+    let net = Net::new("a_hostile_peer_cannot_write_through_an_inner_root", &["n1", "n2"], NESTED);
+    let d2 = net.daemon("n2", &["--timeout", "2"]);
+    fs::create_dir_all(net.root("n2").join("nginx")).unwrap();
+    let outside = net.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut s = crate::net_util::raw(&net, &rt, "n1", &["web", "certs"]);
+    let link = WireEntry {
+        kind: 3,
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime_ns: 1_700_000_000_000_000_000,
+        rdev: 0,
+        target: Some(outside.to_str().unwrap().as_bytes().to_vec()),
+        hash: None,
+        origin: None,
+    };
+    let data = b"#!/bin/sh\nid > /tmp/pwned\n";
+    let replies = rt.block_on(async {
+        // Through the outer group: a symlink where the inner root belongs.
+        s.conn
+            .send(&Msg::Push {
+                id: 1,
+                group: "web".into(),
+                path: b"%p%/nginx/ssl".to_vec(),
+                entry: link,
+                base: None,
+                force: true,
+                content: Content::None,
+                parent_mtime: None,
+            })
+            .await
+            .unwrap();
+        let first = s.conn.recv().await.unwrap();
+        // Through the inner group: a setuid file below that symlink.
+        s.conn
+            .queue(&Msg::Push {
+                id: 2,
+                group: "certs".into(),
+                path: b"%p%/nginx/ssl/evil".to_vec(),
+                entry: file_entry(data),
+                base: None,
+                force: true,
+                content: Content::Whole,
+                parent_mtime: None,
+            })
+            .unwrap();
+        s.conn.queue(&Msg::Data { stream: 2, bytes: data.to_vec() }).unwrap();
+        s.conn.queue(&Msg::DataEnd { stream: 2, hash: *blake3::hash(data).as_bytes() }).unwrap();
+        s.conn.flush().await.unwrap();
+        let second = s.conn.recv().await.unwrap();
+        (first, second)
+    });
+    match replies.1 {
+        Some(Msg::Ack { id: 2, outcome: Outcome::Failed { message, .. } }) => {
+            assert!(message.contains("symlink"), "{message}");
+        }
+        other => panic!("the write through the symlink must be refused: {other:?}"),
+    }
+    assert!(fs::read_dir(&outside).unwrap().next().is_none(), "written outside every root");
+    drop(d2);
+}
+
+#[test]
+fn a_hostile_peer_cannot_replace_an_inner_root_directory() {
+    use csync::proto::{Content, ErrorCode, Msg, Outcome, WireEntry};
+    let net = Net::new("a_hostile_peer_cannot_replace_an_inner_root", &["n1", "n2"], NESTED);
+    let _d2 = net.daemon("n2", &["--timeout", "2"]);
+    write(&net.root("n2").join("nginx/ssl/cert.pem"), b"certificate\n");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut s = crate::net_util::raw(&net, &rt, "n1", &["web"]);
+    let file = file_entry(b"x");
+    let reply = rt.block_on(async {
+        s.conn
+            .send(&Msg::Delete {
+                id: 1,
+                group: "web".into(),
+                path: b"%p%/nginx/ssl/cert.pem".to_vec(),
+                base: None,
+                force: true,
+                parent_mtime: None,
+            })
+            .await
+            .unwrap();
+        let _ = s.conn.recv().await.unwrap();
+        s.conn
+            .queue(&Msg::Push {
+                id: 2,
+                group: "web".into(),
+                path: b"%p%/nginx/ssl".to_vec(),
+                entry: WireEntry { ..file },
+                base: None,
+                force: true,
+                content: Content::Whole,
+                parent_mtime: None,
+            })
+            .unwrap();
+        s.conn.queue(&Msg::Data { stream: 2, bytes: b"x".to_vec() }).unwrap();
+        s.conn.queue(&Msg::DataEnd { stream: 2, hash: *blake3::hash(b"x").as_bytes() }).unwrap();
+        s.conn.flush().await.unwrap();
+        s.conn.recv().await.unwrap()
+    });
+    match reply {
+        Some(Msg::Ack { id: 2, outcome: Outcome::Failed { code, message } }) => {
+            assert_eq!(code, ErrorCode::PathRefused);
+            assert!(message.contains("include root"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(fs::symlink_metadata(net.root("n2").join("nginx/ssl")).unwrap().is_dir());
+}

@@ -8,10 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use csync::net::client::{ClientSettings, Session, Target, connect};
 use csync::proto::{Content, ErrorCode, Msg, Outcome, WireEntry};
 
-use crate::net_util::Net;
+use csync::net::client::{ClientSettings, Target, connect};
+
+use crate::net_util::{Net, raw};
 use crate::util::{Env, stderr, stdout};
 
 /// Two nodes, separate trees through a prefix.
@@ -144,22 +145,6 @@ fn the_index_is_private_whatever_the_umask() {
     fs::set_permissions(env.db_file("n1"), fs::Permissions::from_mode(0o644)).unwrap();
     env.csync("n1").arg("-cr").assert().success();
     assert_eq!(mode(&env.db_file("n1")), 0o600);
-}
-
-/// A raw protocol client speaking as n1 to n2's daemon.
-fn raw(net: &Net, rt: &tokio::runtime::Runtime, node: &str, groups: &[&str]) -> Session {
-    let id = csync::net::identity::Identity::load(&net.sysdir("n1")).unwrap();
-    let settings = ClientSettings {
-        tls: csync::net::tls::client_config(&id).unwrap(),
-        connect_timeout: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(10),
-    };
-    let key = fs::read_to_string(net.sysdir("n1").join("csync2.key")).unwrap();
-    let key = key.trim().as_bytes().to_vec();
-    let groups: Vec<(String, Vec<u8>)> =
-        groups.iter().map(|g| (g.to_string(), key.clone())).collect();
-    let target = Target { name: "n2".into(), addr: net.addr("n2"), port: net.port };
-    rt.block_on(connect(&target, &settings, node, &groups)).unwrap()
 }
 
 #[test]
