@@ -633,15 +633,25 @@ impl FileWriter {
     /// then the replaced file's owner is kept), mode (`fchmod`; with
     /// `ignore_mode` the replaced file's mode, or 0644 for a new file), mtime
     /// (`futimens`, ns), fsyncs, then replaces the target atomically
-    /// (`renameat`). An existing empty directory at the target is removed
-    /// first; a non-empty one gives [`Error::NotEmpty`] (temporary removed).
-    /// Restores the parent directory's mtime and returns the final `Meta`
-    /// (`lstat` after the rename, `hash = Some(expected_hash)`).
-    pub fn commit(mut self) -> Result<Meta, Error> {
-        self.finish()
+    /// (`renameat`) and fsyncs the directory. An existing empty directory at
+    /// the target is removed first; a non-empty one gives [`Error::NotEmpty`]
+    /// (temporary removed). Restores the parent directory's mtime and returns
+    /// the final `Meta` (`hash = Some(expected_hash)`).
+    ///
+    /// The same as [`FileWriter::stage`], [`Staged::sync`],
+    /// [`Staged::publish`] and an fsync of the directory: a receiver applying
+    /// many files does those steps for a whole batch instead.
+    pub fn commit(self) -> Result<Meta, Error> {
+        let staged = self.stage()?;
+        staged.sync()?;
+        let (meta, dir) = staged.publish()?;
+        rfs::fsync(&dir).map_err(|e| io_err("fsync parent directory", e))?;
+        Ok(meta)
     }
 
-    fn finish(&mut self) -> Result<Meta, Error> {
+    /// Checks the content's hash and gives the temporary file its owner,
+    /// mode and mtime: complete, but neither durable nor visible yet.
+    pub fn stage(mut self) -> Result<Staged, Error> {
         if *self.hasher.finalize().as_bytes() != self.expected {
             return Err(Error::HashMismatch);
         }
@@ -655,21 +665,103 @@ impl FileWriter {
         rfs::fchmod(&self.file, Mode::from_raw_mode(mode)).map_err(|e| io_err(what("chmod"), e))?;
         rfs::futimens(&self.file, &mtime_only(self.entry.mtime_ns))
             .map_err(|e| io_err(what("set mtime of"), e))?;
-        self.file.sync_all().map_err(|e| io_err(what("fsync"), e))?;
-        if let Some(st) = &old
-            && kind_of(st) == FileKind::Dir
+        self.done = true;
+        let (dir, file) = (self.dir.try_clone(), self.file.try_clone());
+        let (dir, file) = match (dir, file) {
+            (Ok(d), Ok(f)) => (d, f),
+            (Err(e), _) | (_, Err(e)) => {
+                self.done = false;
+                return Err(io_err(what("dup descriptors of"), e));
+            }
+        };
+        Ok(Staged {
+            dir,
+            file,
+            name: std::mem::take(&mut self.name),
+            tmp: std::mem::take(&mut self.tmp),
+            rel,
+            parent_mtime: self.parent_mtime,
+            hash: self.expected,
+            published: false,
+        })
+    }
+}
+
+/// A regular file written, checked and given its attributes under its
+/// temporary name ([`FileWriter::stage`]): [`Staged::sync`] makes it
+/// durable, [`Staged::publish`] renames it into place. Dropped before
+/// publishing, it removes the temporary file.
+pub struct Staged {
+    dir: OwnedFd,
+    file: File,
+    name: Vec<u8>,
+    tmp: Vec<u8>,
+    rel: Vec<u8>,
+    parent_mtime: i64,
+    hash: [u8; 32],
+    published: bool,
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged").field("rel", &show(&self.rel)).finish_non_exhaustive()
+    }
+}
+
+impl Staged {
+    /// Makes the content and attributes durable (`fsync`). Independent of
+    /// every other staged file: a batch runs these in parallel.
+    pub fn sync(&self) -> Result<(), Error> {
+        self.file.sync_all().map_err(|e| io_err(format!("fsync {}", show(&self.rel)), e))
+    }
+
+    /// Renames the (synced) file over its target, restores the parent's
+    /// mtime, and returns the final `Meta` and the directory, which the
+    /// caller must fsync (once per directory for a whole batch) before it
+    /// reports the file as durably applied.
+    pub fn publish(mut self) -> Result<(Meta, OwnedFd), Error> {
+        let rel = self.rel.clone();
+        let what = |op: &str| format!("{op} {}", show(&rel));
+        if let Some(st) = lstat_at(&self.dir, &self.name, &rel)?
+            && kind_of(&st) == FileKind::Dir
         {
             rmdir_for_replace(&self.dir, &self.name, &rel)?;
         }
         rfs::renameat(&self.dir, &self.tmp, &self.dir, &self.name)
             .map_err(|e| io_err(what("rename to"), e))?;
-        self.done = true;
-        rfs::fsync(&self.dir).map_err(|e| io_err(what("fsync parent of"), e))?;
+        self.published = true;
         restore_mtime(&self.dir, self.parent_mtime);
-        let mut meta = final_meta(&self.dir, &self.name, &rel)?;
-        meta.hash = Some(self.expected);
-        Ok(meta)
+        let st = rfs::fstat(&self.file).map_err(|e| io_err(what("fstat"), e))?;
+        let mut meta = Meta::from_stat(&st);
+        meta.hash = Some(self.hash);
+        let dir = self.dir.try_clone().map_err(|e| io_err(what("dup directory of"), e))?;
+        Ok((meta, dir))
     }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = rfs::unlinkat(&self.dir, &self.tmp, AtFlags::empty());
+            restore_mtime(&self.dir, self.parent_mtime);
+        }
+    }
+}
+
+/// Fsyncs each directory once (the same directory may come many times from
+/// one batch, as separate descriptors).
+///
+/// # Errors
+/// The first fsync that fails.
+pub fn sync_dirs(dirs: Vec<OwnedFd>) -> Result<(), Error> {
+    let mut seen = std::collections::HashSet::new();
+    for d in dirs {
+        let st = rfs::fstat(&d).map_err(|e| io_err("fstat directory", e))?;
+        if seen.insert((st.st_dev, st.st_ino)) {
+            rfs::fsync(&d).map_err(|e| io_err("fsync directory", e))?;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for FileWriter {
@@ -924,20 +1016,33 @@ fn make_in(
 
 /// Deletes `root/rel`: `unlink` for non-directories, `rmdir` for directories
 /// ([`Error::NotEmpty`] if it has entries). `Ok(false)` if already absent,
-/// also when a parent is missing. Restores the parent's mtime. Deleting the
-/// root (`rel == b""`) is refused with [`Error::BadPath`].
+/// also when a parent is missing. Restores the parent's mtime and fsyncs the
+/// parent. Deleting the root (`rel == b""`) is refused with [`Error::BadPath`].
 pub fn delete(root: &Path, rel: &[u8]) -> Result<bool, Error> {
+    match delete_unsynced(root, rel)? {
+        Some(dir) => {
+            rfs::fsync(&dir).map_err(|e| io_err(format!("fsync parent of {}", show(rel)), e))?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// [`delete`] without the fsync: returns the parent directory when something
+/// was removed, for the caller to fsync (once per directory for a batch)
+/// before it reports the delete as durable.
+pub fn delete_unsynced(root: &Path, rel: &[u8]) -> Result<Option<OwnedFd>, Error> {
     check_rel(rel)?;
     if rel.is_empty() {
         return Err(bad(rel, "the root cannot be deleted"));
     }
     let (dir, name) = match open_parent(root, rel) {
         Ok(v) => v,
-        Err(Error::ParentMissing(_)) => return Ok(false),
+        Err(Error::ParentMissing(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
     let Some(st) = lstat_at(&dir, name, rel)? else {
-        return Ok(false);
+        return Ok(None);
     };
     let parent_mtime = dir_mtime(&dir, rel)?;
     let res = if kind_of(&st) == FileKind::Dir {
@@ -945,17 +1050,15 @@ pub fn delete(root: &Path, rel: &[u8]) -> Result<bool, Error> {
     } else {
         rfs::unlinkat(&dir, name, AtFlags::empty())
     };
-    let removed = match res {
-        Ok(()) => true,
-        Err(Errno::NOENT) => false,
-        Err(Errno::NOTEMPTY | Errno::EXIST) => return Err(Error::NotEmpty(show(rel))),
-        Err(e) => return Err(io_err(format!("delete {}", show(rel)), e)),
-    };
-    if removed {
-        rfs::fsync(&dir).map_err(|e| io_err(format!("fsync parent of {}", show(rel)), e))?;
-        restore_mtime(&dir, parent_mtime);
+    match res {
+        Ok(()) => {
+            restore_mtime(&dir, parent_mtime);
+            Ok(Some(dir))
+        }
+        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Error::NotEmpty(show(rel))),
+        Err(e) => Err(io_err(format!("delete {}", show(rel)), e)),
     }
-    Ok(removed)
 }
 
 /// Copies the current regular file at `root/rel` (content, mode, owner,
