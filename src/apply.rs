@@ -170,11 +170,44 @@ fn trusted_link(dir: &OwnedFd, link: &rfs::Stat) -> bool {
     ok_owner(link.st_uid) && ok_owner(d.st_uid) && (!others_write || sticky)
 }
 
+/// How long an opened anchor is reused: a batch of thousands of entries
+/// resolves it once instead of once per entry and step. The descriptor is
+/// the directory as it was resolved (safely); a swap on the way to it later
+/// cannot redirect what is written through it.
+const ANCHOR_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+type AnchorCache = std::collections::HashMap<PathBuf, (OwnedFd, std::time::Instant)>;
+
+static ANCHORS: std::sync::Mutex<Option<AnchorCache>> = std::sync::Mutex::new(None);
+
+/// [`open_anchor`], through a short-lived cache of opened anchors.
+fn open_root(root: &Path) -> Result<OwnedFd, Error> {
+    let now = std::time::Instant::now();
+    if let Ok(mut cache) = ANCHORS.lock() {
+        let cache = cache.get_or_insert_with(Default::default);
+        cache.retain(|_, (_, t)| now.duration_since(*t) < ANCHOR_TTL);
+        if let Some((fd, _)) = cache.get(root)
+            && let Ok(dup) = fd.try_clone()
+        {
+            return Ok(dup);
+        }
+    }
+    let fd = open_anchor(root)?;
+    if let (Ok(mut cache), Ok(dup)) = (ANCHORS.lock(), fd.try_clone()) {
+        // Bounded: entries expire, and a node has a handful of anchors.
+        let cache = cache.get_or_insert_with(Default::default);
+        if cache.len() < 1024 {
+            cache.insert(root.to_path_buf(), (dup, now));
+        }
+    }
+    Ok(fd)
+}
+
 /// Opens the directory an include root lives in (its *anchor*) from `/`, one
 /// component at a time. A symlink on the way is followed only when it is
 /// [`trusted_link`]: a local user who owns a directory above a root cannot
 /// redirect the receiver's writes elsewhere by swapping in a link.
-fn open_root(root: &Path) -> Result<OwnedFd, Error> {
+fn open_anchor(root: &Path) -> Result<OwnedFd, Error> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fail = |e: Errno| match e {
         Errno::NOENT => Error::ParentMissing(root.display().to_string()),
@@ -1745,7 +1778,7 @@ mod tests {
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         std::os::unix::fs::symlink(&real, open.join("www")).unwrap();
-        assert!(matches!(open_root(&open.join("www/conf")), Err(Error::Symlink(_))));
+        assert!(matches!(open_anchor(&open.join("www/conf")), Err(Error::Symlink(_))));
         assert!(matches!(
             make(&open.join("www"), b"conf/x", &entry(FileKind::Dir, 0o755), &Options::default()),
             Err(Error::Symlink(_))
@@ -1753,7 +1786,7 @@ mod tests {
         assert!(!real.join("conf/x").exists());
         // Sticky (like /tmp): others cannot replace our link.
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(open_root(&open.join("www/conf")).is_ok());
+        assert!(open_anchor(&open.join("www/conf")).is_ok());
         // A missing anchor is made, component by component.
         ensure_root(&t.path().join("new/a/b")).unwrap();
         assert!(t.path().join("new/a/b").is_dir());
