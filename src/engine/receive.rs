@@ -1015,6 +1015,7 @@ impl Receiver {
         }
         if !self.staged.is_empty() || !self.dirty_dirs.is_empty() {
             self.publish_staged();
+            crash_point("batch-durable");
         }
         if !self.pending.is_empty() {
             if let Err(e) = self.index.record_received_batch(&self.pending) {
@@ -1354,6 +1355,15 @@ impl Receiver {
             }
         }
         reply(Msg::DataEnd { stream: id, hash: *h.finalize().as_bytes() });
+    }
+}
+
+/// For the crash tests: with `CSYNC_CRASH_AT=<point>` in the environment the
+/// process dies abruptly at that point (as a `kill -9` or a power cut would
+/// leave it), so a test can check what the next run makes of that state.
+fn crash_point(point: &str) {
+    if std::env::var_os("CSYNC_CRASH_AT").is_some_and(|v| v == point) {
+        std::process::abort();
     }
 }
 

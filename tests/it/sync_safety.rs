@@ -662,3 +662,53 @@ fn ignore_mod_leaves_modes_alone() {
     assert_eq!(mode("n2"), 0o604, "n2 lost its own mode");
     assert_eq!(mode("n3"), n2_mode, "n3 lost its own mode");
 }
+
+/// The receiver dies after a batch became durable on its disk but before it
+/// recorded and confirmed it: the next run finds the files in place,
+/// records them, and nothing is lost, sent back, duplicated or left over.
+#[test]
+fn receiver_killed_between_durability_and_confirmation_converges() {
+    let mut c = Cluster::new("receiver_killed_between_durability_and_confirmation", "none");
+    for i in 0..300 {
+        c.write("n1", &format!("batch/d{}/f{i}", i % 7), format!("file {i}\n").as_bytes());
+    }
+    c.stop("n2");
+    let log = c.net.path("crashing-n2.log");
+    let mut crashing = c.net.csync_std("n2");
+    crashing
+        .args(["-ii", "--timeout", "2"])
+        .env("CSYNC_CRASH_AT", "batch-durable")
+        .stderr(fs::File::create(&log).unwrap());
+    let mut child = crashing.spawn().unwrap();
+    crate::net_util::wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect((c.net.addr("n2").as_str(), c.net.port)).ok().map(|_| ())
+    })
+    .expect("n2 listens");
+    let (code, _, err) = c.x("n1");
+    assert_eq!(code, 1, "n2 died before confirming: {err}");
+    assert!(err.contains("peer n2"), "{err}");
+    let st = child.wait().unwrap();
+    assert!(!st.success(), "n2 was to die at the durability point");
+    // What was durable is on n2's disk already, complete.
+    let on_disk = (0..300)
+        .filter(|i| {
+            fs::read(c.root("n2").join(format!("batch/d{}/f{i}", i % 7)))
+                .is_ok_and(|b| b == format!("file {i}\n").as_bytes())
+        })
+        .count();
+    assert!(on_disk > 0, "the first batch was durable before the crash");
+    c.start("n2");
+    c.x_ok("n1");
+    c.x_ok("n2");
+    c.x_ok("n3");
+    c.assert_converged();
+    // Nothing left dirty anywhere, no conflict invented, no temporary left.
+    for n in ["n1", "n2", "n3"] {
+        let (code, out, _) = c.run(n, &["-M"]);
+        assert_eq!(code, 2, "{n} still has dirty entries:\n{out}");
+        let (_, out, _) = c.run(n, &["--status"]);
+        assert!(!out.contains("conflict"), "{n}: {out}");
+    }
+    let temps = snapshot(&c.root("n2")).keys().filter(|k| k.contains(".csync.")).count();
+    assert_eq!(temps, 0);
+}
