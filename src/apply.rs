@@ -1052,7 +1052,7 @@ fn make_in(
 /// also when a parent is missing. Restores the parent's mtime and fsyncs the
 /// parent. Deleting the root (`rel == b""`) is refused with [`Error::BadPath`].
 pub fn delete(root: &Path, rel: &[u8]) -> Result<bool, Error> {
-    match delete_unsynced(root, rel)? {
+    match delete_unsynced(root, rel, None)? {
         Some(dir) => {
             rfs::fsync(&dir).map_err(|e| io_err(format!("fsync parent of {}", show(rel)), e))?;
             Ok(true)
@@ -1063,8 +1063,13 @@ pub fn delete(root: &Path, rel: &[u8]) -> Result<bool, Error> {
 
 /// [`delete`] without the fsync: returns the parent directory when something
 /// was removed, for the caller to fsync (once per directory for a batch)
-/// before it reports the delete as durable.
-pub fn delete_unsynced(root: &Path, rel: &[u8]) -> Result<Option<OwnedFd>, Error> {
+/// before it reports the delete as durable. The parent gets `new_mtime`
+/// (the sender's) when given, else keeps the mtime it had.
+pub fn delete_unsynced(
+    root: &Path,
+    rel: &[u8],
+    new_mtime: Option<i64>,
+) -> Result<Option<OwnedFd>, Error> {
     check_rel(rel)?;
     if rel.is_empty() {
         return Err(bad(rel, "the root cannot be deleted"));
@@ -1085,7 +1090,7 @@ pub fn delete_unsynced(root: &Path, rel: &[u8]) -> Result<Option<OwnedFd>, Error
     };
     match res {
         Ok(()) => {
-            restore_mtime(&dir, parent_mtime);
+            restore_mtime(&dir, new_mtime.unwrap_or(parent_mtime));
             Ok(Some(dir))
         }
         Err(Errno::NOENT) => Ok(None),

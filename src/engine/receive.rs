@@ -1232,6 +1232,7 @@ impl Receiver {
         path: Vec<u8>,
         base: Option<[u8; 32]>,
         force: bool,
+        parent_mtime: Option<i64>,
     ) -> Outcome {
         let (gi, root, rel) = match self.resolve(group, &path) {
             Ok(x) => x,
@@ -1275,7 +1276,7 @@ impl Receiver {
         if cur.kind == FileKind::File {
             self.back_up_file(gi, &root, &rel, &path);
         }
-        match apply::delete_unsynced(&root, &rel) {
+        match apply::delete_unsynced(&root, &rel, parent_mtime) {
             Ok(dir) => {
                 // Durable with the batch, before the ack.
                 self.dirty_dirs.extend(dir);
@@ -1599,9 +1600,11 @@ impl Receiver {
                 }
             }
             Msg::Delete { id, group, path, base, force, parent_mtime } => {
-                let outcome = self.delete(id, &group, path.clone(), base, force);
+                // The delete gives the parent the sender's mtime itself (one
+                // walk to the directory instead of two).
+                let t = parent_mtime.filter(|_| self.parent_in_tree(&group, &path).is_some());
+                let outcome = self.delete(id, &group, path, base, force, t);
                 self.settle_ahead(id);
-                self.after(&group, &path, parent_mtime, &outcome);
                 self.ack(id, outcome, reply);
             }
             Msg::Sig { id, group, path } => reply(self.sig(id, &group, &path)),
