@@ -203,6 +203,21 @@ impl Node {
         let unreachable: Vec<&String> = contact.failed.iter().map(|(p, _)| p).collect();
         let rows = self.index.dirty()?;
         let guard = self.mass_delete_guard(&rows, &mut report)?;
+        // Thousands of marks: one ordered pass over the index beats one
+        // query per mark; a handful: the queries, not a read of everything.
+        let pre = if rows.len() > PRELOAD_ABOVE {
+            Some(Preloaded {
+                files: self
+                    .index
+                    .files(crate::index::Scope::All)?
+                    .into_iter()
+                    .map(|f| (f.path, f.meta))
+                    .collect(),
+                origins: self.index.origins()?.into_iter().collect(),
+            })
+        } else {
+            None
+        };
         let roots = self.roots()?;
         let mut per_peer: HashMap<String, Vec<Item>> = HashMap::new();
         for row in rows {
@@ -225,7 +240,7 @@ impl Node {
             {
                 continue;
             }
-            let Some(item) = self.plan_item(&row, &roots, ignore)? else { continue };
+            let Some(item) = self.plan_item(&row, &roots, ignore, &pre)? else { continue };
             per_peer.entry(row.peer.clone()).or_default().push(item);
         }
         let mut peers: Vec<(String, Vec<Item>)> = per_peer.into_iter().collect();
@@ -349,6 +364,7 @@ impl Node {
         row: &crate::index::DirtyRow,
         roots: &[crate::scan::Root],
         ignore: IgnoreFields,
+        pre: &Option<Preloaded>,
     ) -> Result<Option<Item>, super::Error> {
         // The group that links this path to this peer (first in file order).
         let Some(ag) = self.groups.iter().find(|g| {
@@ -357,22 +373,28 @@ impl Node {
             return Ok(None);
         };
         let group = self.group(ag);
-        let local = self.index.file(&row.path)?;
+        let local = match &pre {
+            Some(p) => p.files.get(&row.path).cloned(),
+            None => self.index.file(&row.path)?,
+        };
         let real = crate::paths::real_path(&self.config, &row.path);
         let source = roots
             .iter()
             .find(|r| row.path == r.db || crate::index::is_below(&row.path, &r.db))
             .map(|r| (r.real.clone(), row.path[r.db.len()..].to_vec()));
-        let known = self.index.peer_version(&row.path, &row.peer)?;
         // What the peer should have if it changed nothing: the version before
         // our change; for a mark made by hand, what it was last known to have.
         let base = match row.base {
             crate::types::Base::Version(v) => Some(v),
             crate::types::Base::Absent => None,
-            crate::types::Base::Unknown => known.flatten(),
+            crate::types::Base::Unknown => self.index.peer_version(&row.path, &row.peer)?.flatten(),
         };
         let ro = |h: &str| group.hosts.iter().any(|x| x.name == h && x.receive_only);
-        let origin = self.index.origin(&row.path)?.unwrap_or_else(|| self.config.myname.clone());
+        let origin = match &pre {
+            Some(p) => p.origins.get(&row.path).cloned(),
+            None => self.index.origin(&row.path)?,
+        }
+        .unwrap_or_else(|| self.config.myname.clone());
         let root_len = ag
             .matcher
             .walk_roots()
@@ -419,6 +441,15 @@ impl Node {
         self.index.record_action_runs(&r.peer, &runs)?;
         Ok(())
     }
+}
+
+/// Dirty marks above which planning reads the index in one pass.
+const PRELOAD_ABOVE: usize = 512;
+
+/// The index read in one pass, for planning many marks.
+struct Preloaded {
+    files: HashMap<Vec<u8>, crate::types::Meta>,
+    origins: HashMap<Vec<u8>, String>,
 }
 
 async fn push_peer(

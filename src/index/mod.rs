@@ -614,6 +614,14 @@ impl Index {
         st.query_row([path], |r| r.get(0)).optional().map_err(&sql)
     }
 
+    /// Every `(path, node)` of the origin table: who made each received version.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn origins(&self) -> Result<Vec<(Vec<u8>, String)>> {
+        self.query_all("SELECT path, node FROM origin", |r| Ok((r.get(0)?, r.get(1)?)))
+    }
+
     /// Records a conflict and how it ended.
     ///
     /// # Errors
