@@ -153,116 +153,16 @@ pub fn check_rel(rel: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Most symlinks followed while opening an anchor (as the kernel's `MAXSYMLINKS`).
-const MAX_LINKS: usize = 40;
-
-/// True when a symlink met on the way to an anchor may be followed: the
-/// admin's own link (`/var/www -> /srv/www`), not one a local user could
-/// have planted or swapped. The link and the directory holding it must be
-/// owned by root (or by us) and that directory must not be writable by
-/// anyone else (unless sticky, where others cannot replace our link).
-fn trusted_link(dir: &OwnedFd, link: &rfs::Stat) -> bool {
-    let me = rustix::process::geteuid().as_raw();
-    let ok_owner = |uid: u32| uid == 0 || uid == me;
-    let Ok(d) = rfs::fstat(dir) else { return false };
-    let others_write = d.st_mode & 0o022 != 0;
-    let sticky = d.st_mode & 0o1000 != 0;
-    ok_owner(link.st_uid) && ok_owner(d.st_uid) && (!others_write || sticky)
-}
-
-/// How long an opened anchor is reused: a batch of thousands of entries
-/// resolves it once instead of once per entry and step. The descriptor is
-/// the directory as it was resolved (safely); a swap on the way to it later
-/// cannot redirect what is written through it.
-const ANCHOR_TTL: std::time::Duration = std::time::Duration::from_secs(2);
-
-type AnchorCache = std::collections::HashMap<PathBuf, (OwnedFd, std::time::Instant)>;
-
-static ANCHORS: std::sync::Mutex<Option<AnchorCache>> = std::sync::Mutex::new(None);
-
-/// [`open_anchor`], through a short-lived cache of opened anchors.
+/// Opens the directory an include root lives in: see [`crate::confined`].
 fn open_root(root: &Path) -> Result<OwnedFd, Error> {
-    let now = std::time::Instant::now();
-    if let Ok(mut cache) = ANCHORS.lock() {
-        let cache = cache.get_or_insert_with(Default::default);
-        cache.retain(|_, (_, t)| now.duration_since(*t) < ANCHOR_TTL);
-        if let Some((fd, _)) = cache.get(root)
-            && let Ok(dup) = fd.try_clone()
-        {
-            return Ok(dup);
-        }
-    }
-    let fd = open_anchor(root)?;
-    if let (Ok(mut cache), Ok(dup)) = (ANCHORS.lock(), fd.try_clone()) {
-        // Bounded: entries expire, and a node has a handful of anchors.
-        let cache = cache.get_or_insert_with(Default::default);
-        if cache.len() < 1024 {
-            cache.insert(root.to_path_buf(), (dup, now));
-        }
-    }
-    Ok(fd)
-}
-
-/// Opens the directory an include root lives in (its *anchor*) from `/`, one
-/// component at a time. A symlink on the way is followed only when it is
-/// [`trusted_link`]: a local user who owns a directory above a root cannot
-/// redirect the receiver's writes elsewhere by swapping in a link.
-fn open_anchor(root: &Path) -> Result<OwnedFd, Error> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fail = |e: Errno| match e {
-        Errno::NOENT => Error::ParentMissing(root.display().to_string()),
-        e => io_err(format!("open {}", root.display()), e),
-    };
-    if !root.is_absolute() {
-        return rfs::open(root, flags & !OFlags::NOFOLLOW, Mode::empty()).map_err(fail);
-    }
-    let top = || rfs::open("/", flags, Mode::empty());
-    // The directories opened so far (for `..` in a link's target).
-    let mut stack: Vec<OwnedFd> = vec![top().map_err(fail)?];
-    let mut todo: Vec<Vec<u8>> = components(root.as_os_str().as_bytes());
-    todo.reverse();
-    let mut links = 0;
-    while let Some(comp) = todo.pop() {
-        let cur = stack.last().expect("never empty");
-        if comp == b".." {
-            if stack.len() > 1 {
-                stack.pop();
-            }
-            continue;
-        }
-        match rfs::openat(cur, comp.as_slice(), flags, Mode::empty()) {
-            Ok(fd) => stack.push(fd),
-            Err(Errno::LOOP | Errno::NOTDIR) => {
-                let st =
-                    rfs::statat(cur, comp.as_slice(), AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
-                if kind_of(&st) != FileKind::Symlink {
-                    return Err(fail(Errno::NOTDIR));
-                }
-                links += 1;
-                if links > MAX_LINKS || !trusted_link(cur, &st) {
-                    return Err(Error::Symlink(format!(
-                        "{} (a symlink on the way to an include root that root does not control)",
-                        root.display()
-                    )));
-                }
-                let target = rfs::readlinkat(cur, comp.as_slice(), Vec::new()).map_err(fail)?;
-                let target = target.into_bytes();
-                if target.first() == Some(&b'/') {
-                    stack.truncate(1);
-                }
-                let mut more = components(&target);
-                more.reverse();
-                todo.extend(more);
-            }
-            Err(e) => return Err(fail(e)),
-        }
-    }
-    Ok(stack.pop().expect("never empty"))
-}
-
-/// The non-empty, non-`.` components of a path.
-fn components(p: &[u8]) -> Vec<Vec<u8>> {
-    p.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").map(<[u8]>::to_vec).collect()
+    crate::confined::open_dir(root).map_err(|e| match e {
+        crate::confined::Error::Missing => Error::ParentMissing(root.display().to_string()),
+        crate::confined::Error::Untrusted => Error::Symlink(format!(
+            "{} (a symlink on the way to an include root that root does not control)",
+            root.display()
+        )),
+        crate::confined::Error::Io(e) => io_err(format!("open {}", root.display()), e),
+    })
 }
 
 /// Opens the directory containing `rel` (which must be checked and non-empty)
@@ -1783,7 +1683,10 @@ mod tests {
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         std::os::unix::fs::symlink(&real, open.join("www")).unwrap();
-        assert!(matches!(open_anchor(&open.join("www/conf")), Err(Error::Symlink(_))));
+        assert!(matches!(
+            crate::confined::open_uncached(&open.join("www/conf")),
+            Err(crate::confined::Error::Untrusted)
+        ));
         assert!(matches!(
             make(&open.join("www"), b"conf/x", &entry(FileKind::Dir, 0o755), &Options::default()),
             Err(Error::Symlink(_))
@@ -1791,7 +1694,7 @@ mod tests {
         assert!(!real.join("conf/x").exists());
         // Sticky (like /tmp): others cannot replace our link.
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(open_anchor(&open.join("www/conf")).is_ok());
+        assert!(crate::confined::open_uncached(&open.join("www/conf")).is_ok());
         // A missing anchor is made, component by component.
         ensure_root(&t.path().join("new/a/b")).unwrap();
         assert!(t.path().join("new/a/b").is_dir());

@@ -30,6 +30,7 @@ pub mod action;
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod confined;
 pub mod daemon;
 pub mod delta;
 pub mod diag;

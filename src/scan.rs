@@ -7,10 +7,9 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::{self, File, Metadata};
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -169,12 +168,13 @@ where
 fn stat_root(root: &Root) -> io::Result<(Meta, u64, Option<Arc<OwnedFd>>)> {
     let (base, rel) = root.trusted_of(&root.db);
     if rel.is_empty() {
-        let md = fs::symlink_metadata(&root.real)?;
-        let mut meta = meta_of(&md);
+        let (parent, name) = in_trusted_parent(&root.real)?;
+        let st = rfs::statat(&parent, name, rfs::AtFlags::SYMLINK_NOFOLLOW)?;
+        let mut meta = Meta::from_stat(&st);
         if meta.kind == FileKind::Symlink {
-            meta.target = fs::read_link(&root.real).ok().map(|t| t.into_os_string().into_vec());
+            meta.target = rfs::readlinkat(&parent, name, Vec::new()).ok().map(|t| t.into_bytes());
         }
-        return Ok((meta, md.dev(), None));
+        return Ok((meta, st.st_dev, None));
     }
     let (dir, name) = open_parent_below(base, &rel)?;
     let st = rfs::statat(&dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW)?;
@@ -260,8 +260,16 @@ where
     // Two descriptors: one the directory stream consumes, one to stat against
     // (and to open subdirectories from).
     let opened = match &job.parent {
-        // A root: its path is the config's, trusted.
-        None => rfs::openat(rfs::CWD, &real, flags, rfs::Mode::empty()),
+        // A root: reached the way the config names it, through symlinks
+        // only root controls; the root itself is never followed.
+        None => match in_trusted_parent(&real) {
+            Ok((parent, name)) => rfs::openat(&parent, name, flags, rfs::Mode::empty()),
+            Err(e) => {
+                out.pruned.insert(job.db.clone());
+                out.errors.push(ScanError { path: real, message: e.to_string() });
+                return;
+            }
+        },
         Some(parent) => {
             let name = match job.db.iter().rposition(|&b| b == b'/') {
                 Some(i) => &job.db[i + 1..],
@@ -471,24 +479,51 @@ pub fn open_checked(root: &Path, rel: &[u8], expect: Expected) -> io::Result<Fil
     Ok(File::from(fd))
 }
 
+/// The directory holding `path` (opened through [`crate::confined`]: only
+/// symlinks root controls are followed on the way) and `path`'s last
+/// component (empty for `/`).
+fn in_trusted_parent(path: &Path) -> io::Result<(OwnedFd, &[u8])> {
+    let (parent, name) = match (path.parent(), path.file_name()) {
+        (Some(p), Some(n)) => (p, n.as_bytes()),
+        _ => (path, &b""[..]),
+    };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let fd = crate::confined::open_dir(parent).map_err(|e| match e {
+        crate::confined::Error::Missing => io::Error::from(io::ErrorKind::NotFound),
+        crate::confined::Error::Untrusted => io::Error::other(format!(
+            "{}: a symlink on the way that root does not control; not read",
+            parent.display()
+        )),
+        crate::confined::Error::Io(e) => e,
+    })?;
+    Ok((fd, name))
+}
+
 /// The directory holding `root/rel` and the last component: `root` is
 /// opened as given (trusted), every directory of `rel` below it with
 /// `O_NOFOLLOW`. An empty `rel` names `root` itself, in its (trusted) parent.
 fn open_parent_below<'a>(root: &'a Path, rel: &'a [u8]) -> io::Result<(OwnedFd, &'a [u8])> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let (dir, name): (OwnedFd, &[u8]) = if rel.is_empty() {
-        let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file path"));
-        };
-        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
-        (rfs::open(parent, dir_flags, rfs::Mode::empty())?, name.as_bytes())
+        in_trusted_parent(root)?
     } else {
         let rel = rel.strip_prefix(b"/").unwrap_or(rel);
         let (dirs, name) = match rel.iter().rposition(|&b| b == b'/') {
             Some(i) => (&rel[..i], &rel[i + 1..]),
             None => (&rel[..0], rel),
         };
-        let mut fd = rfs::open(root, dir_flags, rfs::Mode::empty())?;
+        let mut fd = match in_trusted_parent(root)? {
+            (parent, b"") => parent,
+            (parent, name) => {
+                match rfs::openat(&parent, name, dir_flags | OFlags::NOFOLLOW, rfs::Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                        return Err(changed("the include root is now a symlink or a file"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
         if !dirs.is_empty() {
             for comp in dirs.split(|&b| b == b'/') {
                 if comp.is_empty() || comp == b"." || comp == b".." {
@@ -707,6 +742,7 @@ fn hash_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     struct K(Vec<u8>, Meta);
     impl Known for K {

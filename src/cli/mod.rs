@@ -697,7 +697,7 @@ fn print_update(report: &crate::engine::update::UpdateReport, verbose: u8) -> Ex
     }
     for (root, n) in &report.guarded {
         eprintln!(
-            "csync: include root {} is missing or empty here: {n} deletes held back (force them with: csync -f -r PATH)",
+            "csync: include root {} is missing, empty or no longer a directory here: {n} deletes held back (force them with: csync -f -r PATH)",
             paths::display(root)
         );
     }

@@ -346,12 +346,16 @@ impl Node {
             if !below {
                 continue;
             }
-            let empty = match std::fs::read_dir(&root.real) {
-                Ok(mut it) => it.next().is_none(),
-                Err(_) => !root.real.exists() || root.real.is_dir(),
+            // Missing, empty, or no longer a directory (a symlink to where
+            // the tree was moved, a file): whatever is below it here is gone
+            // in one stroke, not file by file. Never followed.
+            let gone = match std::fs::symlink_metadata(&root.real) {
+                Ok(md) if md.is_dir() => {
+                    std::fs::read_dir(&root.real).map_or(true, |mut it| it.next().is_none())
+                }
+                _ => true,
             };
-            let missing = std::fs::symlink_metadata(&root.real).is_err();
-            if missing || empty {
+            if gone {
                 report.guarded.push((root.db.clone(), deletes));
                 out.push(root.db);
             }

@@ -552,3 +552,55 @@ fn a_hostile_peer_cannot_replace_an_inner_root_directory() {
     }
     assert!(fs::symlink_metadata(net.root("n2").join("nginx/ssl")).unwrap().is_dir());
 }
+
+#[test]
+fn a_directory_root_turned_into_a_symlink_holds_its_deletes_back() {
+    let s = Setup::new("a_directory_root_turned_into_a_symlink", &["n1", "n2", "n3"]);
+    fill(&s, "n1");
+    s.x_ok("n1");
+    // The admin moves nginx's tree to another disk and leaves a symlink.
+    let moved = s.net.path("moved-nginx");
+    fs::rename(s.path("n2", "etc/nginx"), &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, s.path("n2", "etc/nginx")).unwrap();
+    let (code, _, err) = s.run("n2", &["-x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no longer a directory"), "{err}");
+    for n in ["n1", "n3"] {
+        assert_same(&s, "n1", n);
+        assert!(s.path(n, "etc/nginx/sites/shop.conf").is_file(), "deleted on {n}");
+    }
+}
+
+#[test]
+fn a_local_user_above_a_root_cannot_make_the_sender_read_elsewhere() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to give a directory to another user");
+        return;
+    }
+    const CFG: &str = "
+group g {
+    host n1@@ADDR_n1@ n2@@ADDR_n2@;
+    key csync2.key;
+    include %home%/www/site;
+}
+prefix home { on n1: @ROOT_n1@/home/nobody; on n2: @ROOT_n2@/home/nobody; }
+";
+    let net = Net::new("a_local_user_above_a_root", &["n1", "n2"], CFG);
+    let _d = net.daemon("n1", &["--timeout", "2"]);
+    let home = net.root("n2").join("home/nobody");
+    write(&home.join("www/site/index.html"), b"hello\n");
+    // A root-only directory elsewhere, laid out like the site.
+    let secret = net.path("secret");
+    write(&secret.join("site/db.conf"), b"password=TOPSECRET\n");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o700)).unwrap();
+    // The user who owns the home directory swaps www for a symlink to it.
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    fs::rename(home.join("www"), home.join("www.old")).unwrap();
+    std::os::unix::fs::symlink(&secret, home.join("www")).unwrap();
+    std::os::unix::fs::lchown(home.join("www"), Some(65534), Some(65534)).unwrap();
+    let out = net.csync("n2").args(["-x", "--timeout", "2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "the untrusted way is reported");
+    assert!(stderr(&out).contains("root does not control"), "{}", stderr(&out));
+    let leaked = net.root("n1").join("home/nobody/www/site/db.conf");
+    assert!(!leaked.exists(), "the root-only file reached n1");
+}

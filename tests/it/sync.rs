@@ -327,7 +327,7 @@ fn mass_delete_of_an_emptied_root_needs_force() {
     }
     let (code, _, e) = c.x("n1");
     assert_eq!(code, 1);
-    assert!(e.contains("missing or empty"), "{e}");
+    assert!(e.contains("missing, empty or no longer a directory"), "{e}");
     assert!(c.root("n2").join("www/index.html").exists(), "nothing deleted on peers");
     let (code, o, e) = c.run("n1", &["-f", "-r", c.root("n1").to_str().unwrap()]);
     assert_eq!(code, 0, "{o}{e}");
