@@ -44,6 +44,52 @@ pub const MAX_SESSIONS_PER_PEER: usize = 8;
 /// timeout, after at most [`server::FIRST_BYTE_TIMEOUT`] of silence.
 pub const MAX_HANDSHAKES: usize = 512;
 
+/// Most silent connections (accepted, nothing received yet) from one source
+/// address. Past it, or past [`MAX_HANDSHAKES`] in all, the oldest silent
+/// connection (of that address first) is closed to make room: a client that
+/// opens connections and never speaks cannot keep a real peer out, even one
+/// behind the same address, since the newest connection is never the one
+/// evicted.
+pub const MAX_SILENT_PER_ADDR: usize = 64;
+
+/// The connections still silent, oldest first, each with the means to close it.
+#[derive(Default)]
+struct Silent {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, std::net::IpAddr, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl Silent {
+    /// Registers a new silent connection from `ip`, closing the oldest one
+    /// (of `ip` if it has too many, else of anyone) when over the limits.
+    /// Returns its id and what tells it to go.
+    fn admit(&mut self, ip: std::net::IpAddr) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        self.queue.retain(|(_, _, tx)| !tx.is_closed());
+        let from_ip = self.queue.iter().filter(|(_, a, _)| *a == ip).count();
+        let victim = if from_ip >= MAX_SILENT_PER_ADDR {
+            self.queue.iter().position(|(_, a, _)| *a == ip)
+        } else if self.queue.len() >= MAX_HANDSHAKES {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some(i) = victim
+            && let Some((_, _, tx)) = self.queue.remove(i)
+        {
+            let _ = tx.send(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.next += 1;
+        self.queue.push_back((self.next, ip, tx));
+        (self.next, rx)
+    }
+
+    /// The connection spoke (or ended): no longer silent.
+    fn spoke(&mut self, id: u64) {
+        self.queue.retain(|(i, _, _)| *i != id);
+    }
+}
+
 /// What sessions are served with: the config's view of groups, TLS and
 /// timeouts. Rebuilt on SIGHUP; each session keeps the one it started with.
 #[derive(Clone)]
@@ -257,38 +303,55 @@ async fn serve_until_signal(
     let mut current = with_slots(serving);
     // Connections closed because every handshake slot was taken, since the
     // last log line about it: one line per burst, not one per connection.
-    let mut turned_away = 0u64;
+    let turned_away_count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut sessions = JoinSet::new();
+    let silent = Arc::new(std::sync::Mutex::new(Silent::default()));
     let Signals { mut term, mut int, mut hup } = signals;
     loop {
         tokio::select! {
             Some((stream, from)) = conn_rx.recv() => {
-                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                    if turned_away == 0 {
-                        warn!("the handshake limit of {MAX_HANDSHAKES} connections is reached: closing new ones until one finishes");
-                    }
-                    turned_away += 1;
-                    drop(stream);
-                    continue;
-                };
-                if turned_away > 0 {
-                    warn!("closed {turned_away} connection(s) while the handshake limit of {MAX_HANDSHAKES} was reached");
-                    turned_away = 0;
-                }
                 let _ = stream.set_nodelay(true);
                 let Serving { authority, settings } = current.clone();
+                let (id, mut evicted) = match silent.lock() {
+                    Ok(mut s) => s.admit(from.ip()),
+                    Err(_) => continue,
+                };
+                let silent = silent.clone();
+                let handshakes = handshakes.clone();
+                let turned_away = turned_away_count.clone();
                 sessions.spawn(async move {
                     let from = from.to_string();
-                    // A socket that stays silent is dropped before it costs a TLS state.
+                    // A socket that stays silent is dropped before it costs a
+                    // TLS state, and sooner when newer ones need the room.
                     let first = server::FIRST_BYTE_TIMEOUT.min(settings.handshake_timeout);
                     let mut b = [0u8; 1];
-                    match tokio::time::timeout(first, stream.peek(&mut b)).await {
+                    let spoke = tokio::select! {
+                        r = tokio::time::timeout(first, stream.peek(&mut b)) => r,
+                        _ = &mut evicted => {
+                            server::log_handshake_failure(&format!("{from}: closed while silent to make room for newer connections"));
+                            Ok(Ok(0))
+                        }
+                    };
+                    if let Ok(mut s) = silent.lock() {
+                        s.spoke(id);
+                    }
+                    match spoke {
                         Ok(Ok(n)) if n > 0 => {}
                         Ok(Ok(_)) | Ok(Err(_)) => return,
                         Err(_) => {
                             server::log_handshake_failure(&format!("{from}: no TLS handshake within {first:?} (nothing received since connecting)"));
                             return;
                         }
+                    }
+                    let Ok(permit) = handshakes.try_acquire_owned() else {
+                        if turned_away.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                            warn!("the handshake limit of {MAX_HANDSHAKES} connections is reached: closing new ones until one finishes");
+                        }
+                        return;
+                    };
+                    let n = turned_away.swap(0, std::sync::atomic::Ordering::Relaxed);
+                    if n > 0 {
+                        warn!("closed {n} connection(s) while the handshake limit of {MAX_HANDSHAKES} was reached");
                     }
                     server::serve_admitted(stream, &from, &settings, authority.as_ref(), Some(permit)).await;
                 });
