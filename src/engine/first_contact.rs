@@ -26,6 +26,11 @@ pub const MAX_LIST_ENTRIES: usize = 2_000_000;
 /// The most bytes of paths and link targets a peer's listing may hold.
 pub const MAX_LIST_BYTES: usize = 256 << 20;
 
+/// The `rule` of a `Yield` for an entry the yielding node lacks: the peer
+/// marks it for us (not forced), so a node that lost its files and its
+/// index gets them back from the peers' next runs.
+pub const MISSING: &str = "missing there";
+
 /// What first contact did.
 #[derive(Debug, Default)]
 pub struct FirstContact {
@@ -140,16 +145,76 @@ impl Node {
             handles.into_iter().map(|h| h.join().expect("listing thread panicked")).collect()
         });
         let local = self.index.files(Scope::All)?;
+        let mut asks: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
         for (peer, listing) in listings {
             match listing {
                 Ok(l) => {
                     let n = self.reconcile(&peer, &l, &local)?;
+                    let missing = self.missing_here(&peer, &l, &local);
+                    if !missing.is_empty() {
+                        asks.push((peer.clone(), missing));
+                    }
                     report.compared.push((peer, n));
                 }
                 Err(e) => report.failed.push((peer, e)),
             }
         }
+        // Entries a peer has and this node lacks: ask for them (a node whose
+        // files went with its index gets them back from its peers' next run).
+        for (peer, missing) in asks {
+            let Some((target, groups)) = super::remote::shared_groups(&self.config, &peer, port)
+            else {
+                continue;
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let r = rt.map_err(|e| e.to_string()).and_then(|rt| {
+                rt.block_on(async {
+                    let mut s = client::connect(&target, &settings, &myname, &groups)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    for (group, path) in missing {
+                        let rule = MISSING.to_string();
+                        s.conn
+                            .queue(&Msg::Yield { group, path, rule })
+                            .map_err(|e| e.to_string())?;
+                    }
+                    s.conn.send(&Msg::Bye).await.map_err(|e| e.to_string())?;
+                    super::remote::end_of_session(&mut s.conn, wait).await?;
+                    s.conn.shutdown().await;
+                    Ok::<(), String>(())
+                })
+            });
+            if let Err(e) = r {
+                report.failed.push((peer, e));
+            }
+        }
         Ok(report)
+    }
+
+    /// Entries of a peer's listing this node lacks (in its index) and manages
+    /// in the same group: `(group, path)`.
+    fn missing_here(
+        &self,
+        peer: &str,
+        listing: &Listing,
+        local: &[crate::index::IndexedFile],
+    ) -> Vec<(String, Vec<u8>)> {
+        let have: std::collections::HashSet<&[u8]> =
+            local.iter().map(|f| f.path.as_slice()).collect();
+        let mut out = Vec::new();
+        for ag in &self.groups {
+            if !ag.push_to.iter().any(|(p, _)| p == peer) {
+                continue;
+            }
+            let name = &self.config.groups[ag.index].name;
+            let Some(theirs) = listing.get(name) else { continue };
+            for path in theirs.keys() {
+                if !have.contains(path.as_slice()) && ag.matcher.is_managed(path) {
+                    out.push((name.clone(), path.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// Compares our index with a peer's listing: agreed entries are recorded

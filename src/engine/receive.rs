@@ -701,16 +701,26 @@ impl Receiver {
             return;
         }
         let Some((_, me)) = g.push_to.iter().find(|(p, _)| *p == self.peer) else { return };
+        // The peer lacks it altogether: an ordinary push brings it (and meets
+        // a conflict if the peer made one meanwhile). Otherwise our version
+        // won by the rule: forced.
+        let missing = rule == super::first_contact::MISSING;
+        if missing && self.index.file(path).ok().flatten().is_none() {
+            return;
+        }
         let mark = crate::index::Mark {
             path,
             peer: &self.peer,
             myname: me,
             changes: Changes::MARKED,
-            forced: true,
-            base: Base::Unknown,
+            forced: !missing,
+            base: if missing { Base::Absent } else { Base::Unknown },
         };
         let shown = crate::paths::display(path);
         match self.index.mark(&[mark]) {
+            Ok(()) if missing => {
+                info!(peer = %self.peer, "{shown}: missing there; it goes there on our next run")
+            }
             Ok(()) => {
                 info!(peer = %self.peer, "{shown}: our version won ({rule}); it goes there on our next run")
             }

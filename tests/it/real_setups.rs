@@ -604,3 +604,23 @@ prefix home { on n1: @ROOT_n1@/home/nobody; on n2: @ROOT_n2@/home/nobody; }
     let leaked = net.root("n1").join("home/nobody/www/site/db.conf");
     assert!(!leaked.exists(), "the root-only file reached n1");
 }
+
+#[test]
+fn a_reinstalled_node_gets_its_files_back_from_its_peers() {
+    let s = Setup::new("a_reinstalled_node_gets_its_files_back", &["n1", "n2", "n3"]);
+    fill(&s, "n1");
+    s.x_ok("n1");
+    // n2 is reinstalled: its index and its copy of nginx's tree are gone.
+    fs::remove_dir_all(s.net.path("db-n2")).unwrap();
+    fs::remove_dir_all(s.path("n2", "etc/nginx")).unwrap();
+    s.x_ok("n2");
+    // Its peers bring back what it lacks on their next run.
+    s.x_ok("n1");
+    assert_same(&s, "n1", "n2");
+    for n in ["n1", "n2", "n3"] {
+        s.x_ok(n);
+        let (code, o, e) = s.run(n, &["-T"]);
+        assert_eq!(code, 2, "-T on {n}:\n{o}{e}");
+        assert!(s.conflicts(n).is_empty(), "{n}: {:?}", s.conflicts(n));
+    }
+}
