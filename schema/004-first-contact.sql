@@ -4,9 +4,13 @@
 -- cluster, a host added to the config later, a peer whose index was deleted)
 -- is compared entry by entry on the next push: identical entries are
 -- recorded as agreed, the rest pushed or settled by the group's rule.
+-- The same row remembers how the last push to the peer went, for --status.
 CREATE TABLE peer_sync (
     peer      TEXT PRIMARY KEY,  -- the peer's host name
-    synced_at INTEGER NOT NULL   -- unix seconds of the first completed sync
+    synced_at INTEGER,           -- unix seconds of the first completed sync; NULL: not yet
+    ok_at     INTEGER,           -- unix seconds of the last push that reached the peer
+    failed_at INTEGER,           -- unix seconds of the last push that could not
+    error     TEXT               -- why that one failed
 ) STRICT, WITHOUT ROWID;
 
 -- A person has seen the conflict (`csync --ack-conflicts`): no longer open.

@@ -304,6 +304,12 @@ pub fn status(node: &Node, json: bool) -> Exit {
         Ok(f) => f,
         Err(e) => return fail!("{e}"),
     };
+    // Peers the last push could not reach: owed more than the marks show
+    // (a first contact that failed marked nothing yet).
+    let unreachable = match node.index.failing_peers() {
+        Ok(f) => f,
+        Err(e) => return fail!("{e}"),
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -366,11 +372,15 @@ pub fn status(node: &Node, json: bool) -> Exit {
             "pending": pending,
             "conflicts": rows,
             "failed_actions": failed,
+            "unreachable": unreachable
+                .iter()
+                .map(|(p, at, why)| json!({"peer": p, "failed_at": at, "error": why}))
+                .collect::<Vec<_>>(),
         });
         format!("{all}\n")
     } else {
         let mut s = format!("node {}\n", node.config.myname);
-        if peers.is_empty() {
+        if peers.is_empty() && unreachable.is_empty() {
             s.push_str("nothing pending\n");
         }
         for (p, (n, f, oldest)) in &peers {
@@ -379,6 +389,9 @@ pub fn status(node: &Node, json: bool) -> Exit {
                 "peer {p}: {n} entries pending{forced}, oldest {} s ago\n",
                 (now - oldest).max(0)
             ));
+        }
+        for (p, at, why) in &unreachable {
+            s.push_str(&format!("peer {p}: last push failed at {}: {why}\n", utc_text(*at)));
         }
         for c in conflicts.iter().filter(|c| !c.acked) {
             let open =
@@ -405,7 +418,8 @@ pub fn status(node: &Node, json: bool) -> Exit {
         s
     };
     let exit = emit(&text);
-    if exit == Exit::Ok && (peers.is_empty() && unresolved.is_empty() && failed.is_empty()) {
+    let clear = peers.is_empty() && unresolved.is_empty() && failed.is_empty();
+    if exit == Exit::Ok && clear && unreachable.is_empty() {
         Exit::Ok
     } else if exit == Exit::Ok {
         Exit::Error

@@ -26,6 +26,9 @@ pub const MAX_LIST_ENTRIES: usize = 2_000_000;
 /// The most bytes of paths and link targets a peer's listing may hold.
 pub const MAX_LIST_BYTES: usize = 256 << 20;
 
+/// `(group, DB-form path)`.
+type GroupPath = (String, Vec<u8>);
+
 /// The `rule` of a `Yield` for an entry the yielding node lacks: the peer
 /// marks it for us (not forced), so a node that lost its files and its
 /// index gets them back from the peers' next runs.
@@ -145,7 +148,7 @@ impl Node {
             handles.into_iter().map(|h| h.join().expect("listing thread panicked")).collect()
         });
         let local = self.index.files(Scope::All)?;
-        let mut asks: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
+        let mut asks: Vec<(String, Vec<GroupPath>)> = Vec::new();
         for (peer, listing) in listings {
             match listing {
                 Ok(l) => {
@@ -198,7 +201,7 @@ impl Node {
         peer: &str,
         listing: &Listing,
         local: &[crate::index::IndexedFile],
-    ) -> Vec<(String, Vec<u8>)> {
+    ) -> Vec<GroupPath> {
         let have: std::collections::HashSet<&[u8]> =
             local.iter().map(|f| f.path.as_slice()).collect();
         let mut out = Vec::new();

@@ -608,8 +608,19 @@ impl Receiver {
             .map_or(0, |d| d.as_secs());
         let mut rel_store = path.strip_prefix(b"/").unwrap_or(path).to_vec();
         rel_store.extend_from_slice(format!(".conflict-{stamp}-{}", self.peer).as_bytes());
-        let dest =
+        let first =
             self.groups[gi].conflict_dir.join(std::ffi::OsStr::from_bytes_compat(&rel_store));
+        // A second loser of the same path within the same second must not
+        // replace the first one's copy.
+        let mut dest = first.clone();
+        for k in 2..1000 {
+            if std::fs::symlink_metadata(&dest).is_err() {
+                break;
+            }
+            let mut name = first.clone().into_os_string();
+            name.push(format!(".{k}"));
+            dest = PathBuf::from(name);
+        }
         match apply::preserve(root, rel, &dest) {
             Ok(true) => Some(dest),
             Ok(false) => None,

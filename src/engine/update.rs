@@ -307,6 +307,9 @@ impl Node {
             self.record(&r)?;
             report.peers.push(r);
         }
+        for r in &report.peers {
+            self.index.record_contact(&r.peer, r.error.as_deref().map_or(Ok(()), Err))?;
+        }
         // Under -G only some groups were compared: the peer stays new for
         // the others.
         let all_groups = self.groups.len() == self.config.my_groups().count();

@@ -500,9 +500,11 @@ impl Index {
                     "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
                 )
                 .map_err(sql)?;
+            let mut settled = tx.prepare_cached(SETTLE_CONFLICT).map_err(sql)?;
             for d in done {
                 if let Some(generation) = d.clear_gen {
                     clear.execute(params![d.path, d.peer, generation]).map_err(sql)?;
+                    settled.execute(params![d.path, d.peer]).map_err(sql)?;
                 }
                 if let Some(v) = &d.version {
                     let base = v.map_or(Base::Absent, Base::Version);
@@ -561,6 +563,7 @@ impl Index {
             let mut del_dirty = tx
                 .prepare_cached("DELETE FROM dirty WHERE path = ?1 AND peer = ?2")
                 .map_err(sql)?;
+            let mut settled = tx.prepare_cached(SETTLE_CONFLICT).map_err(sql)?;
             let mut set_origin = tx
                 .prepare_cached("INSERT OR REPLACE INTO origin (path, node) VALUES (?1, ?2)")
                 .map_err(sql)?;
@@ -585,6 +588,7 @@ impl Index {
                     (None, None) => continue,
                 };
                 del_dirty.execute(params![p, r.peer]).map_err(sql)?;
+                settled.execute(params![p, r.peer]).map_err(sql)?;
                 match (&r.origin, &r.file) {
                     (Some(o), Some(_)) => {
                         set_origin.execute(params![p, o]).map_err(sql)?;
@@ -636,7 +640,9 @@ impl Index {
         let sql = self.sql();
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO conflict (path, peer, detected_at, resolution, kept) VALUES (?1, ?2, ?3, ?4, ?5)",
+                // Two conflicts on one path within a second keep both records.
+                "INSERT INTO conflict (path, peer, detected_at, resolution, kept) VALUES (?1, ?2, \
+                 max(?3, coalesce((SELECT max(detected_at) + 1 FROM conflict WHERE path = ?1 AND peer = ?2), 0)), ?4, ?5)",
                 params![
                     path,
                     peer,
@@ -654,7 +660,48 @@ impl Index {
     /// # Errors
     /// When SQLite fails.
     pub fn synced_peers(&self) -> Result<Vec<String>> {
-        self.query_all("SELECT peer FROM peer_sync ORDER BY peer", |r| r.get(0))
+        self.query_all(
+            "SELECT peer FROM peer_sync WHERE synced_at IS NOT NULL ORDER BY peer",
+            |r| r.get(0),
+        )
+    }
+
+    /// Records how a push to `peer` went: `Ok` when it reached the peer,
+    /// else why not.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn record_contact(
+        &mut self,
+        peer: &str,
+        outcome: std::result::Result<(), &str>,
+    ) -> Result<()> {
+        let now = unix_now();
+        self.write(|c| match outcome {
+            Ok(()) => c.execute(
+                "INSERT INTO peer_sync (peer, ok_at) VALUES (?1, ?2) \
+                 ON CONFLICT (peer) DO UPDATE SET ok_at = ?2, failed_at = NULL, error = NULL",
+                params![peer, now],
+            ),
+            Err(why) => c.execute(
+                "INSERT INTO peer_sync (peer, failed_at, error) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (peer) DO UPDATE SET failed_at = ?2, error = ?3",
+                params![peer, now, why],
+            ),
+        })
+        .map(|_| ())
+    }
+
+    /// Peers whose last push failed: `(peer, when, why)`.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn failing_peers(&self) -> Result<Vec<(String, i64, String)>> {
+        self.query_all(
+            "SELECT peer, failed_at, coalesce(error, '') FROM peer_sync \
+             WHERE failed_at IS NOT NULL ORDER BY peer",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 
     /// Records that a first sync with `peer` completed.
@@ -665,7 +712,8 @@ impl Index {
         let now = unix_now();
         self.write(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO peer_sync (peer, synced_at) VALUES (?1, ?2)",
+                "INSERT INTO peer_sync (peer, synced_at) VALUES (?1, ?2) \
+                 ON CONFLICT (peer) DO UPDATE SET synced_at = coalesce(synced_at, ?2)",
                 params![peer, now],
             )
         })
@@ -785,6 +833,11 @@ impl Index {
         tx.commit().map_err(sql)
     }
 }
+
+/// An open conflict with a peer is settled once the two agree on the path
+/// again (a push confirmed, or the peer's version received).
+const SETTLE_CONFLICT: &str = "UPDATE conflict SET resolution = 'resolved: in sync again' \
+     WHERE path = ?1 AND peer = ?2 AND resolution = 'unresolved'";
 
 /// The `(lo, hi)` exclusive byte range holding everything below directory `p`:
 /// `p/` < x < `p0`, since `0` follows `/` in byte order.

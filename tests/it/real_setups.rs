@@ -388,6 +388,7 @@ fn an_open_conflict_closes_when_the_path_is_in_sync_or_acknowledged() {
     assert_eq!(fs::read(net.root("n1").join("f")).unwrap(), b"n2 edit\n", "{}", stderr(&out));
     let (_, o) = status(&net, "n1");
     assert!(o.contains("lost: forced by n2 (csync -f)"), "{o}");
+    assert!(o.contains("conflict %p%/f with n2: resolved: in sync again"), "{o}");
     assert!(!o.contains("%p%/f with n2: unresolved [unresolved]"), "{o}");
     // g stays open until acknowledged; the kept copies stay either way.
     assert!(o.contains("conflict %p%/g with n2: unresolved [unresolved]"), "{o}");
@@ -623,4 +624,20 @@ fn a_reinstalled_node_gets_its_files_back_from_its_peers() {
         assert_eq!(code, 2, "-T on {n}:\n{o}{e}");
         assert!(s.conflicts(n).is_empty(), "{n}: {:?}", s.conflicts(n));
     }
+}
+
+#[test]
+fn a_peer_never_reached_keeps_status_failing() {
+    let net = Net::new("a_peer_never_reached_keeps_status_failing", &["n1", "n2"], NONE);
+    write(&net.root("n1").join("f"), b"one\n");
+    let x = |n: &str| net.csync(n).args(["-x", "--timeout", "1"]).output().unwrap();
+    assert_eq!(x("n1").status.code(), Some(1), "n2 is down");
+    let (code, o) = status(&net, "n1");
+    assert_eq!(code, 1, "{o}");
+    assert!(o.contains("peer n2: last push failed at"), "{o}");
+    let _d = net.daemon("n2", &["--timeout", "2"]);
+    assert_eq!(x("n1").status.code(), Some(0));
+    let (code, o) = status(&net, "n1");
+    assert_eq!(code, 0, "{o}");
+    assert_eq!(fs::read(net.root("n2").join("f")).unwrap(), b"one\n");
 }
