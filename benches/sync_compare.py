@@ -764,6 +764,8 @@ def run_main(a, b, base, bins, classes, tools, port, fs, clusters):
 
 
 def run_scale(a, b, base, bins, classes, tools, port, fs, clusters):
+    if "csync2" in tools:
+        log("note: --scale leaves csync2 out (csync and rsync only)")
     tools = [t for t in tools if t in ("csync", "rsync")]
     log(f"building a {a.files:,}-file tree in {base} ...")
     src = os.path.join(base, "src-scale")
