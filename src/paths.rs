@@ -67,6 +67,22 @@ pub fn index_file(
     if names_file { p } else { p.join(file_name) }
 }
 
+/// The config's `database` value with a relative path made relative to the
+/// config file's directory: cron, a shell and the listener (whose working
+/// directory is `/`) must all open the same index.
+pub fn config_database(config: &Config) -> Option<String> {
+    let spec = config.database.as_deref()?;
+    let (scheme, path) = match spec.find("://") {
+        Some(i) => spec.split_at(i + 3),
+        None => ("", spec),
+    };
+    if path.is_empty() || Path::new(path).is_absolute() {
+        return Some(spec.to_string());
+    }
+    let dir = config.source.parent().unwrap_or(Path::new("/"));
+    Some(format!("{scheme}{}", dir.join(path).display()))
+}
+
 /// Makes a command-line path absolute and clean, the way csync2 did: `.` and
 /// `..` resolved, the parent directory canonicalised when it exists, the last
 /// component kept as is (it may be a symlink, which is managed, not followed).

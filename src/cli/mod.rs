@@ -293,7 +293,7 @@ fn check_selection(args: &Args, config: &Config) -> Result<(), Exit> {
 fn open_node(args: &Args, config: Config) -> Result<Node, Exit> {
     let db = paths::index_file(
         args.database.as_deref(),
-        config.database.as_deref(),
+        paths::config_database(&config).as_deref(),
         &config.myname,
         args.cfgname.as_deref(),
     );
@@ -547,7 +547,7 @@ fn serving(
     settings.session_limit = secs(args.session_timeout);
     let db = paths::index_file(
         args.database.as_deref(),
-        config.database.as_deref(),
+        paths::config_database(&config).as_deref(),
         &config.myname,
         args.cfgname.as_deref(),
     );

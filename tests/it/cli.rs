@@ -141,3 +141,23 @@ fn man_page_documents_every_mode() {
     let shipped = std::fs::read_to_string(crate::util::repo().join("doc/csync.1")).unwrap();
     assert_eq!(shipped, text, "doc/csync.1 is stale: regenerate with `csync --man > doc/csync.1`");
 }
+
+#[test]
+fn a_relative_database_path_is_next_to_the_config_whatever_the_working_directory() {
+    let env = crate::util::Env::new();
+    env.config(&format!(
+        "group g {{ host n1 n2; key csync2.key; include {}; }}\ndatabase state/index.db;\n",
+        env.root("n1").display()
+    ));
+    env.write("n1", "f", b"x");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin!("csync"))
+        .env("CSYNC2_SYSTEM_DIR", env.etc())
+        .args(["-N", "n1", "-cr"])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(env.etc().join("state/index.db").is_file(), "index not next to the config");
+    assert!(!elsewhere.path().join("state").exists(), "index made in the working directory");
+}
