@@ -547,7 +547,7 @@ fn serving(
     settings.session_limit = secs(args.session_timeout);
     let db = paths::index_file(
         args.database.as_deref(),
-        paths::config_database(&config).as_deref(),
+        paths::config_database(config).as_deref(),
         &config.myname,
         args.cfgname.as_deref(),
     );
