@@ -648,6 +648,18 @@ impl Staged {
         self.file.sync_all().map_err(|e| io_err(format!("fsync {}", show(&self.rel)), e))
     }
 
+    /// The device the file lives on (files on one device are made durable
+    /// together by one `syncfs`).
+    pub fn dev(&self) -> Result<u64, Error> {
+        rfs::fstat(&self.file).map(|st| st.st_dev).map_err(|e| io_err("fstat", e))
+    }
+
+    /// Makes everything written to this file's file system durable
+    /// (`syncfs`): for a large batch, one flush instead of one per file.
+    pub fn sync_fs(&self) -> Result<(), Error> {
+        rfs::syncfs(&self.file).map_err(|e| io_err(format!("syncfs for {}", show(&self.rel)), e))
+    }
+
     /// Renames the (synced) file over its target, restores the parent's
     /// mtime, and returns the final `Meta` and the directory, which the
     /// caller must fsync (once per directory for a whole batch) before it
@@ -688,14 +700,32 @@ impl Drop for Staged {
 /// The first fsync that fails.
 pub fn sync_dirs(dirs: Vec<OwnedFd>) -> Result<(), Error> {
     let mut seen = std::collections::HashSet::new();
+    let mut unique = Vec::new();
     for d in dirs {
         let st = rfs::fstat(&d).map_err(|e| io_err("fstat directory", e))?;
         if seen.insert((st.st_dev, st.st_ino)) {
-            rfs::fsync(&d).map_err(|e| io_err("fsync directory", e))?;
+            unique.push((st.st_dev, d));
         }
+    }
+    if unique.len() > SYNCFS_DIRS {
+        // Many directories: one syncfs per file system instead of a cache
+        // flush per directory.
+        let mut devs = std::collections::HashSet::new();
+        for (dev, d) in &unique {
+            if devs.insert(*dev) {
+                rfs::syncfs(d).map_err(|e| io_err("syncfs", e))?;
+            }
+        }
+        return Ok(());
+    }
+    for (_, d) in unique {
+        rfs::fsync(&d).map_err(|e| io_err("fsync directory", e))?;
     }
     Ok(())
 }
+
+/// Directories in one batch above which [`sync_dirs`] uses `syncfs`.
+pub const SYNCFS_DIRS: usize = 8;
 
 impl Drop for FileWriter {
     fn drop(&mut self) {
