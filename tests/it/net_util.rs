@@ -262,3 +262,14 @@ pub fn raw(
         csync::net::client::Target { name: "n2".into(), addr: net.addr("n2"), port: net.port };
     rt.block_on(csync::net::client::connect(&target, &settings, node, &groups)).unwrap()
 }
+
+/// Two nodes, separate trees through a prefix, `auto none`.
+pub const TWO_NODES: &str = "
+group g {
+    host n1@@ADDR_n1@ n2@@ADDR_n2@;
+    key csync2.key;
+    include %p%;
+    auto none;
+}
+prefix p { on n1: @ROOT_n1@; on n2: @ROOT_n2@; }
+";

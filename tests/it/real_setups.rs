@@ -347,15 +347,7 @@ fn an_inner_root_that_is_a_directory_is_never_replaced_by_a_symlink() {
     assert!(fs::read_dir(&elsewhere).unwrap().next().is_none());
 }
 
-const NONE: &str = "
-group g {
-    host n1@@ADDR_n1@ n2@@ADDR_n2@;
-    key csync2.key;
-    include %p%;
-    auto none;
-}
-prefix p { on n1: @ROOT_n1@; on n2: @ROOT_n2@; }
-";
+use crate::net_util::TWO_NODES as NONE;
 
 fn status(net: &Net, n: &str) -> (i32, String) {
     let out = net.csync(n).arg("--status").output().unwrap();

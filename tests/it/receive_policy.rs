@@ -34,6 +34,12 @@ fn pair(test: &str, n2_policy: &str) -> (Net, Vec<Daemon>) {
     (net, d)
 }
 
+/// A character device like /dev/null at `p`.
+fn mknod_null(p: &std::path::Path) {
+    let st = std::process::Command::new("mknod").arg(p).args(["c", "1", "3"]).status().unwrap();
+    assert!(st.success());
+}
+
 fn push(net: &Net) -> (Option<i32>, String) {
     let out = net.csync("n1").args(["-x", "--timeout", "2"]).output().unwrap();
     (out.status.code(), stderr(&out))
@@ -65,24 +71,14 @@ fn device_nodes_are_refused_unless_the_receiver_allows_them() {
         return;
     }
     let (net, _d) = pair("device_nodes_are_refused", "");
-    let st = std::process::Command::new("mknod")
-        .arg(net.root("n1").join("null2"))
-        .args(["c", "1", "3"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    mknod_null(&net.root("n1").join("null2"));
     let (code, err) = push(&net);
     assert_eq!(code, Some(1));
     assert!(err.contains("allow-devices"), "{err}");
     assert!(fs::symlink_metadata(net.root("n2").join("null2")).is_err(), "nothing created");
 
     let (net, _d) = pair("device_nodes_are_made_when_allowed", "allow-devices;");
-    let st = std::process::Command::new("mknod")
-        .arg(net.root("n1").join("null2"))
-        .args(["c", "1", "3"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    mknod_null(&net.root("n1").join("null2"));
     assert_eq!(push(&net).0, Some(0));
     assert_eq!(fs::symlink_metadata(net.root("n2").join("null2")).unwrap().rdev(), 0x103);
 }

@@ -15,16 +15,7 @@ use csync::net::client::{ClientSettings, Target, connect};
 use crate::net_util::{Net, raw};
 use crate::util::{Env, stderr, stdout};
 
-/// Two nodes, separate trees through a prefix.
-const CFG2: &str = "
-group g {
-    host n1@@ADDR_n1@ n2@@ADDR_n2@;
-    key csync2.key;
-    include %p%;
-    auto none;
-}
-prefix p { on n1: @ROOT_n1@; on n2: @ROOT_n2@; }
-";
+use crate::net_util::TWO_NODES as CFG2;
 
 /// What the root-only file holds: must never be found on the peer.
 const SECRET: &[u8] = b"root-only secret 7f3a9c1e";
