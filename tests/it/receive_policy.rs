@@ -101,3 +101,61 @@ fn owners_outside_the_receivers_range_are_refused() {
     assert!(!net.root("n2").join("foreign").exists());
     assert_eq!(fs::read(net.root("n2").join("ok")).unwrap(), b"mine\n");
 }
+
+#[test]
+fn a_hostile_peer_cannot_plant_setuid_files_or_devices() {
+    use csync::proto::{Content, Msg, Outcome, WireEntry};
+    let (net, _d) = pair("a_hostile_peer_cannot_plant_setuid_files_or_devices", "");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut s = crate::net_util::raw(&net, &rt, "n1", &["g"]);
+    let data = b"#!/bin/sh\nid\n";
+    let entry = |kind: u8, mode: u32, rdev: u64, hash: Option<[u8; 32]>, size: u64| WireEntry {
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        size,
+        mtime_ns: 1_700_000_000_000_000_000,
+        rdev,
+        target: None,
+        hash,
+        origin: None,
+    };
+    let hash = *blake3::hash(data).as_bytes();
+    let (file, dev) = rt.block_on(async {
+        let push = |id: u32, path: &str, e: WireEntry, content: Content| Msg::Push {
+            id,
+            group: "g".into(),
+            path: path.as_bytes().to_vec(),
+            entry: e,
+            base: None,
+            force: true,
+            content,
+            parent_mtime: None,
+        };
+        s.conn
+            .queue(&push(1, "%p%/suid", entry(1, 0o4755, 0, Some(hash), 13), Content::Whole))
+            .unwrap();
+        s.conn.queue(&Msg::Data { stream: 1, bytes: data.to_vec() }).unwrap();
+        s.conn.queue(&Msg::DataEnd { stream: 1, hash }).unwrap();
+        s.conn.flush().await.unwrap();
+        let file = s.conn.recv().await.unwrap();
+        // /dev/sda's numbers: raw access to a disk, if it were allowed.
+        s.conn
+            .send(&push(2, "%p%/disk", entry(6, 0o666, 0x800, None, 0), Content::None))
+            .await
+            .unwrap();
+        let dev = s.conn.recv().await.unwrap();
+        (file, dev)
+    });
+    assert!(matches!(file, Some(Msg::Ack { id: 1, outcome: Outcome::Applied })), "{file:?}");
+    let mode = fs::metadata(net.root("n2").join("suid")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "setuid stripped");
+    match dev {
+        Some(Msg::Ack { id: 2, outcome: Outcome::Failed { message, .. } }) => {
+            assert!(message.contains("allow-devices"), "{message}");
+        }
+        other => panic!("a device node must be refused: {other:?}"),
+    }
+    assert!(fs::symlink_metadata(net.root("n2").join("disk")).is_err(), "nothing created");
+}
