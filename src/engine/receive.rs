@@ -223,6 +223,9 @@ pub struct Receiver {
     /// Directories whose entries were deleted in this batch: fsynced once
     /// each before the deletes are confirmed.
     dirty_dirs: Vec<std::os::fd::OwnedFd>,
+    /// Versions the sender pushed and this session answered with a
+    /// conflict (`None`: a delete): what a `Yield` for that path is based on.
+    answered: HashMap<Vec<u8>, Option<[u8; 32]>>,
     /// Pushes refused so far: the first [`LOGGED_REFUSALS`] are logged one
     /// by one, the rest as one count at the session's end (a peer must not
     /// be able to fill the log).
@@ -313,6 +316,7 @@ impl Receiver {
             roots_real,
             all_roots,
             refusals: 0,
+            answered: HashMap::new(),
             staged: Vec::new(),
             dirty_dirs: Vec::new(),
         })
@@ -719,16 +723,30 @@ impl Receiver {
         if missing && self.index.file(path).ok().flatten().is_none() {
             return;
         }
+        // Not forced: based on the version the peer yielded with, our push is
+        // a fast-forward there (its own version kept as the loser); should
+        // it change that version again meanwhile, the rule decides anew.
+        let base = if missing {
+            Base::Absent
+        } else {
+            match self.answered.get(path) {
+                Some(Some(v)) => Base::Version(*v),
+                Some(None) => Base::Absent,
+                None => return,
+            }
+        };
         let mark = crate::index::Mark {
             path,
             peer: &self.peer,
             myname: me,
             changes: Changes::MARKED,
-            forced: !missing,
-            base: if missing { Base::Absent } else { Base::Unknown },
+            forced: false,
+            base,
         };
         let shown = crate::paths::display(path);
-        match self.index.mark(&[mark]) {
+        let marked =
+            self.index.mark(&[mark]).and_then(|()| self.index.rebase_mark(path, &self.peer, base));
+        match marked {
             Ok(()) if missing => {
                 info!(peer = %self.peer, "{shown}: missing there; it goes there on our next run")
             }
@@ -854,10 +872,17 @@ impl Receiver {
             }
             self.discard(id, content);
             info!(peer = %self.peer, "conflict on {}: changed here too", crate::paths::display(&path));
+            // The sender's version, should it yield: our push must then find
+            // that version there to be a plain fast-forward.
+            self.answered.insert(path.clone(), Some(new_v));
             return Some(Outcome::Conflict(cur.as_ref().map(|c| self.wire_with_origin(&path, c))));
         }
+        // Our own version, which the sender never had, gives way: forced by a
+        // person, or (a fast-forward from the version the sender yielded
+        // with) because the rule let the sender's version win. Kept either way.
+        let never_had = || self.index.peer_version(&path, &self.peer).ok().flatten() != Some(cur_v);
         let lost = match &cur {
-            Some(c) if !same && force && base != cur_v => {
+            Some(c) if !same && ((force && base != cur_v) || (base == cur_v && never_had())) => {
                 let origin = entry.origin.as_deref().unwrap_or(&self.peer).to_string();
                 self.lose(gi, &root, &rel, &path, c, Some(&new), &origin)
             }
@@ -1282,6 +1307,7 @@ impl Receiver {
             if local_change.is_real() {
                 self.record_local(gi, &path, &real_of(&root, &rel), Some(&cur), local_change);
             }
+            self.answered.insert(path.clone(), None);
             return Outcome::Conflict(Some(self.wire_with_origin(&path, &cur)));
         }
         let lost = if force && base != Some(cur_v) {

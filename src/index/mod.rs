@@ -457,6 +457,21 @@ impl Index {
         self.apply(&batch)
     }
 
+    /// Sets the base of the mark `(path, peer)`: what the peer is now known
+    /// to have (it told us, yielding a conflict), whatever the mark had.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn rebase_mark(&mut self, path: &[u8], peer: &str, base: Base) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE dirty SET base = ?3 WHERE path = ?1 AND peer = ?2",
+                params![path, peer, base.to_sql()],
+            )
+        })
+        .map(|_| ())
+    }
+
     /// What `peer` was last known to have at `path` (`None` inside: absent there;
     /// outer `None`: never synced).
     ///

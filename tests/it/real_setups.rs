@@ -633,3 +633,33 @@ fn a_peer_never_reached_keeps_status_failing() {
     assert_eq!(code, 0, "{o}");
     assert_eq!(fs::read(net.root("n2").join("f")).unwrap(), b"one\n");
 }
+
+#[test]
+fn a_node_that_yielded_and_then_edited_again_is_not_overwritten() {
+    let cfg = crate::net_util::TWO_NODES.replace("auto none", "auto younger");
+    let net = Net::new("a_node_that_yielded_and_then_edited_again", &["n1", "n2"], &cfg);
+    let _d: Vec<Daemon> = ["n1", "n2"].iter().map(|n| net.daemon(n, &["--timeout", "2"])).collect();
+    let at = |n: &str, data: &[u8], secs: u64| {
+        let p = net.root(n).join("f");
+        write(&p, data);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs);
+        fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+    };
+    at("n1", b"n1 first\n", 100);
+    at("n2", b"n2 younger\n", 200);
+    let x = |n: &str| {
+        let out = net.csync(n).args(["-x", "--timeout", "2"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{n}: {}", stderr(&out));
+    };
+    // n1's version loses to n2's younger one; n2 will bring it...
+    x("n1");
+    // ...but n1 edits again first, now the youngest.
+    at("n1", b"n1 edited again\n", 300);
+    x("n2");
+    x("n1");
+    for n in ["n1", "n2"] {
+        assert_eq!(fs::read(net.root(n).join("f")).unwrap(), b"n1 edited again\n", "{n}");
+    }
+    let (_, o) = status(&net, "n2");
+    assert!(o.contains("lost: younger"), "n2 kept its own version: {o}");
+}
