@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
@@ -38,29 +37,30 @@ pub const MAX_SESSIONS: usize = 128;
 /// peer hoarding slots, and must not lock the others out.
 pub const MAX_SESSIONS_PER_PEER: usize = 8;
 
-/// Most connections in their handshake at once (TCP accepted, `Welcome` not
-/// sent yet). More are closed at once, with one log line per burst. Each
-/// costs little (a socket and a TLS state) and lasts at most the handshake
-/// timeout, after at most [`server::FIRST_BYTE_TIMEOUT`] of silence.
+/// Most connections not authenticated yet (TCP accepted, `Welcome` not
+/// sent): silent ones and those in their TLS and `Hello` handshake. Past it,
+/// the oldest of them is closed to make room. Each costs little (a socket
+/// and a TLS state) and lasts at most the handshake timeout, after at most
+/// [`server::FIRST_BYTE_TIMEOUT`] of silence.
 pub const MAX_HANDSHAKES: usize = 512;
 
-/// Most silent connections (accepted, nothing received yet) from one source
-/// address. Past it, or past [`MAX_HANDSHAKES`] in all, the oldest silent
-/// connection (of that address first) is closed to make room: a client that
-/// opens connections and never speaks cannot keep a real peer out, even one
-/// behind the same address, since the newest connection is never the one
-/// evicted.
+/// Most connections not authenticated yet from one source address. Past it,
+/// the oldest of that address is closed: a client that opens connections
+/// and never finishes a handshake (silent, or one byte and no more) cannot
+/// keep a real peer out, even one behind the same address, since the newest
+/// connection is never the one evicted.
 pub const MAX_SILENT_PER_ADDR: usize = 64;
 
-/// The connections still silent, oldest first, each with the means to close it.
+/// The connections not authenticated yet (silent, or in their TLS and
+/// `Hello` handshake), oldest first, each with the means to close it.
 #[derive(Default)]
-struct Silent {
+struct Pending {
     next: u64,
     queue: std::collections::VecDeque<(u64, std::net::IpAddr, tokio::sync::oneshot::Sender<()>)>,
 }
 
-impl Silent {
-    /// Registers a new silent connection from `ip`, closing the oldest one
+impl Pending {
+    /// Registers a new connection from `ip`, closing the oldest pending one
     /// (of `ip` if it has too many, else of anyone) when over the limits.
     /// Returns its id and what tells it to go.
     fn admit(&mut self, ip: std::net::IpAddr) -> (u64, tokio::sync::oneshot::Receiver<()>) {
@@ -84,9 +84,24 @@ impl Silent {
         (self.next, rx)
     }
 
-    /// The connection spoke (or ended): no longer silent.
-    fn spoke(&mut self, id: u64) {
+    /// The connection's handshake is over (or it ended).
+    fn done(&mut self, id: u64) {
         self.queue.retain(|(i, _, _)| *i != id);
+    }
+}
+
+/// Removes a connection from [`Pending`] when dropped: at the end of its
+/// handshake, whichever way it ended.
+struct PendingGuard {
+    id: u64,
+    pending: Arc<std::sync::Mutex<Pending>>,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.done(self.id);
+        }
     }
 }
 
@@ -295,7 +310,6 @@ async fn serve_until_signal(
     }
     drop(conn_tx);
     let slots = Arc::new(server::Slots::new(MAX_SESSIONS, MAX_SESSIONS_PER_PEER));
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let with_slots = |mut s: Serving| {
         s.settings.sessions = Some(slots.clone());
         s
@@ -303,22 +317,19 @@ async fn serve_until_signal(
     let mut current = with_slots(serving);
     // Connections closed because every handshake slot was taken, since the
     // last log line about it: one line per burst, not one per connection.
-    let turned_away_count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut sessions = JoinSet::new();
-    let silent = Arc::new(std::sync::Mutex::new(Silent::default()));
+    let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
     let Signals { mut term, mut int, mut hup } = signals;
     loop {
         tokio::select! {
             Some((stream, from)) = conn_rx.recv() => {
                 let _ = stream.set_nodelay(true);
                 let Serving { authority, settings } = current.clone();
-                let (id, mut evicted) = match silent.lock() {
-                    Ok(mut s) => s.admit(from.ip()),
+                let (id, mut evicted) = match pending.lock() {
+                    Ok(mut p) => p.admit(from.ip()),
                     Err(_) => continue,
                 };
-                let silent = silent.clone();
-                let handshakes = handshakes.clone();
-                let turned_away = turned_away_count.clone();
+                let guard = PendingGuard { id, pending: pending.clone() };
                 sessions.spawn(async move {
                     let from = from.to_string();
                     // A socket that stays silent is dropped before it costs a
@@ -327,14 +338,11 @@ async fn serve_until_signal(
                     let mut b = [0u8; 1];
                     let spoke = tokio::select! {
                         r = tokio::time::timeout(first, stream.peek(&mut b)) => r,
-                        _ = &mut evicted => {
+                        Ok(()) = &mut evicted => {
                             server::log_handshake_failure(&format!("{from}: closed while silent to make room for newer connections"));
                             Ok(Ok(0))
                         }
                     };
-                    if let Ok(mut s) = silent.lock() {
-                        s.spoke(id);
-                    }
                     match spoke {
                         Ok(Ok(n)) if n > 0 => {}
                         Ok(Ok(_)) | Ok(Err(_)) => return,
@@ -343,17 +351,8 @@ async fn serve_until_signal(
                             return;
                         }
                     }
-                    let Ok(permit) = handshakes.try_acquire_owned() else {
-                        if turned_away.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
-                            warn!("the handshake limit of {MAX_HANDSHAKES} connections is reached: closing new ones until one finishes");
-                        }
-                        return;
-                    };
-                    let n = turned_away.swap(0, std::sync::atomic::Ordering::Relaxed);
-                    if n > 0 {
-                        warn!("closed {n} connection(s) while the handshake limit of {MAX_HANDSHAKES} was reached");
-                    }
-                    server::serve_admitted(stream, &from, &settings, authority.as_ref(), Some(permit)).await;
+                    let guard: server::HandshakeGuard = Box::new(guard);
+                    server::serve_admitted(stream, &from, &settings, authority.as_ref(), Some(guard), Some(evicted)).await;
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}

@@ -202,8 +202,18 @@ impl Node {
         listing: &Listing,
         local: &[crate::index::IndexedFile],
     ) -> Vec<GroupPath> {
-        let have: std::collections::HashSet<&[u8]> =
+        let mut have: std::collections::HashSet<&[u8]> =
             local.iter().map(|f| f.path.as_slice()).collect();
+        // Deleted here and not yet pushed: not missing, gone.
+        let deleted: Vec<Vec<u8>> = self
+            .index
+            .dirty()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.changes.contains(crate::types::Changes::DELETE))
+            .map(|d| d.path)
+            .collect();
+        have.extend(deleted.iter().map(Vec::as_slice));
         let mut out = Vec::new();
         for ag in &self.groups {
             if !ag.push_to.iter().any(|(p, _)| p == peer) {

@@ -677,14 +677,13 @@ impl Receiver {
         let g = self.config.groups.iter().find(|g| g.name == self.groups[gi].name)?;
         let pos = |h: &str| g.hosts.iter().position(|x| x.name == h).unwrap_or(usize::MAX);
         let ro = |h: &str| g.hosts.iter().any(|x| x.name == h && x.receive_only);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
+        // A delete is dated 0 here, as the pusher dates a peer's delete when
+        // it decides: the label names the rule the pusher applied.
         let them = super::conflict::Side {
             host: &self.peer,
             position: pos(new_origin),
             receive_only: ro(&self.peer),
-            time_ns: new.map_or(now, |m| m.mtime_ns),
+            time_ns: new.map_or(0, |m| m.mtime_ns),
             size: new.map_or(-1, |m| m.size as i64),
         };
         let me = super::conflict::Side {
@@ -1254,8 +1253,19 @@ impl Receiver {
             done.push((id, p, r));
         }
         if let Err(e) = apply::sync_dirs(dirs) {
-            // The renames may not survive a crash: confirm none of them.
+            // The renames and deletes may not survive a crash: confirm none
+            // of them (the deletes' acks are already held).
             warn!("making a batch's directories durable: {e}");
+            for a in &mut self.acks {
+                if let Msg::Ack { outcome, .. } = a
+                    && matches!(outcome, Outcome::Applied)
+                {
+                    *outcome = Outcome::Failed {
+                        code: ErrorCode::Io,
+                        message: format!("fsync of the directory: {e}"),
+                    };
+                }
+            }
             for (_, _, r) in &mut done {
                 if r.is_ok() {
                     *r = Err(apply::Error::Io {
@@ -1310,7 +1320,11 @@ impl Receiver {
             self.answered.insert(path.clone(), None);
             return Outcome::Conflict(Some(self.wire_with_origin(&path, &cur)));
         }
-        let lost = if force && base != Some(cur_v) {
+        // As for a push: our own version the sender never had gives way
+        // (forced, or after yielding a conflict), and is kept.
+        let never_had =
+            self.index.peer_version(&path, &self.peer).ok().flatten() != Some(Some(cur_v));
+        let lost = if (force && base != Some(cur_v)) || (base == Some(cur_v) && never_had) {
             let peer = self.peer.clone();
             self.lose(gi, &root, &rel, &path, &cur, None, &peer)
         } else {

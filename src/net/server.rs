@@ -242,8 +242,12 @@ pub async fn serve<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    serve_admitted(io, from, settings, authority, None).await
+    serve_admitted(io, from, settings, authority, None, None).await
 }
+
+/// What the daemon holds for a connection until its handshake is over (its
+/// place among the connections not yet authenticated); dropped then.
+pub type HandshakeGuard = Box<dyn Send>;
 
 /// As [`serve`], for a connection admitted under one of the daemon's
 /// handshake slots: `handshake` is held until the handshake is over, so
@@ -253,14 +257,32 @@ pub async fn serve_admitted<IO>(
     from: &str,
     settings: &ServerSettings,
     authority: &dyn Authority,
-    handshake: Option<OwnedSemaphorePermit>,
+    handshake: Option<HandshakeGuard>,
+    evict: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Outcome
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
-    let phase = handshake_phase(io, from, settings, authority);
-    let started = match tokio::time::timeout_at(deadline, phase).await {
+    let phase = tokio::time::timeout_at(deadline, handshake_phase(io, from, settings, authority));
+    // The daemon may close a connection still in its handshake to make room
+    // for a newer one (`evict`); once authenticated, never.
+    let phase = async move {
+        match evict {
+            Some(mut rx) => tokio::select! {
+                r = phase => Some(r),
+                Ok(()) = &mut rx => None,
+            },
+            None => Some(phase.await),
+        }
+    };
+    let Some(timed) = phase.await else {
+        let line =
+            format!("{from}: closed during its handshake to make room for newer connections");
+        log_handshake_failure(&line);
+        return Outcome::Failed(line);
+    };
+    let started = match timed {
         Ok(Ok(s)) => s,
         Ok(Err(outcome)) => {
             if let Outcome::Failed(line) = &outcome {

@@ -483,3 +483,23 @@ fn sigterm_is_seen_with_every_handshake_slot_taken() {
     assert!(d.log_text().contains("SIGTERM: stopping"), "{}", d.log_text());
     drop(held);
 }
+
+#[test]
+fn half_started_handshakes_do_not_lock_out_a_peer() {
+    let net = net("half_started_handshakes_do_not_lock_out_a_peer");
+    let d = net.daemon("n2", &[]);
+    let addr = (net.addr("n2"), net.port);
+    // Each sends the first byte of a TLS record and nothing more: past the
+    // silent stage, stuck in the handshake.
+    let held: Vec<TcpStream> = (0..560)
+        .map(|_| {
+            let mut s = TcpStream::connect((addr.0.as_str(), addr.1)).unwrap();
+            std::io::Write::write_all(&mut s, &[0x16]).unwrap();
+            s
+        })
+        .collect();
+    d.wait_log("to make room for newer connections");
+    // A real peer behind the same address still gets in while they are held.
+    ping_ok(&net);
+    drop(held);
+}

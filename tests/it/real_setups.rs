@@ -663,3 +663,27 @@ fn a_node_that_yielded_and_then_edited_again_is_not_overwritten() {
     let (_, o) = status(&net, "n2");
     assert!(o.contains("lost: younger"), "n2 kept its own version: {o}");
 }
+
+#[test]
+fn a_version_that_loses_to_a_delete_is_kept() {
+    let cfg = crate::net_util::TWO_NODES.replace("auto none", "auto older");
+    let net = Net::new("a_version_that_loses_to_a_delete_is_kept", &["n1", "n2"], &cfg);
+    let _d: Vec<Daemon> = ["n1", "n2"].iter().map(|n| net.daemon(n, &["--timeout", "2"])).collect();
+    let x = |n: &str| {
+        let out = net.csync(n).args(["-x", "--timeout", "2"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{n}: {}", stderr(&out));
+    };
+    write(&net.root("n1").join("f"), b"first\n");
+    write(&net.root("n1").join("other"), b"keeps the root from looking unmounted\n");
+    x("n1");
+    // n2 deletes it while n1 edits it; under `auto older` the delete wins.
+    fs::remove_file(net.root("n2").join("f")).unwrap();
+    write(&net.root("n1").join("f"), b"n1 edit\n");
+    x("n1");
+    x("n2");
+    assert!(!net.root("n1").join("f").exists(), "the delete won");
+    let (_, o) = status(&net, "n1");
+    let line = o.lines().find(|l| l.contains("lost: older")).unwrap_or_else(|| panic!("{o}"));
+    let kept = line.split("loser kept at ").nth(1).expect("a kept copy");
+    assert_eq!(fs::read(kept.trim()).unwrap(), b"n1 edit\n");
+}
