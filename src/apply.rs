@@ -654,6 +654,12 @@ impl Staged {
         rfs::fstat(&self.file).map(|st| st.st_dev).map_err(|e| io_err("fstat", e))
     }
 
+    /// True when one `syncfs` may stand for this file's fsync: see
+    /// [`syncfs_is_reliable`].
+    pub fn syncfs_ok(&self) -> bool {
+        syncfs_is_reliable(&self.file)
+    }
+
     /// Makes everything written to this file's file system durable
     /// (`syncfs`): for a large batch, one flush instead of one per file.
     pub fn sync_fs(&self) -> Result<(), Error> {
@@ -707,7 +713,7 @@ pub fn sync_dirs(dirs: Vec<OwnedFd>) -> Result<(), Error> {
             unique.push((st.st_dev, d));
         }
     }
-    if unique.len() > SYNCFS_DIRS {
+    if unique.len() > SYNCFS_DIRS && unique.iter().all(|(_, d)| syncfs_is_reliable(d)) {
         // Many directories: one syncfs per file system instead of a cache
         // flush per directory.
         let mut devs = std::collections::HashSet::new();
@@ -722,6 +728,29 @@ pub fn sync_dirs(dirs: Vec<OwnedFd>) -> Result<(), Error> {
         rfs::fsync(&d).map_err(|e| io_err("fsync directory", e))?;
     }
     Ok(())
+}
+
+/// True when `syncfs` on `fd`'s file system is as good as fsyncing each
+/// file: a local file system known to flush and report errors through it
+/// (ext4, XFS, Btrfs, F2FS, tmpfs), and a kernel from 5.8 on (before,
+/// `syncfs` did not report writeback errors). FUSE and network file
+/// systems may not pass a `syncfs` on to where the data lives.
+pub fn syncfs_is_reliable(fd: impl AsFd) -> bool {
+    const LOCAL: [i64; 5] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x0102_1994];
+    static KERNEL_OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let kernel_ok = *KERNEL_OK.get_or_init(|| {
+        let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut it =
+            rel.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+        let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        (major, minor) >= (5, 8)
+    });
+    kernel_ok
+        && rfs::fstatfs(fd).is_ok_and(|st| {
+            #[allow(clippy::unnecessary_cast)]
+            let t = st.f_type as i64;
+            LOCAL.contains(&t)
+        })
 }
 
 /// Directories in one batch above which [`sync_dirs`] uses `syncfs`.

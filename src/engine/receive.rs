@@ -1437,7 +1437,7 @@ fn sync_all(staged: &[(u32, Box<Pending>, apply::Staged)]) -> Vec<Result<(), app
     // Many files: one `syncfs` per file system writes them all back with a
     // single cache flush, where each fsync would flush on its own.
     const SYNCFS_FILES: usize = 32;
-    if staged.len() >= SYNCFS_FILES {
+    if staged.len() >= SYNCFS_FILES && staged.iter().all(|(_, _, st)| st.syncfs_ok()) {
         let mut by_dev: HashMap<u64, Result<(), String>> = HashMap::new();
         let devs: Vec<Result<u64, String>> =
             staged.iter().map(|(_, _, st)| st.dev().map_err(|e| e.to_string())).collect();
