@@ -1149,7 +1149,11 @@ pub fn ensure_root(root: &Path) -> Result<(), Error> {
     ensure_root(parent)?;
     let dir = open_root(parent)?;
     match rfs::mkdirat(&dir, name.as_bytes(), Mode::from_raw_mode(0o755)) {
-        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        // Durable before anything is written below it and confirmed.
+        Ok(()) => {
+            rfs::fsync(&dir).map_err(|e| io_err(format!("fsync parent of {}", root.display()), e))
+        }
+        Err(Errno::EXIST) => Ok(()),
         Err(e) => Err(io_err(format!("create {}", root.display()), e)),
     }
 }
