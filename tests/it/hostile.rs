@@ -6,10 +6,10 @@
 
 use std::fs;
 use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use csync::net::client::{ClientSettings, Session, Target, connect};
-use csync::proto::{Content, ErrorCode, Msg, Outcome, WireEntry};
+use csync::proto::{Content, ErrorCode, Msg, Outcome};
 
 use crate::net_util::{Daemon, Net, wait_until};
 use crate::util::{stderr, stdout};
@@ -82,23 +82,6 @@ async fn try_session(
         groups.iter().map(|g| (g.to_string(), key.clone())).collect();
     let target = Target { name: "n2".into(), addr: net.addr("n2"), port: net.port };
     connect(&target, &settings, me, &groups).await
-}
-
-/// A regular file's state as it travels.
-fn file_entry(data: &[u8]) -> WireEntry {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    WireEntry {
-        kind: 1,
-        mode: 0o644,
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
-        size: data.len() as u64,
-        mtime_ns: now.as_nanos() as i64,
-        rdev: 0,
-        target: None,
-        hash: Some(*blake3::hash(data).as_bytes()),
-        origin: None,
-    }
 }
 
 /// The next message, or `None` if the daemon closed the connection (or
@@ -298,7 +281,7 @@ fn too_many_open_streams_end_that_session_only() {
                     id,
                     group: "g".into(),
                     path: path.to_str().unwrap().as_bytes().to_vec(),
-                    entry: file_entry(b"never sent"),
+                    entry: crate::net_util::wire_file(b"never sent"),
                     base: None,
                     force: false,
                     content: Content::Whole,
@@ -336,7 +319,7 @@ fn refused_pushes_are_logged_in_aggregate() {
                     id,
                     group: "g".into(),
                     path: format!("/not/managed/{id}").into_bytes(),
-                    entry: file_entry(b"x"),
+                    entry: crate::net_util::wire_file(b"x"),
                     base: None,
                     force: false,
                     content: Content::None,

@@ -273,3 +273,21 @@ group g {
 }
 prefix p { on n1: @ROOT_n1@; on n2: @ROOT_n2@; }
 ";
+
+/// A regular file's state as a (hostile) peer announces it: `data`'s size
+/// and hash, mode 0644, our own ids, modified now.
+pub fn wire_file(data: &[u8]) -> csync::proto::WireEntry {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    csync::proto::WireEntry {
+        kind: 1,
+        mode: 0o644,
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        size: data.len() as u64,
+        mtime_ns: now.as_nanos() as i64,
+        rdev: 0,
+        target: None,
+        hash: Some(*blake3::hash(data).as_bytes()),
+        origin: None,
+    }
+}

@@ -413,20 +413,9 @@ fn an_index_row_without_its_hash_is_repaired_by_the_next_run() {
     assert!(s.conflicts("n2").is_empty(), "{:?}", s.conflicts("n2"));
 }
 
-/// A file entry as a hostile peer announces it.
+/// A setuid file owned by root, as a hostile peer announces it.
 fn file_entry(data: &[u8]) -> csync::proto::WireEntry {
-    csync::proto::WireEntry {
-        kind: 1,
-        mode: 0o4755,
-        uid: 0,
-        gid: 0,
-        size: data.len() as u64,
-        mtime_ns: 1_700_000_000_000_000_000,
-        rdev: 0,
-        target: None,
-        hash: Some(*blake3::hash(data).as_bytes()),
-        origin: None,
-    }
+    csync::proto::WireEntry { mode: 0o4755, uid: 0, gid: 0, ..crate::net_util::wire_file(data) }
 }
 
 #[test]

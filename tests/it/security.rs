@@ -6,7 +6,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use csync::proto::{Content, ErrorCode, Msg, Outcome, WireEntry};
 
@@ -146,19 +146,8 @@ fn content_longer_than_declared_is_refused() {
     let mut s = raw(&net, &rt, "n1", &["g"]);
     let data = [b'A'; 20];
     let hash = *blake3::hash(&data).as_bytes();
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    let entry = WireEntry {
-        kind: 1,
-        mode: 0o644,
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
-        size: 10,
-        mtime_ns: now.as_nanos() as i64,
-        rdev: 0,
-        target: None,
-        hash: Some(hash),
-        origin: None,
-    };
+    // Announced as 10 bytes, 20 follow.
+    let entry = WireEntry { size: 10, ..crate::net_util::wire_file(&data) };
     let reply = rt.block_on(async {
         let push = Msg::Push {
             id: 1,

@@ -9,10 +9,10 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use csync::net::client::{ClientSettings, Session, Target, connect};
-use csync::proto::{Content, ErrorCode, Msg, Outcome, WireEntry};
+use csync::proto::{Content, ErrorCode, Msg, Outcome};
 
 use crate::net_util::{Net, bin, wait_until};
 use crate::sync::{CFG, Cluster, snapshot};
@@ -78,19 +78,7 @@ impl Raw {
         data: &[u8],
     ) -> Result<Option<Msg>, String> {
         let hash = *blake3::hash(data).as_bytes();
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap();
-        let entry = WireEntry {
-            kind: 1,
-            mode: 0o644,
-            uid: rustix::process::getuid().as_raw(),
-            gid: rustix::process::getgid().as_raw(),
-            size: data.len() as u64,
-            mtime_ns: now.as_nanos() as i64,
-            rdev: 0,
-            target: None,
-            hash: Some(hash),
-            origin: None,
-        };
+        let entry = crate::net_util::wire_file(data);
         let s = &mut self.s;
         self.rt.block_on(async {
             let e = |e: csync::net::conn::ConnError| e.to_string();
