@@ -6,39 +6,15 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser};
 
 const AFTER_HELP: &str = "\
-Modes (exactly one; -c and -u may be combined):
-  -x            check, then push every change to every peer (the everyday command)
-  -c            check: update the index and dirty marks, nothing on the network
-  -u            update: push what is dirty
-  -m / -f       mark paths dirty / force this node's version over a conflict
-  -M / -L       list dirty entries / list the index
-  -T / -TT      in-sync test against peers / with diffs
-  -R            remove index rows the config no longer matches
-  -i / -ii      serve one connection on stdin / run the listener daemon
-  -k FILE       create a new group key file
-  --ping PEER   check the connection to a peer (TLS, identity, group keys)
-  --status      what is pending, conflicts met, failed actions (exit 1 if any)
-  --ack-failed [HOST]
-                forget the failed actions --status lists (all, or HOST's)
-
-Identities: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out DIR2.
 Each node needs csync2_ssl_ca.pem, csync2_ssl_cert.pem and csync2_ssl_key.pem
-(0600) in the system dir; see certs/README.md.
-
-Actions (action { pattern P; exec \"CMD\"; logfile F; timeout N; do-local; }):
-after a run, each command runs once on every host whose matching files changed
-(receivers; with do-local also here), with %% as the changed paths, one argument
-each (never shell text). Output goes to logfile (else csync's log); a command
-running past its timeout (default 60 s) is killed. A failed command makes the
-run exit 1, on that host and on the host that pushed, and stays listed (exit 1)
-by their --status until the same command succeeds there, or --ack-failed.
-Pending commands survive a crash in the index and run at the next run.
+(0600) in the system dir.
 
 Exit status: 0 success; 1 any error (failed peer, conflict, failed action, bad
 config); 2 a listing found nothing, or -T found everything in sync.
 
 Files: config <sysdir>/csync2.cfg (or csync2_NAME.cfg with -C NAME), where
-sysdir is $CSYNC2_SYSTEM_DIR or /etc; index /var/lib/csync/<node>[_NAME].db.";
+sysdir is $CSYNC2_SYSTEM_DIR or /etc; index /var/lib/csync/<node>[_NAME].db.
+More: man csync, man csync.cfg (config syntax, actions).";
 
 /// Parsed command-line arguments.
 #[derive(Debug, Clone, Parser)]
@@ -172,7 +148,8 @@ pub struct Args {
     /// Use this config file (overrides -C and the system dir).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Listings as JSON.
+    /// Output one JSON document on stdout (listings, -x/-u/-c and -T reports,
+    /// --status, --ping, --check-config, --explain); see doc/json-schema.md.
     #[arg(long)]
     pub json: bool,
     /// Accepted for csync2 compatibility (-l: log to syslog); csync logs to stderr.
@@ -184,6 +161,13 @@ pub struct Args {
     /// Print the man page (roff) and exit: `csync --man > csync.1`.
     #[arg(long, hide = true)]
     pub man: bool,
+    /// Print a completion script for SHELL and exit (used by packaging).
+    #[arg(long, hide = true, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+    /// `--status` as Prometheus text (node_exporter's textfile collector);
+    /// exits 0 whenever the metrics were written.
+    #[arg(long, help_heading = "Modes")]
+    pub prometheus: bool,
 
     /// Paths to check, mark, force or explain.
     #[arg(value_name = "PATH")]
@@ -262,7 +246,7 @@ impl Args {
         add(self.check_config, Mode::CheckConfig, "--check-config");
         add(self.explain.is_some(), Mode::Explain, "--explain");
         add(self.ping.is_some(), Mode::Ping, "--ping");
-        add(self.status, Mode::Status, "--status");
+        add(self.status || self.prometheus, Mode::Status, "--status");
         add(self.ack_conflicts, Mode::AckConflicts, "--ack-conflicts");
         add(self.ack_failed.is_some(), Mode::AckFailed, "--ack-failed");
         add(self.new_ca.is_some(), Mode::NewCa, "--new-ca");

@@ -3,7 +3,10 @@
 //! here or in `output`; lower layers return values and typed errors.
 
 mod args;
+mod json;
+mod man;
 mod output;
+mod progress;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -65,12 +68,13 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command line.
 pub fn run(args: &Args) -> Exit {
     if args.man {
-        use clap::CommandFactory;
-        let mut out = Vec::new();
-        if let Err(e) = clap_mangen::Man::new(Args::command()).render(&mut out) {
-            return fail!("man page: {e}");
-        }
-        return output_bytes(&out);
+        return match man::page() {
+            Ok(out) => output_bytes(&out),
+            Err(e) => fail!("man page: {e}"),
+        };
+    }
+    if let Some(shell) = args.completions {
+        return output_bytes(&man::completions(shell));
     }
     let mode = match args.mode() {
         Ok(m) => m,

@@ -122,6 +122,12 @@ impl Kw {
     }
 }
 
+/// Every word the config language gives a meaning (for csync.cfg(5)'s test).
+#[cfg(test)]
+pub(crate) fn keywords() -> impl Iterator<Item = &'static str> {
+    Kw::ALL.into_iter().chain([Kw::AllowDevices, Kw::AllowSetid, Kw::Owners]).map(|k| k.as_str())
+}
+
 /// What a token is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Tok {

@@ -13,6 +13,8 @@ mod parser;
 mod resolve;
 
 pub use key::{MIN_KEY_LEN, validate_key};
+#[cfg(test)]
+pub(crate) use lexer::keywords;
 pub use model::*;
 
 use std::fs;
