@@ -19,6 +19,8 @@ mod config_example;
 mod hostile;
 /// The shapes administrators write: single-file roots, own copies, `-cr /`, added nodes.
 mod real_setups;
+/// Issue 14 (operations): the Debian package, systemd units, cron example.
+mod packaging;
 /// What a peer may create: devices, setuid bits, owners (the receiver's policy).
 mod receive_policy;
 /// Security items 2 and 8: symlink swaps, a private index, hostile pushers, escaped names.
