@@ -817,6 +817,7 @@ impl Receiver {
         };
         let Some(mut new) = from_wire(&entry) else {
             self.discard(id, content);
+            self.refused(&path, "unknown entry kind");
             return Some(Outcome::Failed {
                 code: ErrorCode::Protocol,
                 message: "unknown entry kind".into(),
@@ -824,6 +825,7 @@ impl Receiver {
         };
         if new.kind == FileKind::File && new.hash.is_none() {
             self.discard(id, content);
+            self.refused(&path, "regular file without hash");
             return Some(Outcome::Failed {
                 code: ErrorCode::Protocol,
                 message: "regular file without hash".into(),
@@ -1292,7 +1294,10 @@ impl Receiver {
     ) -> Outcome {
         let (gi, root, rel) = match self.resolve(group, &path) {
             Ok(x) => x,
-            Err((code, message)) => return Outcome::Failed { code, message },
+            Err((code, message)) => {
+                self.refused(&path, &format!("delete: {message}"));
+                return Outcome::Failed { code, message };
+            }
         };
         let (cur, local_change) = match self.current(&root, &rel, &path) {
             Ok(c) => c,
@@ -1300,12 +1305,14 @@ impl Receiver {
             Err(e) => return Self::outcome_of(e),
         };
         if rel.is_empty() {
+            self.refused(&path, "refusing to delete /");
             return Outcome::Failed {
                 code: ErrorCode::PathRefused,
                 message: "refusing to delete /".into(),
             };
         }
         if let Some(why) = self.root_refusal(&root, &rel, cur.as_ref(), None) {
+            self.refused(&path, &format!("delete: {why}"));
             return Outcome::Failed { code: ErrorCode::PathRefused, message: why };
         }
         let Some(cur) = cur else {
