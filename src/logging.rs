@@ -35,12 +35,9 @@ pub fn init(verbosity: u8, daemon: bool) {
             .with_level(false)
             .with_writer(Prefixed)
             .try_init(),
-        Sink::Syslog => builder
-            .with_ansi(false)
-            .without_time()
-            .with_level(false)
-            .with_writer(Syslog)
-            .try_init(),
+        Sink::Syslog => {
+            builder.with_ansi(false).without_time().with_level(false).with_writer(Syslog).try_init()
+        }
         Sink::Stderr => builder.with_ansi(false).with_writer(io::stderr).try_init(),
     };
 }

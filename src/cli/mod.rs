@@ -62,7 +62,8 @@ pub fn main() -> ExitCode {
             return code.into();
         }
     };
-    run(&args).into()
+    let exit = run(&args);
+    json::flush(exit).into()
 }
 
 /// Runs one parsed command line.
@@ -80,6 +81,7 @@ pub fn run(args: &Args) -> Exit {
         Ok(m) => m,
         Err(msg) => return fail!("{msg}"),
     };
+    json::begin(args.json);
     if let Some(name) = &args.cfgname
         && let Err(msg) = paths::check_config_name(name)
     {
@@ -152,12 +154,20 @@ pub fn run(args: &Args) -> Exit {
     }
     match mode {
         Mode::CheckConfig => {
-            let summary = output::config_summary(&config);
-            return worst(summary, node_checks(&config, &sysdir));
+            let (exit, findings) = node_checks(&config, &sysdir);
+            if args.json {
+                let exit = worst(output::emit_json(&output::config_json(&config, &findings)), exit);
+                return exit;
+            }
+            for (error, message) in &findings {
+                let level = if *error { "error" } else { "warning" };
+                eprintln!("csync: {level}: {message}");
+            }
+            return worst(output::config_summary(&config), exit);
         }
         Mode::Explain => {
             let p = args.explain.as_deref().expect("mode says --explain was given");
-            return output::explain(&config, p);
+            return output::explain(&config, p, args.json);
         }
         Mode::Serve => return serve(args, &config, &sysdir, activated),
         Mode::Ping => return ping(args, &config, &sysdir),
@@ -194,7 +204,14 @@ pub fn run(args: &Args) -> Exit {
             worst(m, run_actions(&mut node, args))
         }
         Mode::List => output::list(&node, args.json),
-        Mode::Status => output::status(&node, args.json),
+        Mode::Status => {
+            let format = match (args.prometheus, args.json) {
+                (true, _) => output::Format::Prometheus,
+                (false, true) => output::Format::Json,
+                (false, false) => output::Format::Text,
+            };
+            output::status(&node, format, &sysdir)
+        }
         Mode::AckConflicts => {
             let paths: Vec<Vec<u8>> =
                 args.paths.iter().flat_map(|p| node.arg_forms(p, true)).map(|(db, _)| db).collect();
@@ -324,6 +341,7 @@ fn check(node: &mut Node, args: &Args) -> Exit {
     };
     match node.check(&opts) {
         Ok(report) => {
+            json::put("check", json::check_report(&report));
             if args.verbose > 0 {
                 for (p, c) in &report.changed {
                     eprintln!("csync: {c}\t{}", paths::display(p));
@@ -368,6 +386,7 @@ fn run_actions(node: &mut Node, args: &Args) -> Exit {
         Ok(r) => r,
         Err(e) => return fail!("{e}"),
     };
+    json::put("actions", json::actions_ran(&host, &ran));
     let mut exit = Exit::Ok;
     for r in &ran {
         let n = r.paths.len();
@@ -449,20 +468,21 @@ fn identity(sysdir: &Path) -> Result<crate::net::identity::Identity, Exit> {
 }
 
 /// `--check-config`'s checks beyond the config text: this node's identity
-/// (what every connection needs) and the group key files' modes. Problems go
-/// to stderr; exit 1 when one would make `csync -x` fail.
-fn node_checks(config: &Config, sysdir: &Path) -> Exit {
+/// (what every connection needs) and the group key files' modes, as
+/// `(is_error, message)`; exit 1 when one would make `csync -x` fail.
+fn node_checks(config: &Config, sysdir: &Path) -> (Exit, Vec<(bool, String)>) {
     use crate::net::identity::{self, Severity};
     use std::os::unix::fs::PermissionsExt;
     let mut exit = Exit::Ok;
+    let mut findings = Vec::new();
     // A node without peers never connects: its identity cannot fail a run.
     let connects = config.my_groups().any(|g| g.peers(&config.myname).next().is_some());
     for f in identity::check(sysdir, &config.myname) {
-        if f.severity == Severity::Error && connects {
-            exit = fail!("error: {}", f.message);
-        } else {
-            eprintln!("csync: warning: {}", f.message);
+        let error = f.severity == Severity::Error && connects;
+        if error {
+            exit = Exit::Error;
         }
+        findings.push((error, f.message));
     }
     let mut seen = Vec::new();
     for g in config.my_groups().filter(|g| g.key.is_some()) {
@@ -473,15 +493,15 @@ fn node_checks(config: &Config, sysdir: &Path) -> Exit {
         if let Ok(md) = std::fs::metadata(&g.key_file) {
             let mode = md.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                eprintln!(
-                    "csync: warning: group '{}': key file {} is readable by group/others (mode {mode:04o}); chmod 600 it",
+                findings.push((false, format!(
+                    "group '{}': key file {} is readable by group/others (mode {mode:04o}); chmod 600 it",
                     g.name,
                     g.key_file.display()
-                );
+                )));
             }
         }
     }
-    exit
+    (exit, findings)
 }
 
 fn serve(
@@ -586,7 +606,22 @@ fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
         Ok(rt) => rt,
         Err(e) => return fail!("cannot start the runtime: {e}"),
     };
-    match rt.block_on(crate::engine::remote::ping(config, &settings, &peer, port)) {
+    let result = rt.block_on(crate::engine::remote::ping(config, &settings, &peer, port));
+    let cert = json::certificate(sysdir);
+    if let Some(w) = json::expiry_warning(&cert) {
+        eprintln!("csync: {w}");
+    }
+    if args.json {
+        let refusal = |g: &str, c| crate::engine::remote::refusal(config, g, c);
+        let doc = match &result {
+            Ok(r) => json::ping(&peer, Ok(r), refusal, cert),
+            Err(e) => json::ping(&peer, Err(e.to_string()), refusal, cert),
+        };
+        let ok = doc["ok"].as_bool() == Some(true);
+        let exit = output::emit_json(&doc);
+        return if ok { exit } else { Exit::Error };
+    }
+    match result {
         Ok(r) => {
             let mut out = format!(
                 "{} ({}): protocol {}, certificate verified for '{}'\n",
@@ -696,8 +731,12 @@ fn dry_run_without_identity(node: &mut Node, opts: &crate::engine::update::Updat
 
 fn print_update(report: &crate::engine::update::UpdateReport, verbose: u8) -> Exit {
     use crate::engine::update::PathResult;
-    for line in &report.planned {
-        println!("{line}");
+    if json::on() {
+        json::put("update", json::update_report(report));
+    } else {
+        for line in &report.planned {
+            println!("{line}");
+        }
     }
     for (root, n) in &report.guarded {
         eprintln!(
@@ -771,6 +810,14 @@ fn in_sync_test(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
         Err(e) => return fail!("{e}"),
     };
     let me = node.config.myname.clone();
+    if args.json {
+        json::end();
+        let exit = output::emit_json(&json::in_sync(&report));
+        if exit != Exit::Ok || !report.failed.is_empty() {
+            return Exit::Error;
+        }
+        return if report.differences.is_empty() { Exit::Nothing } else { Exit::Ok };
+    }
     let mut out = std::io::stdout().lock();
     for d in &report.differences {
         let _ = writeln!(out, "{}\t{me}\t{}\t{}", d.kind, d.peer, paths::display(&d.path));

@@ -123,6 +123,99 @@ pub fn list_dirty(node: &Node, json: bool) -> Exit {
     if exit == Exit::Ok && rows.is_empty() { Exit::Nothing } else { exit }
 }
 
+/// `--check-config --json`: the same as the text summary, as one object;
+/// `findings` are the identity and key-file problems `--check-config` found.
+pub fn config_json(c: &Config, findings: &[(bool, String)]) -> serde_json::Value {
+    let groups: Vec<_> = c
+        .groups
+        .iter()
+        .map(|g| {
+            let roots: Vec<_> = if g.is_member {
+                GroupMatcher::new(&g.rules)
+                    .map(|m| {
+                        m.walk_roots()
+                            .into_iter()
+                            .map(|root| {
+                                let real = crate::paths::real_path(c, root.as_bytes())
+                                    .map(|p| p.display().to_string());
+                                json!({"pattern": root, "path": real})
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            json!({
+                "name": g.name,
+                "member": g.is_member,
+                "hosts": g.hosts.iter().map(|h| json!({
+                    "name": h.name,
+                    "address": h.addr,
+                    "receive_only": h.receive_only,
+                    "me": h.name == c.myname,
+                })).collect::<Vec<_>>(),
+                "key": g.key_file.display().to_string(),
+                "auto": g.auto.as_str(),
+                "rules": g.rules.iter().map(|r| json!({
+                    "kind": match r.kind {
+                        RuleKind::Include => "include",
+                        RuleKind::Exclude => "exclude",
+                        RuleKind::Compare => "compare",
+                    },
+                    "pattern": r.pattern,
+                })).collect::<Vec<_>>(),
+                "roots": roots,
+                "actions": g.actions.iter().map(|a| json!({
+                    "patterns": a.patterns,
+                    "exec": a.exec,
+                    "logfile": a.logfile.as_ref().map(|l| l.display().to_string()),
+                    "timeout_s": a.timeout_s(),
+                    "do_local": a.do_local,
+                    "do_local_only": a.do_local_only,
+                })).collect::<Vec<_>>(),
+                "allow_devices": g.allow_devices,
+                "allow_setid": g.allow_setid,
+                "owners": g.owner_range.map(|(lo, hi)| json!([lo, hi])),
+                "backup": g.backup_directory.as_ref().map(|b| json!({
+                    "directory": b.display().to_string(),
+                    "generations": g.backup_generations,
+                })),
+            })
+        })
+        .collect();
+    let mut ignore = Vec::new();
+    if c.ignore.uid {
+        ignore.push("uid");
+    }
+    if c.ignore.gid {
+        ignore.push("gid");
+    }
+    if c.ignore.mode {
+        ignore.push("mod");
+    }
+    json!({
+        "config": c.source.display().to_string(),
+        "node": c.myname,
+        "prefixes": c.prefixes.iter().map(|p| json!({
+            "name": p.name,
+            "path": p.local.as_ref().map(|l| l.display().to_string()),
+        })).collect::<Vec<_>>(),
+        "ignore": ignore,
+        "groups": groups,
+        "findings": findings.iter().map(|(error, m)| json!({
+            "severity": if *error { "error" } else { "warning" },
+            "message": m,
+        })).collect::<Vec<_>>(),
+        "warnings": c.warnings.iter().map(|w| w.to_string().trim_end().to_string()).collect::<Vec<_>>(),
+    })
+}
+
+/// Prints `v` as one line of JSON.
+pub fn emit_json(v: &serde_json::Value) -> Exit {
+    emit(&format!("{v}\n"))
+}
+
 /// `--check-config`: what the config resolved to, for this node.
 pub fn config_summary(c: &Config) -> Exit {
     let mut s = String::new();
@@ -227,7 +320,7 @@ pub fn config_summary(c: &Config) -> Exit {
 
 /// `--explain PATH`: per member group, whether PATH is managed and which
 /// pattern decided it.
-pub fn explain(c: &Config, arg: &Path) -> Exit {
+pub fn explain(c: &Config, arg: &Path, as_json: bool) -> Exit {
     let real = crate::paths::absolute(arg);
     let mut forms = crate::paths::db_forms(c, &real);
     // Show the form some group cares about (a `%prefix%` one, usually); when
@@ -250,6 +343,7 @@ pub fn explain(c: &Config, arg: &Path) -> Exit {
     }
     let mut s = String::new();
     let mut any = false;
+    let mut rows = Vec::new();
     for g in c.groups.iter().filter(|g| g.is_member) {
         let m = match GroupMatcher::new(&g.rules) {
             Ok(m) => m,
@@ -281,21 +375,72 @@ pub fn explain(c: &Config, arg: &Path) -> Exit {
                 "  basename rule: {}\n",
                 rule(v.base_rule, "none matched (basename patterns include by default)")
             ));
+            let plain = |i: Option<usize>| {
+                i.map(|i| {
+                    let r = &g.rules[i];
+                    let kind = if r.kind == RuleKind::Exclude { "exclude" } else { "include" };
+                    format!("{kind} {} ({})", r.pattern, r.span)
+                })
+            };
+            rows.push(json!({
+                "group": g.name,
+                "path": display(db),
+                "verdict": match level {
+                    Level::Managed => "managed",
+                    Level::StepInto => "walked",
+                    Level::Ignore => "ignored",
+                },
+                "path_rule": plain(v.path_rule),
+                "basename_rule": plain(v.base_rule),
+            }));
         }
     }
     if s.is_empty() {
         s.push_str("this node is a member of no group\n");
     }
-    let exit = emit(&s);
+    let exit = if as_json {
+        emit_json(&json!({
+            "path": real.display().to_string(),
+            "managed": any,
+            "groups": rows,
+        }))
+    } else {
+        emit(&s)
+    };
     if exit == Exit::Ok && !any { Exit::Nothing } else { exit }
 }
 
-/// `--status`: per peer, how much is pending and since when; then every
-/// conflict met, how it ended, and where the losing version was kept; then
-/// every action that failed (here, or on a peer we pushed to) and has not
-/// worked since. Exit 0 when nothing is pending, no conflict is unresolved
-/// and no failed action remains, else 1.
-pub fn status(node: &Node, json: bool) -> Exit {
+/// How `--status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Lines for a person.
+    Text,
+    /// One JSON object (doc/json-schema.md).
+    Json,
+    /// Prometheus text exposition format, for node_exporter's textfile collector.
+    Prometheus,
+}
+
+/// One peer's line in `--status`.
+#[derive(Debug, Default)]
+struct PeerStatus {
+    pending: usize,
+    forced: usize,
+    oldest: Option<i64>,
+    ok_at: Option<i64>,
+    failed_at: Option<i64>,
+    error: Option<String>,
+    open_conflicts: usize,
+}
+
+/// `--status`: per peer, how much is pending and since when, when it last
+/// took a push and whether the last one failed; then every conflict met, how
+/// it ended, and where the losing version was kept; then every action that
+/// failed (here, or on a peer we pushed to) and has not worked since; and
+/// when this node's certificate expires (a warning 30 days ahead). Exit 0
+/// when nothing is pending, no conflict is unresolved, no failed action
+/// remains and no push failed, else 1 (Prometheus: 0 once written).
+pub fn status(node: &Node, format: Format, sysdir: &Path) -> Exit {
     let (dirty, conflicts) = match (node.index.dirty(), node.index.conflicts()) {
         (Ok(d), Ok(c)) => (d, c),
         (Err(e), _) | (_, Err(e)) => return fail!("{e}"),
@@ -304,23 +449,32 @@ pub fn status(node: &Node, json: bool) -> Exit {
         Ok(f) => f,
         Err(e) => return fail!("{e}"),
     };
-    // Peers the last push could not reach: owed more than the marks show
-    // (a first contact that failed marked nothing yet).
-    let unreachable = match node.index.failing_peers() {
+    let contacts = match node.index.peer_contacts() {
         Ok(f) => f,
         Err(e) => return fail!("{e}"),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let mut peers: std::collections::BTreeMap<&str, (usize, usize, i64)> = Default::default();
+    let now = super::json::now();
+    let me = &node.config.myname;
+    // Every peer of this node's groups, also those with nothing to report.
+    let mut peers: std::collections::BTreeMap<String, PeerStatus> = node
+        .config
+        .my_groups()
+        .flat_map(|g| g.peers(me))
+        .map(|h| (h.name.clone(), PeerStatus::default()))
+        .collect();
     for d in &dirty {
-        let e = peers.entry(d.peer.as_str()).or_insert((0, 0, i64::MAX));
-        e.0 += 1;
+        let e = peers.entry(d.peer.clone()).or_default();
+        e.pending += 1;
         if d.forced {
-            e.1 += 1;
+            e.forced += 1;
         }
-        e.2 = e.2.min(d.marked_at);
+        e.oldest = Some(e.oldest.map_or(d.marked_at, |o: i64| o.min(d.marked_at)));
+    }
+    for c in &contacts {
+        let e = peers.entry(c.peer.clone()).or_default();
+        e.ok_at = c.ok_at;
+        e.failed_at = c.failed_at;
+        e.error = c.error.clone();
     }
     // A conflict is open while nobody acknowledged it and its path is still
     // dirty towards that peer (once the two agree again, it is history).
@@ -332,100 +486,193 @@ pub fn status(node: &Node, json: bool) -> Exit {
                 && dirty.iter().any(|d| d.path == c.path && d.peer == c.peer)
         })
         .collect();
-    let text = if json {
-        let rows: Vec<_> = conflicts
-            .iter()
-            .map(|c| {
-                json!({
-                    "path": String::from_utf8_lossy(&c.path),
-                    "peer": c.peer,
-                    "detected_at": c.detected_at,
-                    "resolution": c.resolution,
-                    "kept": c.kept.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    "open": unresolved.iter().any(|u| std::ptr::eq(*u, c)),
-                    "acknowledged": c.acked,
-                })
-            })
-            .collect();
-        let pending: Vec<_> = peers
-            .iter()
-            .map(|(p, (n, f, oldest))| json!({"peer": p, "pending": n, "forced": f, "oldest_mark": oldest}))
-            .collect();
-        let failed: Vec<_> = failed
-            .iter()
-            .map(|f| {
-                json!({
-                    "host": f.host,
-                    "group": f.group,
-                    "command": f.command,
-                    "logfile": f.logfile.as_ref().map(|l| l.display().to_string()),
-                    "status": f.status,
-                    "paths": f.paths,
-                    "failures": f.failures,
-                    "first_failed_at": f.first_at,
-                    "last_failed_at": f.last_at,
-                })
-            })
-            .collect();
-        let all = json!({
-            "node": node.config.myname,
-            "pending": pending,
-            "conflicts": rows,
-            "failed_actions": failed,
-            "unreachable": unreachable
+    for c in &unresolved {
+        peers.entry(c.peer.clone()).or_default().open_conflicts += 1;
+    }
+    let cert = super::json::certificate(sysdir);
+    let unreachable = peers.values().filter(|p| p.failed_at.is_some()).count();
+    let pending: usize = peers.values().map(|p| p.pending).sum();
+    let clear = pending == 0 && unresolved.is_empty() && failed.is_empty() && unreachable == 0;
+    let text = match format {
+        Format::Json => {
+            let rows: Vec<_> = conflicts
                 .iter()
-                .map(|(p, at, why)| json!({"peer": p, "failed_at": at, "error": why}))
-                .collect::<Vec<_>>(),
-        });
-        format!("{all}\n")
-    } else {
-        let mut s = format!("node {}\n", node.config.myname);
-        if peers.is_empty() && unreachable.is_empty() {
-            s.push_str("nothing pending\n");
+                .map(|c| {
+                    json!({
+                        "path": String::from_utf8_lossy(&c.path),
+                        "peer": c.peer,
+                        "detected_at": c.detected_at,
+                        "resolution": c.resolution,
+                        "kept": c.kept.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        "open": unresolved.iter().any(|u| std::ptr::eq(*u, c)),
+                        "acknowledged": c.acked,
+                    })
+                })
+                .collect();
+            let peer_rows: Vec<_> = peers
+                .iter()
+                .map(|(p, s)| {
+                    json!({
+                        "peer": p,
+                        "pending": s.pending,
+                        "pending_forced": s.forced,
+                        "oldest_mark": s.oldest,
+                        "last_ok_at": s.ok_at,
+                        "last_failed_at": s.failed_at,
+                        "last_error": s.error,
+                        "open_conflicts": s.open_conflicts,
+                    })
+                })
+                .collect();
+            let failed: Vec<_> = failed
+                .iter()
+                .map(|f| {
+                    json!({
+                        "host": f.host,
+                        "group": f.group,
+                        "command": f.command,
+                        "logfile": f.logfile.as_ref().map(|l| l.display().to_string()),
+                        "status": f.status,
+                        "paths": f.paths,
+                        "failures": f.failures,
+                        "first_failed_at": f.first_at,
+                        "last_failed_at": f.last_at,
+                    })
+                })
+                .collect();
+            let all = json!({
+                "node": me,
+                "ok": clear,
+                "peers": peer_rows,
+                "conflicts": rows,
+                "failed_actions": failed,
+                "certificate": cert,
+            });
+            format!("{all}\n")
         }
-        for (p, (n, f, oldest)) in &peers {
-            let forced = if *f > 0 { format!(" ({f} forced)") } else { String::new() };
-            s.push_str(&format!(
-                "peer {p}: {n} entries pending{forced}, oldest {} s ago\n",
-                (now - oldest).max(0)
-            ));
+        Format::Prometheus => prometheus(me, &peers, unresolved.len(), &failed, &cert, now),
+        Format::Text => {
+            let mut s = format!("node {me}\n");
+            if pending == 0 && unreachable == 0 {
+                s.push_str("nothing pending\n");
+            }
+            for (p, st) in &peers {
+                if st.pending > 0 {
+                    let forced = if st.forced > 0 {
+                        format!(" ({} forced)", st.forced)
+                    } else {
+                        String::new()
+                    };
+                    let oldest = st.oldest.unwrap_or(now);
+                    s.push_str(&format!(
+                        "peer {p}: {} entries pending{forced}, oldest {} s ago\n",
+                        st.pending,
+                        (now - oldest).max(0)
+                    ));
+                }
+                if let Some(at) = st.failed_at {
+                    let why = st.error.as_deref().unwrap_or("");
+                    s.push_str(&format!("peer {p}: last push failed at {}: {why}\n", utc_text(at)));
+                }
+            }
+            for c in conflicts.iter().filter(|c| !c.acked) {
+                let open = if unresolved.iter().any(|u| std::ptr::eq(*u, c)) {
+                    " [unresolved]"
+                } else {
+                    ""
+                };
+                let kept = c
+                    .kept
+                    .as_ref()
+                    .map_or(String::new(), |k| format!("; loser kept at {}", display(k)));
+                s.push_str(&format!(
+                    "conflict {} with {}: {}{open}{kept}\n",
+                    display(&c.path),
+                    c.peer,
+                    c.resolution
+                ));
+            }
+            for f in &failed {
+                s.push_str(&failed_action_line(f));
+            }
+            if !failed.is_empty() {
+                s.push_str(
+                    "(listed until the command succeeds there; after fixing by hand: csync --ack-failed [HOST])\n",
+                );
+            }
+            if let Some(w) = super::json::expiry_warning(&cert) {
+                eprintln!("csync: {w}");
+            }
+            s
         }
-        for (p, at, why) in &unreachable {
-            s.push_str(&format!("peer {p}: last push failed at {}: {why}\n", utc_text(*at)));
-        }
-        for c in conflicts.iter().filter(|c| !c.acked) {
-            let open =
-                if unresolved.iter().any(|u| std::ptr::eq(*u, c)) { " [unresolved]" } else { "" };
-            let kept = c
-                .kept
-                .as_ref()
-                .map_or(String::new(), |k| format!("; loser kept at {}", display(k)));
-            s.push_str(&format!(
-                "conflict {} with {}: {}{open}{kept}\n",
-                display(&c.path),
-                c.peer,
-                c.resolution
-            ));
-        }
-        for f in &failed {
-            s.push_str(&failed_action_line(f));
-        }
-        if !failed.is_empty() {
-            s.push_str(
-                "(listed until the command succeeds there; after fixing by hand: csync --ack-failed [HOST])\n",
-            );
-        }
-        s
     };
     let exit = emit(&text);
-    let clear = peers.is_empty() && unresolved.is_empty() && failed.is_empty();
-    if exit == Exit::Ok && clear && unreachable.is_empty() {
-        Exit::Ok
-    } else if exit == Exit::Ok {
-        Exit::Error
-    } else {
-        exit
+    if exit != Exit::Ok || format == Format::Prometheus || clear { exit } else { Exit::Error }
+}
+
+/// `--prometheus`: one gauge per fact, labelled by node (and peer), with
+/// HELP and TYPE lines, as node_exporter's textfile collector reads them.
+fn prometheus(
+    me: &str,
+    peers: &std::collections::BTreeMap<String, PeerStatus>,
+    open_conflicts: usize,
+    failed: &[crate::index::ActionFailure],
+    cert: &serde_json::Value,
+    now: i64,
+) -> String {
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let node = esc(me);
+    let mut s = String::new();
+    let mut metric = |name: &str, help: &str, rows: Vec<(String, f64)>| {
+        s.push_str(&format!("# HELP csync_{name} {help}\n# TYPE csync_{name} gauge\n"));
+        for (labels, v) in rows {
+            s.push_str(&format!("csync_{name}{{node=\"{node}\"{labels}}} {v}\n"));
+        }
+    };
+    let per_peer = |f: &dyn Fn(&PeerStatus) -> Option<f64>| -> Vec<(String, f64)> {
+        peers
+            .iter()
+            .filter_map(|(p, st)| f(st).map(|v| (format!(",peer=\"{}\"", esc(p)), v)))
+            .collect()
+    };
+    metric(
+        "pending_entries",
+        "Entries dirty towards the peer (not yet pushed).",
+        per_peer(&|st| Some(st.pending as f64)),
+    );
+    metric(
+        "oldest_pending_seconds",
+        "Age of the oldest dirty mark towards the peer.",
+        per_peer(&|st| Some(st.oldest.map_or(0, |o| (now - o).max(0)) as f64)),
+    );
+    metric(
+        "last_success_timestamp_seconds",
+        "When a push last reached the peer (0: never).",
+        per_peer(&|st| Some(st.ok_at.unwrap_or(0) as f64)),
+    );
+    metric(
+        "peer_up",
+        "1 unless the last push to the peer failed.",
+        per_peer(&|st| Some(if st.failed_at.is_some() { 0.0 } else { 1.0 })),
+    );
+    metric(
+        "open_conflicts",
+        "Conflicts nobody settled or acknowledged.",
+        vec![(String::new(), open_conflicts as f64)],
+    );
+    metric(
+        "failed_actions",
+        "Actions that failed and have not succeeded since.",
+        vec![(String::new(), failed.len() as f64)],
+    );
+    if let Some(at) = cert["not_after"].as_i64() {
+        metric(
+            "certificate_expiry_timestamp_seconds",
+            "When this node's certificate stops being valid.",
+            vec![(String::new(), at as f64)],
+        );
     }
+    s
 }
 
 /// One `--status` line for a failed action: where, what, how, since when, and

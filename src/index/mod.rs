@@ -719,6 +719,22 @@ impl Index {
         )
     }
 
+    /// Every peer's last contact: when a push last reached it, and when and
+    /// why the last one failed (for `--status`).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn peer_contacts(&self) -> Result<Vec<PeerContact>> {
+        self.query_all("SELECT peer, ok_at, failed_at, error FROM peer_sync ORDER BY peer", |r| {
+            Ok(PeerContact {
+                peer: r.get(0)?,
+                ok_at: r.get(1)?,
+                failed_at: r.get(2)?,
+                error: r.get(3)?,
+            })
+        })
+    }
+
     /// Records that a first sync with `peer` completed.
     ///
     /// # Errors
@@ -973,4 +989,18 @@ mod tests {
         assert!(!is_below(b"/a", b"/a"));
         assert!(is_below(b"/a", b"/"));
     }
+}
+
+/// How pushes to one peer went lately (`peer_sync`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerContact {
+    /// The peer's host name.
+    pub peer: String,
+    /// Unix seconds of the last push that reached it.
+    pub ok_at: Option<i64>,
+    /// Unix seconds of the last push that could not (`None` once a later
+    /// push reached the peer).
+    pub failed_at: Option<i64>,
+    /// Why that one failed.
+    pub error: Option<String>,
 }

@@ -17,10 +17,12 @@ mod config_errors;
 mod config_example;
 /// Hostile peers: wedged sessions, pinned streams, idle sockets, SIGHUP reload.
 mod hostile;
-/// The shapes administrators write: single-file roots, own copies, `-cr /`, added nodes.
-mod real_setups;
+/// Issue 14 (operations): every --json output against doc/json-schema.md, --prometheus, journald logs.
+mod json_outputs;
 /// Issue 14 (operations): the Debian package, systemd units, cron example.
 mod packaging;
+/// The shapes administrators write: single-file roots, own copies, `-cr /`, added nodes.
+mod real_setups;
 /// What a peer may create: devices, setuid bits, owners (the receiver's policy).
 mod receive_policy;
 /// Security items 2 and 8: symlink swaps, a private index, hostile pushers, escaped names.

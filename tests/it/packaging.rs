@@ -104,7 +104,10 @@ fn the_debian_package_ships_binary_manuals_units_completions_and_examples() {
     let ctrl = tempfile::tempdir().unwrap();
     let st = Command::new("dpkg-deb").arg("-e").arg(&deb).arg(ctrl.path()).status().unwrap();
     assert!(st.success());
-    assert_eq!(std::fs::read_to_string(ctrl.path().join("conffiles")).unwrap(), "/etc/cron.d/csync\n");
+    assert_eq!(
+        std::fs::read_to_string(ctrl.path().join("conffiles")).unwrap(),
+        "/etc/cron.d/csync\n"
+    );
 }
 
 #[test]
