@@ -6,7 +6,6 @@ mod args;
 mod json;
 mod man;
 mod output;
-mod progress;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -36,10 +36,10 @@ fn schemas() -> BTreeMap<String, Value> {
 
 /// The subset of JSON Schema the document uses; `Err` names where and why.
 fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
-    if let Some(allowed) = schema.get("enum") {
-        if !allowed.as_array().unwrap().contains(v) {
-            return Err(format!("{at}: {v} not in {allowed}"));
-        }
+    if let Some(allowed) = schema.get("enum")
+        && !allowed.as_array().unwrap().contains(v)
+    {
+        return Err(format!("{at}: {v} not in {allowed}"));
     }
     if let Some(t) = schema.get("type") {
         let types: Vec<&str> = match t {
