@@ -43,6 +43,7 @@ pub mod logging;
 pub mod net;
 pub mod paths;
 pub mod pattern;
+pub mod progress;
 pub mod proto;
 pub mod scan;
 pub mod shell;

@@ -6,6 +6,7 @@ mod args;
 mod json;
 mod man;
 mod output;
+mod progress;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -700,7 +701,10 @@ fn update(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
         }
     };
     let port = args.port.unwrap_or(crate::net::DEFAULT_PORT);
-    let report = match node.update(&opts, &settings, port) {
+    let display = progress::Display::start(args.json || args.dry_run);
+    let report = node.update(&opts, &settings, port);
+    drop(display);
+    let report = match report {
         Ok(r) => r,
         Err(e) => return fail!("{e}"),
     };

@@ -287,6 +287,7 @@ impl Node {
                     s.spawn(move || {
                         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
                         let peer = target.name.clone();
+                        crate::progress::start(&peer, items.len());
                         match rt {
                             Ok(rt) => rt.block_on(push_peer(
                                 &target, &settings, &myname, &groups, items, ignore, wait,
@@ -660,6 +661,7 @@ async fn send_file<W: AsyncWrite + Unpin>(
         h.update(&buf[..n]);
         wr.send_data(id, &buf[..n]).await.map_err(|e| e.to_string())?;
         sent += n as u64;
+        crate::progress::sent(n);
     }
     wr.queue(&Msg::DataEnd { stream: id, hash: *h.finalize().as_bytes() })
         .map_err(|e| e.to_string())?;
@@ -820,7 +822,10 @@ where
     let mut enc = delta::Encoder::new(src, block_size, size, blocks).map_err(|e| e.to_string())?;
     loop {
         match enc.next_chunk() {
-            Ok(Some(chunk)) => wr.send_data(id, &chunk).await.map_err(|e| e.to_string())?,
+            Ok(Some(chunk)) => {
+                crate::progress::sent(chunk.len());
+                wr.send_data(id, &chunk).await.map_err(|e| e.to_string())?
+            }
             Ok(None) => break,
             Err(e) => return Err(format!("reading {}: {e}", crate::paths::display(&it.path))),
         }
@@ -846,6 +851,7 @@ fn on_outcome(
     report: &mut PeerReport,
     retry: &mut Vec<Item>,
 ) {
+    crate::progress::done();
     match outcome {
         Outcome::Applied | Outcome::InSync => {
             if let Some(why) = it.won.take() {

@@ -134,7 +134,9 @@ fn man_page_documents_every_mode() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with(".ie") || text.contains(".TH csync 1"), "{text}");
-    for flag in ["\\-x", "\\-T", "\\-\\-status", "\\-\\-new\\-cert", "\\-\\-ping", "Exit status"] {
+    for flag in
+        ["\\-x", "\\-T", "\\-\\-status", "\\-\\-new\\-cert", "\\-\\-ping", ".SH EXIT STATUS"]
+    {
         assert!(text.contains(flag), "man page lacks {flag}");
     }
     // The shipped copy is the generated one.

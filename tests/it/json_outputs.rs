@@ -263,3 +263,44 @@ fn under_journald_log_lines_carry_priorities_and_no_timestamps() {
     }
     assert!(text.lines().any(|l| l.starts_with("<6>") && l.contains("session open")), "{text}");
 }
+
+#[test]
+fn a_push_shows_progress_on_a_terminal_and_nothing_elsewhere() {
+    let net = Net::new("a_push_shows_progress_on_a_terminal", &["n1", "n2"], CFG);
+    let _d = net.daemon("n2", &[]);
+    let big: Vec<u8> =
+        (0..32u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(net.root("n1").join("big"), &big).unwrap();
+    let out = net.csync("n1").arg("-c").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Not a terminal (cron, units, pipes): silent, even when told to show at once.
+    let out = net.csync("n1").arg("-u").env("CSYNC_PROGRESS_AFTER_MS", "0").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "nothing but errors on a non-terminal");
+    assert_eq!(std::fs::read(net.root("n2").join("big")).unwrap().len(), big.len());
+
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        println!("skipped the terminal half: script(1) is not installed");
+        return;
+    }
+    let mut changed = big;
+    changed.reverse();
+    std::fs::write(net.root("n1").join("big"), &changed).unwrap();
+    assert!(net.csync("n1").arg("-c").output().unwrap().status.success());
+    let cmd = format!(
+        "CSYNC2_SYSTEM_DIR='{}' CSYNC_PROGRESS_AFTER_MS=0 '{}' -N n1 -p {} -D '{}' -u",
+        net.sysdir("n1").display(),
+        crate::net_util::bin().display(),
+        net.port,
+        net.path("db-n1").display()
+    );
+    // script(1) gives csync a pseudo-terminal and copies what it wrote.
+    let out =
+        std::process::Command::new("script").args(["-qefc", &cmd, "/dev/null"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("csync: n2 "), "no progress line on the terminal: {text:?}");
+    assert!(text.contains("files") && text.contains("/s"), "{text:?}");
+    assert!(text.ends_with("\r\x1b[K"), "the line is erased at the end: {text:?}");
+    assert_eq!(std::fs::read(net.root("n2").join("big")).unwrap(), changed);
+}
