@@ -6,9 +6,9 @@ complete -c csync -l new-ca -d 'Create a cluster CA in DIR (csync2_ssl_ca.pem an
 complete -c csync -l new-cert -d 'Create a certificate and key for host NAME, signed by the CA in --ca, into --out' -r
 complete -c csync -l ca -d 'The CA directory for --new-cert' -r -F
 complete -c csync -l out -d 'The output directory for --new-cert (csync2_ssl_cert.pem, csync2_ssl_key.pem, CA copy)' -r -F
-complete -c csync -l timeout -d 'Connect timeout in seconds: resolving, TCP, TLS and the handshake together (a dead peer costs at most this). Default 5' -r
-complete -c csync -l idle-timeout -d 'Idle timeout in seconds for every later read and write. Default 30' -r
-complete -c csync -l session-timeout -d 'Listener (-i, -ii): longest a peer\'s session may last, in seconds, however it stalls. Default 14400 (4 hours)' -r
+complete -c csync -l timeout -d 'Connect timeout in seconds: resolving, TCP, TLS and the handshake together (a dead peer costs at most this)' -r
+complete -c csync -l idle-timeout -d 'Idle timeout in seconds for every later read and write' -r
+complete -c csync -l session-timeout -d 'Listener (-i, -ii): longest a peer\'s session may last, in seconds, however it stalls (14400: 4 hours)' -r
 complete -c csync -s N -d 'This node\'s name (default: the host name, lower-cased)' -r
 complete -c csync -s C -d 'Config name: use <sysdir>/csync2_NAME.cfg and index <node>_NAME.db' -r
 complete -c csync -s D -d 'Index location: a directory, or a file ending in .db' -r

@@ -104,14 +104,14 @@ pub struct Args {
     #[arg(long, value_name = "DIR", help_heading = "Identities")]
     pub out: Option<PathBuf>,
     /// Connect timeout in seconds: resolving, TCP, TLS and the handshake together
-    /// (a dead peer costs at most this). Default 5.
+    /// (a dead peer costs at most this).
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub timeout: f64,
-    /// Idle timeout in seconds for every later read and write. Default 30.
+    /// Idle timeout in seconds for every later read and write.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub idle_timeout: f64,
     /// Listener (-i, -ii): longest a peer's session may last, in seconds,
-    /// however it stalls. Default 14400 (4 hours).
+    /// however it stalls (14400: 4 hours).
     #[arg(long, value_name = "SECS", default_value_t = 14400.0)]
     pub session_timeout: f64,
 
