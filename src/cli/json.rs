@@ -13,7 +13,6 @@ use serde_json::{Map, Value, json};
 
 use super::Exit;
 use crate::engine::update::{PathResult, UpdateReport};
-use crate::paths::display;
 
 thread_local! {
     /// The document this run prints (`None` without --json).
@@ -58,8 +57,10 @@ pub fn flush(exit: Exit) -> Exit {
     exit
 }
 
+/// A path for JSON: exact text (JSON escapes what a terminal must not see);
+/// only bytes that are not UTF-8 become U+FFFD, as in `-L --json`.
 fn text(b: &[u8]) -> String {
-    display(b)
+    String::from_utf8_lossy(b).into_owned()
 }
 
 /// `-c`'s part: what the check found.

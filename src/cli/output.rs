@@ -384,7 +384,7 @@ pub fn explain(c: &Config, arg: &Path, as_json: bool) -> Exit {
             };
             rows.push(json!({
                 "group": g.name,
-                "path": display(db),
+                "path": String::from_utf8_lossy(db),
                 "verdict": match level {
                     Level::Managed => "managed",
                     Level::StepInto => "walked",
