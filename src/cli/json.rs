@@ -1,60 +1,48 @@
 //! `--json`: one JSON document on stdout per run, in the shapes documented in
-//! `doc/json-schema.md` (a test validates every output against it).
-//!
-//! A run with several phases (`-x` is a check, an update and the actions it
-//! owes) fills one document: each phase [`put`]s its part, and [`flush`]
-//! prints the whole at the end with the run's outcome, so a script reads one
-//! object, never a stream of fragments.
+//! `doc/json-schema.md` (a test validates every output against it). A run
+//! with several phases (`-x` is a check, a push and the actions owed) is one
+//! document, never a stream of fragments.
 
-use std::cell::RefCell;
 use std::path::Path;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::Exit;
+use crate::engine::RunOutcome;
 use crate::engine::update::{PathResult, UpdateReport};
 
-thread_local! {
-    /// The document this run prints (`None` without --json).
-    static DOC: RefCell<Option<Map<String, Value>>> = const { RefCell::new(None) };
-}
-
-/// Starts collecting (only with --json; without it [`put`] does nothing).
-pub fn begin(json: bool) {
-    DOC.with(|d| *d.borrow_mut() = json.then(Map::new));
-}
-
-/// Whether --json is on for this run.
-pub fn on() -> bool {
-    DOC.with(|d| d.borrow().is_some())
-}
-
-/// Stops collecting: this mode printed its own document (`-T`), and what
-/// later phases report (its actions) goes to stderr only.
-pub fn end() {
-    DOC.with(|d| *d.borrow_mut() = None);
-}
-
-/// Adds one phase's part under `key`.
-pub fn put(key: &str, value: Value) {
-    DOC.with(|d| {
-        if let Some(m) = d.borrow_mut().as_mut() {
-            m.insert(key.to_string(), value);
+/// `-x`, `-c`, `-u`, `-m`, `-f` with `--json`: one document for the whole
+/// run, a part per phase that ran, `errors` for phases that failed as a
+/// whole, and the run's outcome (`exit` is the exit status).
+pub fn run(outcome: &RunOutcome, host: &str, exit: Exit) -> Value {
+    let mut doc = serde_json::Map::new();
+    let mut errors = Vec::new();
+    match &outcome.check {
+        Some(Ok(r)) => {
+            doc.insert("check".into(), check_report(r));
         }
-    });
-}
-
-/// Prints the collected document with `"ok"` and `"exit"`, if any phase put
-/// something (modes that print their own document put nothing).
-pub fn flush(exit: Exit) -> Exit {
-    let Some(mut m) = DOC.with(|d| d.borrow_mut().take()) else { return exit };
-    if m.is_empty() {
-        return exit;
+        Some(Err(e)) => errors.push(e.to_string()),
+        None => {}
     }
-    m.insert("ok".into(), Value::Bool(exit != Exit::Error));
-    m.insert("exit".into(), json!(exit as u8));
-    println!("{}", Value::Object(m));
-    exit
+    match &outcome.push {
+        Some(Ok(p)) => {
+            if let Some(r) = &p.report {
+                doc.insert("update".into(), update_report(r));
+            }
+        }
+        Some(Err(e)) => errors.push(e.to_string()),
+        None => {}
+    }
+    match &outcome.actions {
+        Ok(ran) => {
+            doc.insert("actions".into(), actions_ran(host, ran));
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    doc.insert("errors".into(), json!(errors));
+    doc.insert("ok".into(), Value::Bool(exit != Exit::Error));
+    doc.insert("exit".into(), json!(exit as u8));
+    Value::Object(doc)
 }
 
 /// A path for JSON: exact text (JSON escapes what a terminal must not see);
@@ -64,7 +52,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// `-c`'s part: what the check found.
-pub fn check_report(r: &crate::engine::CheckReport) -> Value {
+fn check_report(r: &crate::engine::CheckReport) -> Value {
     json!({
         "seen": r.seen,
         "marks": r.marks,
@@ -81,7 +69,7 @@ pub fn check_report(r: &crate::engine::CheckReport) -> Value {
 }
 
 /// `-u`'s part: per peer, what was pushed and what failed.
-pub fn update_report(r: &UpdateReport) -> Value {
+fn update_report(r: &UpdateReport) -> Value {
     let peers: Vec<Value> = r
         .peers
         .iter()
@@ -116,7 +104,7 @@ pub fn update_report(r: &UpdateReport) -> Value {
 }
 
 /// The actions run here at the end of a run.
-pub fn actions_ran(host: &str, ran: &[crate::engine::actions::Ran]) -> Value {
+fn actions_ran(host: &str, ran: &[crate::engine::actions::Ran]) -> Value {
     ran.iter()
         .map(|r| {
             json!({

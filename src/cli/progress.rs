@@ -1,8 +1,9 @@
 //! Progress of long transfers on a terminal: one line on stderr, redrawn
 //! four times a second, per peer entries done of planned, bytes sent and
 //! rate. Only when stderr is a terminal and the output is not JSON, and only
-//! once a push has run for a second, so a quick run and any run from cron or
-//! a unit print nothing extra. The line is erased when the push ends.
+//! once a run has gone on for a second and its push started, so a quick run
+//! and any run from cron or a unit print nothing extra. The line is erased
+//! when the run ends.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ pub struct Display {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// How long a push runs before its progress is shown. `CSYNC_PROGRESS_AFTER_MS`
+/// How long a run goes on before its progress is shown. `CSYNC_PROGRESS_AFTER_MS`
 /// overrides it (for the tests, which cannot make a transfer slow on cue).
 fn delay() -> Duration {
     std::env::var("CSYNC_PROGRESS_AFTER_MS")
