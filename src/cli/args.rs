@@ -46,14 +46,16 @@ csync2's other letters, accepted so scripts and units keep working:
   -S NAME PEER  list the index entries NAME shares with PEER (as -L)
   -T NAME PEER [PATH]  the in-sync test against PEER, as this node NAME
   -o [-r] PATH  print the managed paths below PATH (-P: of groups with those peers)
-  -iii          serve exactly one connection on the port, then exit
+  -iii          serve exactly one connection on the port, then exit (a first
+                contact with a new peer takes two: use -ii for that one)
   -W FD         with -c/-x: also check the NUL-separated paths read from FD
   -F            with -m: the marks are forced (as -f); elsewhere ignored
   -U, -X        with -TI: csync marks differences for every peer (-U's one-peer
                 limit is not needed: a peer that has the version costs nothing);
                 -X's deletions on the peer are not made: delete there by hand
-  -B -A -t -s F accepted, nothing to do: the index commits small transactions in
-                WAL mode (-B, -A); log lines carry their own time (-t, -s)
+  -B -A -t -s F -l  accepted, nothing to do: the index commits small
+                transactions in WAL mode (-B, -A); log lines carry their own
+                time (-t, -s); csync logs to stderr, the journal under systemd (-l)
   --import-csync2 [DB]  reuse a csync2 database (README: Migrating from csync2)
 
 Files: config <sysdir>/csync2.cfg (or csync2_NAME.cfg with -C NAME), where

@@ -32,7 +32,7 @@ fn csync2() -> Result<PathBuf, String> {
 
 /// True when something listens on TCP `port` at `addr` (read from
 /// /proc/net/tcp: a probe connection would use up `csync2 -iii`'s only one).
-fn listening(addr: &str, port: u16) -> bool {
+pub fn listening(addr: &str, port: u16) -> bool {
     let ip: Vec<u8> = addr.split('.').map(|x| x.parse().unwrap()).collect();
     let want = format!("{:02X}{:02X}{:02X}{:02X}:{port:04X}", ip[3], ip[2], ip[1], ip[0]);
     let any = format!("00000000:{port:04X}");
