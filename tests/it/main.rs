@@ -19,9 +19,10 @@ mod config_example;
 mod hostile;
 /// Issue 14: a real csync2 cluster imported with --import-csync2.
 mod migrate_csync2;
+/// Issue 14: an existing RSA PKI works, csync2's certificates are refused, --days.
+mod migrate_identity;
 /// Issue 14: every csync2 command-line letter.
 mod migrate_letters;
-/// Issue 14: every csync2 command-line letter.
 /// The shapes administrators write: single-file roots, own copies, `-cr /`, added nodes.
 mod real_setups;
 /// What a peer may create: devices, setuid bits, owners (the receiver's policy).
