@@ -67,6 +67,12 @@ pub struct ImportReport {
     pub errors: Vec<String>,
 }
 
+/// `(path, version)` rows agreed with one peer.
+type Agreed = Vec<(Vec<u8>, [u8; 32])>;
+
+/// A mark to make, keyed by `(path, peer)`: `(myname, changes, forced, base)`.
+type Marks = HashMap<(Vec<u8>, String), (String, Changes, bool, Base)>;
+
 /// csync2's default database for `myname` (and `-C NAME`).
 pub fn default_path(myname: &str, cfgname: Option<&str>) -> PathBuf {
     let file = match cfgname {
@@ -229,9 +235,8 @@ pub fn import(node: &mut Node, db: &Csync2Db) -> Result<ImportReport, String> {
     let owed: HashMap<(&[u8], &str), &Csync2Dirty> =
         db.dirty.iter().map(|d| ((d.path.as_slice(), d.peer.as_str()), d)).collect();
     let here: HashSet<&[u8]> = local.iter().map(|f| f.path.as_slice()).collect();
-    let mut agreed: HashMap<String, Vec<(Vec<u8>, [u8; 32])>> = HashMap::new();
-    // (path, peer) → (myname, changes, forced, base)
-    let mut marks: HashMap<(Vec<u8>, String), (String, Changes, bool, Base)> = HashMap::new();
+    let mut agreed: HashMap<String, Agreed> = HashMap::new();
+    let mut marks: Marks = HashMap::new();
     let mut peers: Vec<String> = Vec::new();
     for ag in &node.groups {
         for (peer, me) in &ag.push_to {

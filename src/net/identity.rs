@@ -321,8 +321,11 @@ impl Identity {
     }
 }
 
-/// One DER element: `(tag, whole element, contents)`, and the rest.
-fn der(b: &[u8]) -> Option<((u8, &[u8], &[u8]), &[u8])> {
+/// A DER element: `(tag, whole element, contents)`.
+type Tlv<'a> = (u8, &'a [u8], &'a [u8]);
+
+/// One DER element, and the rest.
+fn der(b: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     let (&tag, rest) = b.split_first()?;
     let (&l0, rest) = rest.split_first()?;
     let (len, rest) = if l0 < 0x80 {
