@@ -427,6 +427,18 @@ pub fn check(dir: &Path, myname: &str) -> Vec<Finding> {
         }
     }
     if missing {
+        // csync2's certificate without a CA beside it: say what it is, and the fix.
+        let leaf = fs::read(&cert_path).ok().and_then(|d| {
+            CertificateDer::pem_slice_iter(&d).next().and_then(Result::ok).map(|c| c.into_owned())
+        });
+        if let Some(why) = leaf.as_ref().and_then(csync2_style) {
+            let e = Error::Csync2Cert {
+                path: cert_path.clone(),
+                why: why.into(),
+                sysdir: dir.display().to_string(),
+            };
+            out.push(err(e.to_string()));
+        }
         return out;
     }
     let id = match Identity::load(dir) {

@@ -158,7 +158,7 @@ fn csync2_certificates_are_refused_with_the_replacement_commands() {
     );
     fs::set_permissions(sys.join("csync2_ssl_key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
     let check = |why: &str| {
-        for args in [&["-x"][..], &["--ping", "n2"], &["-ii"]] {
+        for args in [&["-x"][..], &["--ping", "n2"], &["-ii"], &["--check-config"]] {
             let out = net.csync("n1").args(args).output().unwrap();
             assert_eq!(out.status.code(), Some(1), "{args:?}");
             let e = stderr(&out);
