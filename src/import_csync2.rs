@@ -63,6 +63,10 @@ pub struct ImportReport {
     pub deleted: usize,
     /// Peers now counted as met.
     pub peers: Vec<String>,
+    /// Entries marked with the peers' version unknown (csync2's pending
+    /// rows, changes since its last check): where a peer already holds a
+    /// different copy, they meet as conflicts.
+    pub unknown_base: usize,
     /// Paths the scan could not read, with why.
     pub errors: Vec<String>,
 }
@@ -284,6 +288,9 @@ pub fn import(node: &mut Node, db: &Csync2Db) -> Result<ImportReport, String> {
             }
         }
     }
+    let unknown: HashSet<&[u8]> =
+        marks.iter().filter(|(_, m)| m.3 == Base::Unknown).map(|(k, _)| k.0.as_slice()).collect();
+    report.unknown_base = unknown.len();
     for (peer, rows) in &agreed {
         report.agreed += rows.len();
         node.index.set_peer_versions(peer, rows).map_err(|e| e.to_string())?;

@@ -222,5 +222,15 @@ pub(super) fn import(node: &mut Node, args: &Args) -> Exit {
         r.changed,
         r.deleted
     );
+    if r.unknown_base > 0 {
+        eprintln!(
+            "csync: warning: {} entries csync2 had not pushed (or that changed since its \
+             last check) are marked: csync2 kept no content hash, so which version each peer \
+             holds is unknown, and where a peer already holds a different copy they meet as \
+             conflicts (settled by the group's auto rule, or by csync -f PATH). Running \
+             csync2 -x on every node before importing avoids this.",
+            r.unknown_base
+        );
+    }
     if r.errors.is_empty() { Exit::Ok } else { Exit::Error }
 }
