@@ -401,4 +401,93 @@ mod tests {
         assert!(read(&other).unwrap_err().contains("not a csync2 database"));
         assert!(read(&dir.path().join("none.db3")).unwrap_err().contains("no such"));
     }
+
+    /// The classification end to end, on a node built from a config and an
+    /// in-memory index (runs where csync2 is not installed, unlike the
+    /// integration test with a real csync2 cluster).
+    #[test]
+    fn import_agrees_marks_and_deletes_as_csync2_knew() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        for f in ["same", "stale", "d/owed"] {
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("csync2.key"),
+            "Qm9vdHN0cmFwS2V5Rm9yVGVzdHMuT25seS5Ob3RBU2VjcmV0LkFiY2RlZmdoaWpr\n",
+        )
+        .unwrap();
+        let text = format!(
+            "group g {{ host n1 n2 n3; key csync2.key; include %p%; }}\n\
+             prefix p {{ on n1: {}; }}\n",
+            root.display()
+        );
+        let opts = crate::config::LoadOptions {
+            myname: "n1".into(),
+            sysdir: dir.path().into(),
+            active_groups: None,
+        };
+        let config = crate::config::load_str("csync2.cfg", &text, &opts).unwrap();
+        let mut node = Node::new(config, crate::index::Index::open_in_memory().unwrap()).unwrap();
+        let ck = |rel: &str| {
+            let md = std::fs::symlink_metadata(root.join(rel)).unwrap();
+            if md.is_dir() {
+                format!("v1:mode={}:uid={}:gid={}:type=dir", md.mode(), md.uid(), md.gid())
+            } else {
+                format!(
+                    "v1:mtime={}:mode={}:uid={}:gid={}:type=reg:size={}",
+                    md.mtime(),
+                    md.mode(),
+                    md.uid(),
+                    md.gid(),
+                    md.size()
+                )
+            }
+        };
+        let mut db = Csync2Db::default();
+        for rel in ["", "/d", "/same", "/d/owed"] {
+            db.files.insert(format!("%p%{rel}").into_bytes(), ck(rel.trim_start_matches('/')));
+        }
+        db.files.insert(b"%p%/stale".to_vec(), ck("stale").replace("size=5", "size=4"));
+        db.files.insert(b"%p%/gone".to_vec(), ck("same"));
+        db.dirty.push(Csync2Dirty {
+            path: b"%p%/d/owed".to_vec(),
+            forced: true,
+            myname: "n1".into(),
+            peer: "n2".into(),
+        });
+        let r = import(&mut node, &db).unwrap();
+        assert_eq!(r.peers, ["n2", "n3"]);
+        assert_eq!((r.dirty, r.changed, r.deleted), (1, 2, 2), "{r:?}");
+        // %p%, d, same for both peers; d/owed for n3 only.
+        assert_eq!(r.agreed, 7, "{r:?}");
+        let mut rows: Vec<(String, String, bool, Changes)> = node
+            .index
+            .dirty()
+            .unwrap()
+            .into_iter()
+            .map(|d| (String::from_utf8(d.path).unwrap(), d.peer, d.forced, d.changes))
+            .collect();
+        rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let want = |p: &str, peer: &str, forced, c| (p.to_string(), peer.to_string(), forced, c);
+        assert_eq!(
+            rows,
+            vec![
+                want("%p%/d/owed", "n2", true, Changes::MARKED),
+                want("%p%/gone", "n2", false, Changes::DELETE),
+                want("%p%/gone", "n3", false, Changes::DELETE),
+                want("%p%/stale", "n2", false, Changes::MARKED),
+                want("%p%/stale", "n3", false, Changes::MARKED),
+            ]
+        );
+        let same = node.index.file(b"%p%/same").unwrap().unwrap();
+        let v = crate::engine::wire::version(&same, node.ignore_fields());
+        assert_eq!(node.index.peer_version(b"%p%/same", "n3").unwrap(), Some(Some(v)));
+        assert_eq!(node.index.synced_peers().unwrap(), ["n2", "n3"]);
+        assert!(node.new_peers(&[]).unwrap().is_empty(), "first contact would list the peers");
+        let again = import(&mut node, &db).unwrap_err();
+        assert!(again.contains("has synced with n2, n3"), "{again}");
+    }
 }
