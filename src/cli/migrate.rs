@@ -234,3 +234,45 @@ pub(super) fn import(node: &mut Node, args: &Args) -> Exit {
     }
     if r.errors.is_empty() { Exit::Ok } else { Exit::Error }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(a: &[&str]) -> Result<Args, String> {
+        normalize(Args::try_parse_from(std::iter::once("csync").chain(a.iter().copied())).unwrap())
+    }
+
+    #[test]
+    fn dash_t_takes_this_node_and_a_peer_as_csync2_did() {
+        let a = parse(&["-T", "Alpha", "beta"]).unwrap();
+        assert_eq!(
+            (a.node.as_deref(), a.peers.as_slice(), a.paths.len()),
+            (Some("alpha"), &["beta".to_string()][..], 0)
+        );
+        let a = parse(&["-T", "alpha", "beta", "/etc/x"]).unwrap();
+        assert_eq!(a.paths, [PathBuf::from("/etc/x")]);
+        // -N agreeing is fine; contradicting is refused.
+        assert!(parse(&["-N", "alpha", "-T", "alpha", "beta"]).is_ok());
+        assert!(
+            parse(&["-N", "gamma", "-T", "alpha", "beta"]).unwrap_err().contains("not this node")
+        );
+        // A path (with a slash) stays a path.
+        let a = parse(&["-T", "/etc/a", "/etc/b"]).unwrap();
+        assert_eq!((a.node, a.paths.len()), (None, 2));
+        assert_eq!(parse(&["-T", "/etc/a"]).unwrap().paths.len(), 1);
+    }
+
+    #[test]
+    fn dash_h_is_help_alone_and_a_hint_with_paths() {
+        let a = parse(&["-h"]).unwrap();
+        assert_eq!(a.mode(), Ok(super::super::Mode::Hint));
+        let a = parse(&["-x", "-h"]).unwrap();
+        assert_eq!(a.mode(), Ok(super::super::Mode::Sync));
+        assert!(
+            Args::try_parse_from(["csync", "--help"])
+                .is_err_and(|e| e.kind() == clap::error::ErrorKind::DisplayHelp)
+        );
+    }
+}
