@@ -5,6 +5,7 @@
 mod args;
 mod migrate;
 mod output;
+mod report;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use clap::Parser;
 pub use args::{Args, Mode};
 
 use crate::config::{self, Config, LoadOptions};
-use crate::engine::{self, CheckOptions, Node};
+use crate::engine::{self, Node};
 use crate::index::Index;
 use crate::paths;
 
@@ -184,29 +185,20 @@ pub fn run(args: &Args) -> Exit {
         Err(exit) => return exit,
     };
     match mode {
-        Mode::Check { update: false } => {
-            let c = check(&mut node, args);
-            worst(c, run_actions(&mut node, args))
-        }
+        Mode::Check { update: false } => report::sync_run(&mut node, args, &sysdir, true, false),
         Mode::Sync | Mode::Check { update: true } => {
-            let c = check(&mut node, args);
-            let u = update(&mut node, args, &sysdir);
-            let c = if c == Exit::Ok { u } else { Exit::Error };
-            worst(c, run_actions(&mut node, args))
+            report::sync_run(&mut node, args, &sysdir, true, true)
         }
-        Mode::Update => {
-            let u = update(&mut node, args, &sysdir);
-            worst(u, run_actions(&mut node, args))
-        }
+        Mode::Update => report::sync_run(&mut node, args, &sysdir, false, true),
         Mode::Test => {
             let t = in_sync_test(&mut node, args, &sysdir);
-            worst(t, run_actions(&mut node, args))
+            worst(t, report::actions_only(&mut node, args))
         }
         Mode::Mark | Mode::Force => {
             // Marking checks the paths first: real changes found owe their
             // do-local actions like those a -c finds.
             let m = mark(&mut node, args, mode == Mode::Force || args.forced_marks);
-            worst(m, run_actions(&mut node, args))
+            worst(m, report::actions_only(&mut node, args))
         }
         Mode::List => output::list(&node, args.json),
         Mode::Status => output::status(&node, args.json),
@@ -333,81 +325,9 @@ fn report_scan_problems(report: &engine::CheckReport) -> bool {
     report.errors.is_empty()
 }
 
-fn check(node: &mut Node, args: &Args) -> Exit {
-    let opts = CheckOptions {
-        paths: args.paths.clone(),
-        recursive: args.recursive || args.paths.is_empty(),
-        init: args.init,
-    };
-    match node.check(&opts) {
-        Ok(report) => {
-            if args.verbose > 0 {
-                for (p, c) in &report.changed {
-                    eprintln!("csync: {c}\t{}", paths::display(p));
-                }
-                eprintln!(
-                    "csync: checked {} entries: {} changed, {} dirty marks",
-                    report.seen,
-                    report.changed.len(),
-                    report.marks
-                );
-                if args.verbose > 1 {
-                    for (phase, dt) in &report.timings {
-                        eprintln!("csync: {phase}: {:.1} ms", dt.as_secs_f64() * 1000.0);
-                    }
-                }
-            }
-            if report_scan_problems(&report) { Exit::Ok } else { Exit::Error }
-        }
-        Err(e) => fail!("{e}"),
-    }
-}
-
 /// The worse of two outcomes (an error wins).
 fn worst(a: Exit, b: Exit) -> Exit {
     if a == Exit::Error || b == Exit::Error { Exit::Error } else { a }
-}
-
-/// The end of a run: the actions its own changes owe here (`do-local`), and
-/// any a crashed run left behind. A dry run runs nothing.
-fn run_actions(node: &mut Node, args: &Args) -> Exit {
-    if args.dry_run {
-        return Exit::Ok;
-    }
-    if std::env::var_os(crate::action::IN_ACTION).is_some() {
-        // Started by an action, which holds the run lock until it ends: what
-        // this run owes is left for the next run (an orphan by then).
-        return Exit::Ok;
-    }
-    let owner = node.actions.owner().to_string();
-    let host = node.config.myname.clone();
-    let ran = match engine::actions::run_owed(&mut node.index, &owner, &host, &mut || {}) {
-        Ok(r) => r,
-        Err(e) => return fail!("{e}"),
-    };
-    let mut exit = Exit::Ok;
-    for r in &ran {
-        let n = r.paths.len();
-        if r.result.status.ok() {
-            if args.verbose > 0 {
-                eprintln!(
-                    "csync: action '{}' (group {}) ran for {n} paths: {} in {:.0} ms",
-                    r.command,
-                    r.group,
-                    r.result.status,
-                    r.result.elapsed.as_secs_f64() * 1e3
-                );
-            }
-        } else {
-            exit = fail!(
-                "action '{}' (group {}) for {n} paths: {}",
-                r.command,
-                r.group,
-                r.result.status
-            );
-        }
-    }
-    exit
 }
 
 /// `--ack-failed [HOST]`: forgets recorded action failures, all or one host's.
@@ -644,122 +564,6 @@ fn client_settings(args: &Args, sysdir: &Path) -> Result<crate::net::client::Cli
         connect_timeout: secs(args.timeout),
         idle_timeout: secs(args.idle_timeout),
     })
-}
-
-fn update(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
-    let mut paths = Vec::new();
-    for p in &args.paths {
-        let forms = node.arg_forms(p, args.recursive);
-        if forms.is_empty() {
-            eprintln!("csync: {}: not managed by any group; ignored", p.display());
-        }
-        paths.extend(forms.into_iter().map(|(db, _)| (db, args.recursive)));
-    }
-    if !args.paths.is_empty() && paths.is_empty() {
-        return Exit::Error;
-    }
-    let opts = crate::engine::update::UpdateOptions {
-        peers: args.peers.iter().map(|p| p.to_lowercase()).collect(),
-        paths,
-        dry_run: args.dry_run,
-    };
-    // Nothing dirty and every peer met before: nothing to connect for.
-    match (node.index.dirty(), node.new_peers(&opts.peers)) {
-        (Ok(rows), Ok(fresh)) if rows.is_empty() && fresh.is_empty() => return Exit::Ok,
-        (Ok(_), Ok(_)) => {}
-        (Err(e), _) => return fail!("{e}"),
-        (_, Err(e)) => return fail!("{e}"),
-    }
-    let settings = if args.dry_run {
-        // A dry run connects nowhere: any settings do.
-        match client_settings(args, sysdir) {
-            Ok(s) => s,
-            Err(_) => return dry_run_without_identity(node, &opts),
-        }
-    } else {
-        match client_settings(args, sysdir) {
-            Ok(s) => s,
-            Err(e) => return e,
-        }
-    };
-    let port = args.port.unwrap_or(crate::net::DEFAULT_PORT);
-    let report = match node.update(&opts, &settings, port) {
-        Ok(r) => r,
-        Err(e) => return fail!("{e}"),
-    };
-    print_update(&report, args.verbose)
-}
-
-fn dry_run_without_identity(node: &mut Node, opts: &crate::engine::update::UpdateOptions) -> Exit {
-    // Planning needs no certificate; only connecting does.
-    let dummy = crate::net::client::ClientSettings {
-        tls: std::sync::Arc::new(
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports TLS 1.3")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        ),
-        connect_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(1),
-    };
-    match node.update(opts, &dummy, 0) {
-        Ok(r) => print_update(&r, 0),
-        Err(e) => fail!("{e}"),
-    }
-}
-
-fn print_update(report: &crate::engine::update::UpdateReport, verbose: u8) -> Exit {
-    use crate::engine::update::PathResult;
-    for line in &report.planned {
-        println!("{line}");
-    }
-    for (root, n) in &report.guarded {
-        eprintln!(
-            "csync: include root {} is missing, empty or no longer a directory here: {n} deletes held back (force them with: csync -f -r PATH)",
-            paths::display(root)
-        );
-    }
-    for p in &report.peers {
-        if let Some(e) = &p.error {
-            eprintln!("csync: peer {}: {e}", p.peer);
-        }
-        for (path, why) in p.problems() {
-            eprintln!("csync: peer {}: {}: {why}", p.peer, paths::display(path));
-        }
-        for a in &p.actions {
-            if !a.ok {
-                eprintln!(
-                    "csync: peer {}: action '{}' (group {}) for {} paths: {}",
-                    p.peer, a.command, a.group, a.paths, a.status
-                );
-            } else if verbose > 0 {
-                eprintln!(
-                    "csync: peer {}: action '{}' (group {}) ran for {} paths: {}",
-                    p.peer, a.command, a.group, a.paths, a.status
-                );
-            }
-        }
-        if verbose > 0 {
-            let done = p.paths.iter().filter(|(_, r)| *r == PathResult::Done).count();
-            for (path, r) in &p.paths {
-                if let PathResult::Lost(why) = r {
-                    eprintln!(
-                        "csync: peer {}: {}: conflict lost ({why}); its version will come from there",
-                        p.peer,
-                        paths::display(path)
-                    );
-                }
-            }
-            eprintln!(
-                "csync: peer {}: {done} entries in sync, {} bytes of content sent",
-                p.peer, p.bytes
-            );
-        }
-    }
-    if report.is_clean() { Exit::Ok } else { Exit::Error }
 }
 
 fn in_sync_test(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {

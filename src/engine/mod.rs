@@ -10,6 +10,7 @@ pub mod insync;
 mod maintain;
 pub mod receive;
 pub mod remote;
+pub mod run;
 pub mod update;
 pub mod wire;
 
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub use check::{CheckOptions, CheckReport};
 pub use maintain::{mark_paths, prune};
+pub use run::{PushOutcome, PushRequest, RunOutcome, RunRequest};
 
 use crate::config::{Config, Group};
 use crate::index::{Index, IndexedFile};

@@ -40,6 +40,25 @@ pub struct ClientSettings {
     pub idle_timeout: Duration,
 }
 
+impl ClientSettings {
+    /// Settings for a dry run on a node without an identity: planning needs
+    /// no certificate, and a dry run connects nowhere.
+    pub fn offline() -> ClientSettings {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.3")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        ClientSettings {
+            tls: Arc::new(tls),
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Why a peer could not be used. `Display` is a sentence for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
