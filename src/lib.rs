@@ -37,6 +37,7 @@ pub mod diag;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod import_csync2;
 pub mod index;
 pub mod keygen;
 pub mod logging;

@@ -6,11 +6,33 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser};
 
 const AFTER_HELP: &str = "\
+Identities: csync --new-ca DIR [--days N]; csync --new-cert NAME --ca DIR --out DIR2
+[--days N] (validity: CA 7300 days, node certificates 3650 by default).
 Each node needs csync2_ssl_ca.pem, csync2_ssl_cert.pem and csync2_ssl_key.pem
 (0600) in the system dir.
 
 Exit status: 0 success; 1 any error (failed peer, conflict, failed action, bad
 config); 2 a listing found nothing, or -T found everything in sync.
+
+csync2's other letters, accepted so scripts and units keep working:
+  -h PATH...    csync2's hints (for -c without paths): csync has no hint table and
+                -c always checks everything, so hints are accepted and dropped;
+                -h alone prints this help (csync2 has no --help)
+  -H            list hints: always empty (exit 2)
+  -S NAME PEER  list the index entries NAME shares with PEER (as -L)
+  -T NAME PEER [PATH]  the in-sync test against PEER, as this node NAME
+  -o [-r] PATH  print the managed paths below PATH (-P: of groups with those peers)
+  -iii          serve exactly one connection on the port, then exit (a first
+                contact with a new peer takes two: use -ii for that one)
+  -W FD         with -c/-x: also check the NUL-separated paths read from FD
+  -F            with -m: the marks are forced (as -f); elsewhere ignored
+  -U, -X        with -TI: csync marks differences for every peer (-U's one-peer
+                limit is not needed: a peer that has the version costs nothing);
+                -X's deletions on the peer are not made: delete there by hand
+  -B -A -t -s F -l  accepted, nothing to do: the index commits small
+                transactions in WAL mode (-B, -A); log lines carry their own
+                time (-t, -s); csync logs to stderr, the journal under systemd (-l)
+  --import-csync2 [DB]  reuse a csync2 database (README: Migrating from csync2)
 
 Files: config <sysdir>/csync2.cfg (or csync2_NAME.cfg with -C NAME), where
 sysdir is $CSYNC2_SYSTEM_DIR or /etc; index /var/lib/csync/<node>[_NAME].db.
@@ -156,8 +178,58 @@ pub struct Args {
     #[arg(short = 'l', hide = true)]
     pub syslog: bool,
     /// Print help.
-    #[arg(short = 'h', long, action = ArgAction::Help)]
+    #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
+    /// csync2's `-h` (add hints; alone: print help). See the letters below.
+    #[arg(short = 'h', hide = true)]
+    pub hint: bool,
+    /// csync2's `-H` (list hints): there are none.
+    #[arg(short = 'H', hide = true)]
+    pub list_hints: bool,
+    /// csync2's `-S NAME PEER`: index entries relevant to that pair.
+    #[arg(short = 'S', hide = true)]
+    pub list_pair: bool,
+    /// csync2's `-o`: the managed paths below the given PATHs.
+    #[arg(short = 'o', hide = true)]
+    pub compare: bool,
+    /// csync2's `-B` (no big transactions): nothing to do.
+    #[arg(short = 'B', hide = true)]
+    pub no_big_transactions: bool,
+    /// csync2's `-A` (sqlite synchronous=OFF): nothing to do.
+    #[arg(short = 'A', hide = true)]
+    pub db_async: bool,
+    /// csync2's `-t` (timestamps in the debug output): nothing to do.
+    #[arg(short = 't', hide = true)]
+    pub timestamps: bool,
+    /// csync2's `-s FILE` (timestamps into FILE): nothing to do.
+    #[arg(short = 's', value_name = "FILE", hide = true)]
+    pub stamps_file: Option<PathBuf>,
+    /// csync2's `-X` (with -TI: mark remote-only entries for deletion).
+    #[arg(short = 'X', hide = true)]
+    pub mark_remote: bool,
+    /// csync2's `-U` (with -TI: mark only towards the tested peer).
+    #[arg(short = 'U', hide = true)]
+    pub mark_one_peer: bool,
+    /// csync2's `-F` (new dirty marks are forced).
+    #[arg(short = 'F', hide = true)]
+    pub forced_marks: bool,
+    /// csync2's `-W FD`: NUL-separated paths to check, read from file descriptor FD.
+    #[arg(short = 'W', value_name = "FD", hide = true)]
+    pub paths_fd: Option<u32>,
+    /// Import a csync2 2.0 database (default /var/lib/csync2/<node>[_NAME].db3,
+    /// only read): its agreed and dirty state becomes this index's.
+    #[arg(
+        long,
+        value_name = "DB",
+        num_args = 0..=1,
+        default_missing_value = "",
+        help_heading = "Modes"
+    )]
+    pub import_csync2: Option<PathBuf>,
+    /// Validity in days of what --new-ca / --new-cert create.
+    #[arg(long, value_name = "N", help_heading = "Identities",
+          value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub days: Option<u32>,
     /// Print the man page (roff) and exit: `csync --man > csync.1`.
     #[arg(long, hide = true)]
     pub man: bool,
@@ -218,6 +290,16 @@ pub enum Mode {
     NewCa,
     /// `--new-cert NAME --ca DIR --out DIR`.
     NewCert,
+    /// csync2's `-h PATH…` (alone: help).
+    Hint,
+    /// csync2's `-H`.
+    ListHints,
+    /// csync2's `-S NAME PEER`.
+    ListPair,
+    /// csync2's `-o PATH…`.
+    Compare,
+    /// `--import-csync2 [DB]`.
+    ImportCsync2,
 }
 
 impl Args {
@@ -251,6 +333,14 @@ impl Args {
         add(self.ack_failed.is_some(), Mode::AckFailed, "--ack-failed");
         add(self.new_ca.is_some(), Mode::NewCa, "--new-ca");
         add(self.new_cert.is_some(), Mode::NewCert, "--new-cert");
+        add(self.list_hints, Mode::ListHints, "-H");
+        add(self.list_pair, Mode::ListPair, "-S");
+        add(self.compare, Mode::Compare, "-o");
+        add(self.import_csync2.is_some(), Mode::ImportCsync2, "--import-csync2");
+        // csync2's -h is a mode of its own; beside another mode it changes nothing.
+        if self.hint && modes.is_empty() {
+            modes.push((Mode::Hint, "-h"));
+        }
         match modes.as_slice() {
             [] => {
                 Err("no mode given: use one of -x -c -u -m -f -M -L -T -R -i -k (see --help)"

@@ -5,6 +5,7 @@
 mod args;
 mod json;
 mod man;
+mod migrate;
 mod output;
 mod progress;
 mod report;
@@ -68,6 +69,10 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command line.
 pub fn run(args: &Args) -> Exit {
+    let args = &match migrate::normalize(args.clone()) {
+        Ok(a) => a,
+        Err(msg) => return fail!("{msg}"),
+    };
     if args.man {
         return match man::page() {
             Ok(out) => output_bytes(&out),
@@ -97,7 +102,10 @@ pub fn run(args: &Args) -> Exit {
     match mode {
         Mode::NewCa => {
             let dir = args.new_ca.as_deref().expect("mode says --new-ca was given");
-            return match crate::net::identity::new_ca(dir) {
+            return match crate::net::identity::new_ca_for(
+                dir,
+                args.days.unwrap_or(crate::net::identity::CA_DAYS),
+            ) {
                 Ok((cert, key)) => {
                     println!(
                         "created {} and {} (keep the key safe)",
@@ -115,7 +123,12 @@ pub fn run(args: &Args) -> Exit {
                 args.ca.as_deref().expect("clap requires --ca"),
                 args.out.as_deref().expect("clap requires --out"),
             );
-            return match crate::net::identity::new_cert(&name.to_lowercase(), ca, out) {
+            return match crate::net::identity::new_cert_for(
+                &name.to_lowercase(),
+                ca,
+                out,
+                args.days.unwrap_or(crate::net::identity::CERT_DAYS),
+            ) {
                 Ok(written) => {
                     for p in written {
                         println!("created {}", p.display());
@@ -126,6 +139,9 @@ pub fn run(args: &Args) -> Exit {
             };
         }
         _ => {}
+    }
+    if mode == Mode::Hint {
+        return migrate::hint(args);
     }
     if mode == Mode::Keygen {
         let file = args.keygen.as_deref().expect("mode says -k was given");
@@ -168,7 +184,10 @@ pub fn run(args: &Args) -> Exit {
             let p = args.explain.as_deref().expect("mode says --explain was given");
             return output::explain(&config, p, args.json);
         }
+        Mode::Serve if args.serve >= 3 => return migrate::serve_once(args, &config, &sysdir),
         Mode::Serve => return serve(args, &config, &sysdir, activated),
+        Mode::ListHints => return migrate::list_hints(),
+        Mode::Compare => return migrate::compare(config, args),
         Mode::Ping => return ping(args, &config, &sysdir),
         Mode::Test => {}
         _ => {}
@@ -190,7 +209,7 @@ pub fn run(args: &Args) -> Exit {
         Mode::Mark | Mode::Force => {
             // Marking checks the paths first: real changes found owe their
             // do-local actions like those a -c finds.
-            let m = mark(&mut node, args, mode == Mode::Force);
+            let m = mark(&mut node, args, mode == Mode::Force || args.forced_marks);
             worst(m, report::actions_only(&mut node, args))
         }
         Mode::List => output::list(&node, args.json),
@@ -219,6 +238,8 @@ pub fn run(args: &Args) -> Exit {
             }
         }
         Mode::AckFailed => ack_failed(&mut node, args),
+        Mode::ListPair => migrate::list_pair(&node, args),
+        Mode::ImportCsync2 => migrate::import(&mut node, args),
         Mode::ListDirty => output::list_dirty(&node, args.json),
         Mode::Prune => {
             if !args.groups.is_empty() {

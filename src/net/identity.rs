@@ -64,6 +64,23 @@ pub enum Error {
         /// The certificate file.
         cert: PathBuf,
     },
+    /// csync2's own kind of certificate: self-signed, one shared by every
+    /// node, X.509 v1. It names no node, so peers cannot be told apart.
+    #[error(
+        "{path}: {why}: this is csync2's kind of certificate (self-signed, the same on every \
+         node), which only proves membership; csync needs one certificate per node, signed by \
+         a cluster CA, so each peer is known by name. Replace it: csync --new-ca DIR (once, \
+         for the cluster); csync --new-cert NAME --ca DIR --out {sysdir} (on each node, NAME \
+         its host name)"
+    )]
+    Csync2Cert {
+        /// The certificate file.
+        path: PathBuf,
+        /// What makes it csync2's.
+        why: String,
+        /// Where the new identity goes.
+        sysdir: String,
+    },
     /// Certificate generation failed.
     #[error("cannot create certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
@@ -94,6 +111,28 @@ fn year_from_now(years: i32) -> i32 {
     1970 + (secs / 31_556_952) as i32 + years
 }
 
+/// Default validity of a new CA (`--new-ca` without `--days`).
+pub const CA_DAYS: u32 = 7300;
+/// Default validity of a new node certificate (`--new-cert` without `--days`).
+pub const CERT_DAYS: u32 = 3650;
+
+/// The UTC date `days` from now (civil-from-days, no time crate needed).
+fn date_in(days: u32) -> (i32, u8, u8) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let z = now / 86_400 + i64::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
+}
+
 /// `csync --new-ca DIR`: a new cluster CA (ECDSA P-256), written to
 /// `DIR/csync2_ssl_ca.pem` and `DIR/csync2_ssl_ca.key` (0600). Refuses to
 /// overwrite either file.
@@ -101,6 +140,14 @@ fn year_from_now(years: i32) -> i32 {
 /// # Errors
 /// When a file exists or cannot be written.
 pub fn new_ca(dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
+    new_ca_for(dir, CA_DAYS)
+}
+
+/// [`new_ca`], valid for `days` from now (`--days`).
+///
+/// # Errors
+/// As [`new_ca`].
+pub fn new_ca_for(dir: &Path, days: u32) -> Result<(PathBuf, PathBuf), Error> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let cert_path = dir.join(CA_CERT);
     let key_path = dir.join(CA_KEY);
@@ -120,7 +167,8 @@ pub fn new_ca(dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = rcgen::date_time_ymd(year_from_now(-1), 1, 1);
-    params.not_after = rcgen::date_time_ymd(year_from_now(20), 1, 1);
+    let (y, m, d) = date_in(days);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
     let cert = params.self_signed(&key)?;
     write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
@@ -136,6 +184,19 @@ pub fn new_ca(dir: &Path) -> Result<(PathBuf, PathBuf), Error> {
 /// # Errors
 /// When the CA cannot be read, or a target file exists.
 pub fn new_cert(name: &str, ca_dir: &Path, out: &Path) -> Result<Vec<PathBuf>, Error> {
+    new_cert_for(name, ca_dir, out, CERT_DAYS)
+}
+
+/// [`new_cert`], valid for `days` from now (`--days`).
+///
+/// # Errors
+/// As [`new_cert`].
+pub fn new_cert_for(
+    name: &str,
+    ca_dir: &Path,
+    out: &Path,
+    days: u32,
+) -> Result<Vec<PathBuf>, Error> {
     let ca_cert_path = ca_dir.join(CA_CERT);
     let ca_key_path = ca_dir.join(CA_KEY);
     let ca_pem = fs::read_to_string(&ca_cert_path).map_err(io_err(&ca_cert_path))?;
@@ -170,7 +231,8 @@ pub fn new_cert(name: &str, ca_dir: &Path, out: &Path) -> Result<Vec<PathBuf>, E
         vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     params.not_before = rcgen::date_time_ymd(year_from_now(-1), 1, 1);
-    params.not_after = rcgen::date_time_ymd(year_from_now(10), 1, 1);
+    let (y, m, d) = date_in(days);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
     let cert = params.signed_by(&key, &issuer)?;
     write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;
@@ -236,8 +298,15 @@ impl Identity {
             }
             Ok(v)
         };
-        let ca = certs(&ca_path)?;
         let chain = certs(&cert_path)?;
+        if let Some(why) = csync2_style(&chain[0]) {
+            return Err(Error::Csync2Cert {
+                path: cert_path,
+                why: why.into(),
+                sysdir: dir.display().to_string(),
+            });
+        }
+        let ca = certs(&ca_path)?;
         let data = fs::read(&key_path).map_err(io_err(&key_path))?;
         let key = PrivateKeyDer::from_pem_slice(&data).map_err(|e| Error::Pem {
             path: key_path.clone(),
@@ -249,6 +318,53 @@ impl Identity {
             return Err(Error::KeyMismatch { key: key_path, cert: cert_path });
         }
         Ok(Identity { ca, chain, key })
+    }
+}
+
+/// A DER element: `(tag, whole element, contents)`.
+type Tlv<'a> = (u8, &'a [u8], &'a [u8]);
+
+/// One DER element, and the rest.
+fn der(b: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    let (&l0, rest) = rest.split_first()?;
+    let (len, rest) = if l0 < 0x80 {
+        (usize::from(l0), rest)
+    } else {
+        let n = usize::from(l0 & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |a, &x| a << 8 | usize::from(x)), &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let head = b.len() - rest.len();
+    Some(((tag, &b[..head + len], &rest[..len]), &rest[len..]))
+}
+
+/// Why a node certificate looks like csync2's own (`make cert`: X.509 v1,
+/// self-signed, shared by every node), or `None`. Read straight from the
+/// DER (the version field and whether issuer equals subject).
+fn csync2_style(cert: &CertificateDer<'_>) -> Option<&'static str> {
+    let ((_, _, cert), _) = der(cert.as_ref())?;
+    let ((_, _, tbs), _) = der(cert)?;
+    let (first, mut rest) = der(tbs)?;
+    // TBSCertificate: [0] version (absent in v1), serial, signature, issuer, validity, subject.
+    let v1 = first.0 != 0xa0;
+    if !v1 {
+        let (_serial, r) = der(rest)?;
+        rest = r;
+    }
+    let (_sig, rest) = der(rest)?;
+    let ((_, issuer, _), rest) = der(rest)?;
+    let (_validity, rest) = der(rest)?;
+    let ((_, subject, _), _) = der(rest)?;
+    match (v1, issuer == subject) {
+        (true, _) => Some("an X.509 version 1 certificate"),
+        (false, true) => Some("a self-signed certificate"),
+        _ => None,
     }
 }
 
@@ -311,6 +427,18 @@ pub fn check(dir: &Path, myname: &str) -> Vec<Finding> {
         }
     }
     if missing {
+        // csync2's certificate without a CA beside it: say what it is, and the fix.
+        let leaf = fs::read(&cert_path).ok().and_then(|d| {
+            CertificateDer::pem_slice_iter(&d).next().and_then(Result::ok).map(|c| c.into_owned())
+        });
+        if let Some(why) = leaf.as_ref().and_then(csync2_style) {
+            let e = Error::Csync2Cert {
+                path: cert_path.clone(),
+                why: why.into(),
+                sysdir: dir.display().to_string(),
+            };
+            out.push(err(e.to_string()));
+        }
         return out;
     }
     let id = match Identity::load(dir) {

@@ -19,6 +19,12 @@ mod config_example;
 mod hostile;
 /// Issue 14 (operations): every --json output against doc/json-schema.md, --prometheus, journald logs.
 mod json_outputs;
+/// Issue 14: a real csync2 cluster imported with --import-csync2.
+mod migrate_csync2;
+/// Issue 14: an existing RSA PKI works, csync2's certificates are refused, --days.
+mod migrate_identity;
+/// Issue 14: every csync2 command-line letter.
+mod migrate_letters;
 /// Issue 14 (operations): the Debian package, systemd units, cron example.
 mod packaging;
 /// The shapes administrators write: single-file roots, own copies, `-cr /`, added nodes.
