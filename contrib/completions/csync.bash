@@ -23,7 +23,7 @@ _csync() {
 
     case "${cmd}" in
         csync)
-            opts="-x -c -u -m -f -M -L -T -R -i -k -r -I -d -v -N -C -D -p -P -G -l -h -V --check-config --explain --status --ack-conflicts --ack-failed --ping --new-ca --new-cert --ca --out --timeout --idle-timeout --session-timeout --config --json --help --man --completions --prometheus --version"
+            opts="-x -c -u -m -f -M -L -T -R -i -k -r -I -d -v -N -C -D -p -P -G -l -h -H -S -o -B -A -t -s -X -U -F -W -V --check-config --explain --status --ack-conflicts --ack-failed --ping --new-ca --new-cert --ca --out --timeout --idle-timeout --session-timeout --config --json --help --import-csync2 --days --man --completions --prometheus --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -98,6 +98,22 @@ _csync() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -W)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --import-csync2)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --days)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -16,6 +16,10 @@ complete -c csync -s p -d 'TCP port (default 30865)' -r
 complete -c csync -s P -d 'Only these peers (comma-separated)' -r
 complete -c csync -s G -d 'Only these groups (comma-separated)' -r
 complete -c csync -l config -d 'Use this config file (overrides -C and the system dir)' -r -F
+complete -c csync -s s -d 'csync2\'s `-s FILE` (timestamps into FILE): nothing to do' -r -F
+complete -c csync -s W -d 'csync2\'s `-W FD`: NUL-separated paths to check, read from file descriptor FD' -r
+complete -c csync -l import-csync2 -d 'Import a csync2 2.0 database (default /var/lib/csync2/<node>[_NAME].db3, only read): its agreed and dirty state becomes this index\'s' -r -F
+complete -c csync -l days -d 'Validity in days of what --new-ca / --new-cert create' -r
 complete -c csync -l completions -d 'Print a completion script for SHELL and exit (used by packaging)' -r -f -a "bash\t''
 elvish\t''
 fish\t''
@@ -40,7 +44,17 @@ complete -c csync -s d -d 'Dry run: say what would be sent, change nothing anywh
 complete -c csync -s v -d 'More detail (-v, -vv, -vvv); silent on success by default'
 complete -c csync -l json -d 'Output one JSON document on stdout (listings, -x/-u/-c and -T reports, --status, --ping, --check-config, --explain); see doc/json-schema.md'
 complete -c csync -s l -d 'Accepted for csync2 compatibility (-l: log to syslog); csync logs to stderr'
-complete -c csync -s h -l help -d 'Print help'
+complete -c csync -l help -d 'Print help'
+complete -c csync -s h -d 'csync2\'s `-h` (add hints; alone: print help). See the letters below'
+complete -c csync -s H -d 'csync2\'s `-H` (list hints): there are none'
+complete -c csync -s S -d 'csync2\'s `-S NAME PEER`: index entries relevant to that pair'
+complete -c csync -s o -d 'csync2\'s `-o`: the managed paths below the given PATHs'
+complete -c csync -s B -d 'csync2\'s `-B` (no big transactions): nothing to do'
+complete -c csync -s A -d 'csync2\'s `-A` (sqlite synchronous=OFF): nothing to do'
+complete -c csync -s t -d 'csync2\'s `-t` (timestamps in the debug output): nothing to do'
+complete -c csync -s X -d 'csync2\'s `-X` (with -TI: mark remote-only entries for deletion)'
+complete -c csync -s U -d 'csync2\'s `-U` (with -TI: mark only towards the tested peer)'
+complete -c csync -s F -d 'csync2\'s `-F` (new dirty marks are forced)'
 complete -c csync -l man -d 'Print the man page (roff) and exit: `csync --man > csync.1`'
 complete -c csync -l prometheus -d '`--status` as Prometheus text (node_exporter\'s textfile collector); exits 0 whenever the metrics were written'
 complete -c csync -s V -l version -d 'Print version'
