@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 /// pushed, a file being copied should not be pushed half-done.
 pub const WRITE_GRACE: Duration = Duration::from_secs(2);
 
+/// A file written to without pause (a log kept open) is checked anyway
+/// after this long: what it holds then is pushed, the rest next time.
+pub const WRITE_CAP: Duration = Duration::from_secs(30);
+
 /// While a peer's transfer is landing here (its temporaries come and go),
 /// the burst waits up to this long for it to end, so files renamed into
 /// place but not yet recorded in the index are not mistaken for local
@@ -48,6 +52,8 @@ struct Pending {
     writing: bool,
     /// When it was last written to.
     modified: Instant,
+    /// When its current run of writes began.
+    writing_since: Instant,
     /// What it looked like at its last event.
     stamp: Stamp,
 }
@@ -106,12 +112,16 @@ impl Burst {
             tree: false,
             writing: false,
             modified: now,
+            writing_since: now,
             stamp,
         });
         p.stamp = stamp;
         match touch {
             Touch::Writing => {
-                p.writing = true;
+                if !p.writing {
+                    p.writing = true;
+                    p.writing_since = now;
+                }
                 p.modified = now;
             }
             Touch::Closed => p.writing = false,
@@ -158,12 +168,13 @@ impl Burst {
                 out.trees.push(path);
                 continue;
             }
-            if p.writing && now.duration_since(p.modified) < WRITE_GRACE {
+            let capped = now.duration_since(p.writing_since) >= WRITE_CAP;
+            if p.writing && now.duration_since(p.modified) < WRITE_GRACE && !capped {
                 keep.insert(path, p);
                 continue;
             }
             let s = restat(&path);
-            if s != p.stamp {
+            if s != p.stamp && !capped {
                 p.stamp = s;
                 keep.insert(path, p);
                 continue;
@@ -234,6 +245,24 @@ mod tests {
         b.note("/r/open".into(), Touch::Closed, Some((5, 5)), t0 + 2 * Q);
         let batch = b.take(t0 + 3 * Q, restat);
         assert_eq!(batch.paths, vec![PathBuf::from("/r/open")]);
+    }
+
+    #[test]
+    fn a_file_written_without_pause_is_checked_after_the_cap() {
+        let t0 = Instant::now();
+        let mut b = Burst::new(Q, M);
+        let mut t = t0;
+        let mut taken = None;
+        while t < t0 + 2 * WRITE_CAP {
+            b.note("/r/log".into(), Touch::Writing, Some((1, 1)), t);
+            if !b.take(t + Q, |_| Some((2, 2))).paths.is_empty() {
+                taken = Some(t);
+                break;
+            }
+            t += Duration::from_millis(500);
+        }
+        let at = taken.expect("the log was never checked");
+        assert!(at >= t0 + WRITE_CAP - Q && at <= t0 + WRITE_CAP + Duration::from_secs(1));
     }
 
     #[test]

@@ -194,7 +194,17 @@ fn perform(node: &mut Node, opts: &Options, scope: Scope) -> bool {
             Some(CheckOptions { paths: Vec::new(), recursive: true, init: false }),
         ),
         Scope::PushOnly => ("retry".to_string(), None),
-        Scope::Paths(batch) => {
+        Scope::Paths(mut batch) => {
+            // What a tree covers is checked once, by the outermost tree.
+            batch.trees.sort();
+            let mut trees: Vec<PathBuf> = Vec::new();
+            for t in std::mem::take(&mut batch.trees) {
+                if !trees.iter().any(|o| t.starts_with(o)) {
+                    trees.push(t);
+                }
+            }
+            batch.paths.retain(|p| !trees.iter().any(|t| p.starts_with(t)));
+            batch.trees = trees;
             let n = batch.paths.len() + batch.trees.len();
             let what = format!("{n} paths");
             if batch.trees.is_empty() {
