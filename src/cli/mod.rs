@@ -417,6 +417,7 @@ fn serve(
         let _ =
             std::thread::Builder::new().name("csync-actions".into()).spawn(move || gate.run_now());
     }
+    let mut after_session = None;
     if args.watch {
         if args.serve < 2 {
             return fail!("--watch goes with -ii (or alone), not with -i");
@@ -425,11 +426,16 @@ fn serve(
             Ok(n) => n,
             Err(e) => return e,
         };
+        let (wake, woken) = match crate::watch::Wake::pair() {
+            Ok(p) => p,
+            Err(e) => return fail!("cannot start the watcher: {e}"),
+        };
+        after_session = Some(wake);
         let (args, sysdir, gate) = (args.clone(), sysdir.to_path_buf(), service.gate());
         let spawned = std::thread::Builder::new().name("csync-watch".into()).spawn(move || {
             // The listener is of no use to a cluster that believes this node
             // watches: a watcher that cannot run ends the process.
-            if watch(node, &args, &sysdir, Some(gate)) != Exit::Ok {
+            if watch(node, &args, &sysdir, Some((gate, woken))) != Exit::Ok {
                 std::process::exit(1);
             }
         });
@@ -441,6 +447,7 @@ fn serve(
         let opts = crate::daemon::Options {
             port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
             bind_name: args.node.clone(),
+            after_session,
         };
         let first = crate::daemon::Serving { authority: service.clone(), settings };
         // SIGHUP: the config and identity as they are on disk now; the new
@@ -474,7 +481,7 @@ fn watch(
     node: Node,
     args: &Args,
     sysdir: &Path,
-    gate: Option<std::sync::Arc<engine::actions::Gate>>,
+    listener: Option<(std::sync::Arc<engine::actions::Gate>, std::os::unix::net::UnixStream)>,
 ) -> Exit {
     let client = match client_settings(args, sysdir) {
         Ok(c) => c,
@@ -491,8 +498,11 @@ fn watch(
         Duration::from_secs(args.full_check_every.max(1)),
         push,
     );
-    opts.gate = gate;
-    match crate::watch::run(node, &opts) {
+    let woken = listener.map(|(gate, woken)| {
+        opts.gate = Some(gate);
+        woken
+    });
+    match crate::watch::run(node, &opts, woken) {
         Ok(()) => Exit::Ok,
         Err(e) => fail!("watch: {e}"),
     }

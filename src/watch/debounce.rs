@@ -163,9 +163,10 @@ impl Burst {
             return out;
         }
         let mut keep = BTreeMap::new();
+        let mut trees = Vec::new();
         for (path, mut p) in std::mem::take(&mut self.paths) {
             if p.tree {
-                out.trees.push(path);
+                trees.push((path, p));
                 continue;
             }
             let capped = now.duration_since(p.writing_since) >= WRITE_CAP;
@@ -180,6 +181,16 @@ impl Burst {
                 continue;
             }
             out.paths.push(path);
+        }
+        // A directory's check would read the files in it that still wait.
+        for (path, p) in trees {
+            let waiting = keep.keys().any(|k: &PathBuf| k.starts_with(&path));
+            let capped = now.duration_since(p.writing_since) >= WRITE_CAP;
+            if waiting && !capped {
+                keep.insert(path, p);
+            } else {
+                out.trees.push(path);
+            }
         }
         self.paths = keep;
         self.receiving = None;
@@ -232,12 +243,14 @@ mod tests {
         b.note("/r/moving".into(), Touch::Closed, Some((1, 1)), t0);
         b.note("/r/done".into(), Touch::Closed, Some((5, 5)), t0);
         b.note("/r/dir".into(), Touch::Tree, None, t0);
+        b.note("/r/new".into(), Touch::Tree, None, t0);
+        b.note("/r/new/open".into(), Touch::Writing, Some((1, 1)), t0);
         let restat = |p: &std::path::Path| {
             if p.ends_with("moving") { Some((2, 2)) } else { Some((5, 5)) }
         };
         let batch = b.take(t0 + Q, restat);
         assert_eq!(batch.paths, vec![PathBuf::from("/r/done")]);
-        assert_eq!(batch.trees, vec![PathBuf::from("/r/dir")]);
+        assert_eq!(batch.trees, vec![PathBuf::from("/r/dir")], "/r/new waits for its file");
         // The moving file goes once it stopped moving; the open one after
         // its close (or the grace).
         let batch = b.take(t0 + 2 * Q, restat);

@@ -140,7 +140,7 @@ impl Watcher {
             // The config may name a symlink as the root: it is followed there.
             let is_dir = is_dir || std::fs::metadata(&root).is_ok_and(|m| m.is_dir());
             if is_dir {
-                self.add_tree(&root, level, out);
+                self.add_tree(&root, level, false, out);
             }
         }
     }
@@ -193,7 +193,18 @@ impl Watcher {
     /// Watches `dir` and every directory below it that some group manages
     /// or walks through (excluded ones cost no watch), never following
     /// symlinks.
-    pub fn add_tree(&mut self, dir: &Path, level: &dyn Fn(&[u8]) -> Level, out: &mut Vec<Seen>) {
+    ///
+    /// `fresh`: the directory just appeared, and files in it may have been
+    /// created before its watch was: recently modified ones are reported
+    /// as being written, so they (and the directory's check) wait for their
+    /// close or the write grace.
+    pub fn add_tree(
+        &mut self,
+        dir: &Path,
+        level: &dyn Fn(&[u8]) -> Level,
+        fresh: bool,
+        out: &mut Vec<Seen>,
+    ) {
         let mut stack = vec![dir.to_path_buf()];
         let mut missing = 0usize;
         while let Some(d) = stack.pop() {
@@ -209,10 +220,14 @@ impl Watcher {
             }
             let Ok(rd) = std::fs::read_dir(&d) else { continue };
             for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir())
-                    && !crate::apply::is_temp_name(e.file_name().as_bytes())
-                {
+                let Ok(t) = e.file_type() else { continue };
+                if crate::apply::is_temp_name(e.file_name().as_bytes()) {
+                    continue;
+                }
+                if t.is_dir() {
                     stack.push(e.path());
+                } else if fresh && t.is_file() && recently_modified(&e.path()) {
+                    out.push(Seen::Path(e.path(), Touch::Writing));
                 }
             }
         }
@@ -338,13 +353,13 @@ impl Watcher {
         if mask.contains(EventMask::MOVED_TO) && self.received.remove(&cookie) {
             debug!("watch: {} received from a peer", path.display());
             if is_dir {
-                self.add_tree(&path, level, out);
+                self.add_tree(&path, level, false, out);
             }
             out.push(Seen::Receiving);
             return;
         }
         let touch = if is_dir && mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
-            self.add_tree(&path, level, out);
+            self.add_tree(&path, level, true, out);
             Touch::Tree
         } else if is_dir && mask.intersects(EventMask::DELETE | EventMask::MOVED_FROM) {
             self.forget_tree(&path);
@@ -352,10 +367,14 @@ impl Watcher {
         } else if !tree && mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
             // A root appeared (or was replaced): watch below it, check it all.
             if std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
-                self.add_tree(&path, level, out);
+                self.add_tree(&path, level, true, out);
             }
             Touch::Tree
         } else if mask.contains(EventMask::MODIFY) {
+            Touch::Writing
+        } else if mask.contains(EventMask::CREATE) && created_open(&path) {
+            // open(O_CREAT): its creator holds it open for writing until
+            // the close (a link, symlink or node is complete at once).
             Touch::Writing
         } else if mask.contains(EventMask::CLOSE_WRITE) {
             Touch::Closed
@@ -364,6 +383,20 @@ impl Watcher {
         };
         out.push(Seen::Path(path, touch));
     }
+}
+
+/// Modified within the write grace: perhaps still open for writing.
+fn recently_modified(path: &Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|d| d < super::debounce::WRITE_GRACE))
+}
+
+/// True for a regular file with one link: what `open(O_CREAT)` makes (a
+/// hard link to an existing file, a symlink or a node is not being written).
+fn created_open(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.nlink() == 1)
 }
 
 /// How adding one watch went.

@@ -11,6 +11,8 @@
 pub mod debounce;
 pub mod events;
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +66,45 @@ impl Options {
     }
 }
 
+/// Wakes the watcher from another thread: the listener, after each
+/// connection, since a session may have left dirty marks here (a conflict
+/// this node won is pushed "on our next run") with no file event to say so.
+#[derive(Debug)]
+pub struct Wake {
+    tx: UnixStream,
+}
+
+impl Wake {
+    /// A waker and the socket the watcher waits on.
+    ///
+    /// # Errors
+    /// When the socket pair cannot be made.
+    pub fn pair() -> std::io::Result<(Arc<Wake>, UnixStream)> {
+        let (tx, rx) = UnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        rx.set_nonblocking(true)?;
+        Ok((Arc::new(Wake { tx }), rx))
+    }
+
+    /// Wakes the watcher (never blocks: a full buffer is already a wake-up).
+    pub fn wake(&self) {
+        let _ = (&self.tx).write(&[1]);
+    }
+}
+
+/// Empties the wake-up socket; true when something was in it.
+fn drain(rx: &UnixStream) -> bool {
+    let mut buf = [0u8; 256];
+    let mut any = false;
+    while let Ok(n) = (&*rx).read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        any = true;
+    }
+    any
+}
+
 /// What the next run covers.
 enum Scope {
     Full,
@@ -71,11 +112,12 @@ enum Scope {
     PushOnly,
 }
 
-/// Watches `node`'s include roots and runs until the process ends.
+/// Watches `node`'s include roots and runs until the process ends;
+/// `woken` is the listener's [`Wake`] socket (`-ii --watch`).
 ///
 /// # Errors
 /// When inotify cannot be set up at all, or the roots cannot be resolved.
-pub fn run(mut node: Node, opts: &Options) -> Result<(), String> {
+pub fn run(mut node: Node, opts: &Options, woken: Option<UnixStream>) -> Result<(), String> {
     let roots = node.roots().map_err(|e| e.to_string())?;
     let mut watcher = Watcher::new(roots).map_err(|e| format!("inotify: {e}"))?;
     let mut seen = Vec::new();
@@ -134,7 +176,12 @@ pub fn run(mut node: Node, opts: &Options) -> Result<(), String> {
         };
         if let Some(scope) = scope {
             let retrying = matches!(scope, Scope::PushOnly);
-            let pending = perform(&mut node, opts, scope);
+            let After { pending, recheck } = perform(&mut node, opts, scope);
+            let now = Instant::now();
+            for p in recheck {
+                let stamp = debounce::stamp(&p);
+                burst.note(p, Touch::Changed, stamp, now);
+            }
             // Only retries that achieved nothing back off further.
             retry = match (pending, retry) {
                 (false, _) => None,
@@ -154,17 +201,29 @@ pub fn run(mut node: Node, opts: &Options) -> Result<(), String> {
             .flatten()
             .min()
             .unwrap_or(full_due);
-        wait(&watcher, next.saturating_duration_since(Instant::now()));
+        wait(&watcher, woken.as_ref(), next.saturating_duration_since(Instant::now()));
+        if let Some(rx) = &woken
+            && drain(rx)
+            && retry.is_none()
+            && node.index.dirty().is_ok_and(|d| !d.is_empty())
+        {
+            // Marks a session left: pushed shortly (sessions come in groups).
+            retry = Some((Instant::now() + opts.delay, RETRY_FIRST));
+        }
         let level = |p: &[u8]| node.level(p);
         watcher.read(&level, &mut seen).map_err(|e| format!("inotify: {e}"))?;
     }
 }
 
-/// Blocks until the inotify descriptor is readable or `timeout` passed.
-fn wait(watcher: &Watcher, timeout: Duration) {
+/// Blocks until the inotify descriptor (or the wake-up socket) is readable
+/// or `timeout` passed.
+fn wait(watcher: &Watcher, woken: Option<&UnixStream>, timeout: Duration) {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
     let fd = watcher.fd();
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let mut fds = vec![PollFd::new(&fd, PollFlags::IN)];
+    if let Some(rx) = woken {
+        fds.push(PollFd::new(rx, PollFlags::IN));
+    }
     let ts = Timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
         tv_nsec: i64::from(timeout.subsec_nanos()),
@@ -185,8 +244,18 @@ fn report_limit(watched: usize, missing: usize) {
     );
 }
 
-/// One run; returns whether dirty marks remain (a peer down: retry later).
-fn perform(node: &mut Node, opts: &Options, scope: Scope) -> bool {
+/// What a run leaves to do.
+struct After {
+    /// Dirty marks remain that time may clear (a peer down): retry.
+    pending: bool,
+    /// Paths a peer could not take because they changed since the check:
+    /// the engine leaves them to "the next check", which here is only a
+    /// check of the paths that moved, so they go back into the burst.
+    recheck: Vec<PathBuf>,
+}
+
+/// One run; says what is left to do.
+fn perform(node: &mut Node, opts: &Options, scope: Scope) -> After {
     let t = Instant::now();
     let (what, check) = match scope {
         Scope::Full => (
@@ -227,8 +296,37 @@ fn perform(node: &mut Node, opts: &Options, scope: Scope) -> bool {
             }
         }
     };
-    let req = RunRequest { check, push: Some(opts.push.clone()), actions: opts.gate.is_none() };
-    let outcome = node.run(&req);
+    let targeted = what != "full check" && what != "retry";
+    // The check first: a file written to while it was being read must not
+    // be pushed as it was then (half-written); its close brings it again.
+    let checked = node.run(&RunRequest { check, push: None, actions: false });
+    let moved = match (&checked.check, targeted) {
+        (Some(Ok(r)), true) => moved_since_check(node, r),
+        _ => Vec::new(),
+    };
+    let mut push = opts.push.clone();
+    let mut recheck: Vec<PathBuf> = Vec::new();
+    if !moved.is_empty() {
+        // Push only what held still; the rest of what is dirty goes with
+        // the next run (the moved files' own events bring one soon).
+        let changed = checked.check.as_ref().and_then(|c| c.as_ref().ok());
+        push.paths = changed
+            .map(|r| {
+                r.changed
+                    .iter()
+                    .filter_map(|(db, _)| crate::paths::real_path(&node.config, db))
+                    .filter(|p| !moved.contains(p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        recheck.extend(moved.iter().cloned());
+    }
+    let mut outcome = if moved.is_empty() || !push.paths.is_empty() {
+        node.run(&RunRequest { check: None, push: Some(push), actions: opts.gate.is_none() })
+    } else {
+        node.run(&RunRequest { check: None, push: None, actions: opts.gate.is_none() })
+    };
+    outcome.check = checked.check;
     let changed = log_outcome(&outcome, &what, t.elapsed());
     if changed > 0
         && let Some(gate) = &opts.gate
@@ -241,15 +339,62 @@ fn perform(node: &mut Node, opts: &Options, scope: Scope) -> bool {
     // wait for a person, not for time.
     let (failed, guarded) = match &outcome.push {
         Some(Ok(p)) => p.report.as_ref().map_or((false, 0), |r| {
-            let failed = r.peers.iter().any(|p| {
-                p.error.is_some() || p.paths.iter().any(|(_, r)| matches!(r, PathResult::Failed(_)))
-            });
+            let mut failed = false;
+            for p in &r.peers {
+                failed |= p.error.is_some();
+                for (path, res) in &p.paths {
+                    if matches!(res, PathResult::Failed(_)) {
+                        failed = true;
+                        if let Some(real) = crate::paths::real_path(&node.config, path)
+                            && !recheck.contains(&real)
+                        {
+                            recheck.push(real);
+                        }
+                    }
+                }
+            }
             (failed, r.guarded.iter().map(|(_, n)| n).sum::<usize>())
         }),
         Some(Err(_)) => (true, 0),
         None => (false, 0),
     };
-    failed || node.index.dirty().is_ok_and(|d| d.len() > guarded)
+    let pending =
+        failed || !moved.is_empty() || node.index.dirty().is_ok_and(|d| d.len() > guarded);
+    After { pending, recheck }
+}
+
+/// Most changed entries a burst's check looks at again before pushing.
+const RESTAT_MAX: usize = 10_000;
+
+/// Real paths of the files `report` found changed that are no longer what
+/// the check recorded (size, mtime or inode moved, or gone, or back): they
+/// were being written while the check read them.
+fn moved_since_check(node: &Node, report: &crate::engine::CheckReport) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    if report.changed.len() > RESTAT_MAX {
+        return out;
+    }
+    for (db, _) in &report.changed {
+        let Some(real) = crate::paths::real_path(&node.config, db) else { continue };
+        let now = std::fs::symlink_metadata(&real).ok();
+        let scope = crate::index::Scope::Path { path: db, recursive: false };
+        let recorded = node.index.files(scope).ok().and_then(|v| v.into_iter().next());
+        let moved = match (&now, &recorded) {
+            (None, None) => false,
+            (Some(m), Some(f)) => {
+                m.is_file()
+                    && (m.size() != f.meta.size
+                        || m.ino() != f.meta.ino
+                        || m.mtime() * 1_000_000_000 + m.mtime_nsec() != f.meta.mtime_ns)
+            }
+            _ => true,
+        };
+        if moved {
+            out.push(real);
+        }
+    }
+    out
 }
 
 /// Logs what a run did; returns the number of changed paths the check found.
