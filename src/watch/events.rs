@@ -195,9 +195,8 @@ impl Watcher {
     /// symlinks.
     ///
     /// `fresh`: the directory just appeared, and files in it may have been
-    /// created before its watch was: recently modified ones are reported
-    /// as being written, so they (and the directory's check) wait for their
-    /// close or the write grace.
+    /// created before its watch was: each is reported, so a file still
+    /// moving (and the directory's check) waits for it to hold still.
     pub fn add_tree(
         &mut self,
         dir: &Path,
@@ -226,8 +225,14 @@ impl Watcher {
                 }
                 if t.is_dir() {
                     stack.push(e.path());
-                } else if fresh && t.is_file() && recently_modified(&e.path()) {
-                    out.push(Seen::Path(e.path(), Touch::Writing));
+                } else if fresh && t.is_file() {
+                    // Written before the watch existed: an empty one just
+                    // made is probably about to be written (wait for its
+                    // close or the grace); others are checked when their
+                    // size and mtime hold still.
+                    let touch =
+                        if just_created(&e.path()) { Touch::Writing } else { Touch::Changed };
+                    out.push(Seen::Path(e.path(), touch));
                 }
             }
         }
@@ -385,11 +390,14 @@ impl Watcher {
     }
 }
 
-/// Modified within the write grace: perhaps still open for writing.
-fn recently_modified(path: &Path) -> bool {
-    std::fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t.elapsed().is_ok_and(|d| d < super::debounce::WRITE_GRACE))
+/// Empty and modified within the write grace: most likely created by a
+/// writer that has not written yet.
+fn just_created(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| {
+        m.len() == 0
+            && m.modified()
+                .is_ok_and(|t| t.elapsed().is_ok_and(|d| d < super::debounce::WRITE_GRACE))
+    })
 }
 
 /// True for a regular file with one link: what `open(O_CREAT)` makes (a
