@@ -169,7 +169,9 @@ pub fn run(mut node: Node, opts: &Options, woken: Option<UnixStream>) -> Result<
         } else if burst.deadline().is_some_and(|d| d <= now) {
             let batch = burst.take(now, debounce::stamp);
             (!batch.paths.is_empty() || !batch.trees.is_empty()).then_some(Scope::Paths(batch))
-        } else if retry.is_some_and(|(at, _)| at <= now) {
+        } else if retry.is_some_and(|(at, _)| at <= now) && burst.is_empty() {
+            // (With paths waiting, the burst's own run pushes: a push-only
+            // run would send the marks of paths still moving as they were.)
             Some(Scope::PushOnly)
         } else {
             None
@@ -196,7 +198,8 @@ pub fn run(mut node: Node, opts: &Options, woken: Option<UnixStream>) -> Result<
             watcher.read(&level, &mut seen).map_err(|e| format!("inotify: {e}"))?;
             continue;
         }
-        let next = [Some(full_due), burst.deadline(), retry.map(|(at, _)| at)]
+        let retry_at = retry.filter(|_| burst.is_empty()).map(|(at, _)| at);
+        let next = [Some(full_due), burst.deadline(), retry_at]
             .into_iter()
             .flatten()
             .min()
