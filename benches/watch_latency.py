@@ -12,6 +12,7 @@ millisecond:
            changing (utime+stime from /proc/PID/stat)
 
     python3 benches/watch_latency.py [--singles 200] [--bursts 3] [--idle 60]
+                                     [--delay MS]   (csync's --watch-delay)
 
 Needs a release build (cargo build --release).
 """
@@ -28,6 +29,7 @@ BIN = os.path.abspath("target/release/csync")
 NODES = ["n1", "n2", "n3"]
 IPS = {n: f"127.0.67.{i}" for i, n in enumerate(NODES, 1)}
 PORT = 0
+DELAY = None
 
 CFG = """
 group g {{
@@ -67,7 +69,9 @@ def setup(w):
 def start(w, n):
     env = dict(os.environ, CSYNC2_SYSTEM_DIR=f"{w}/{n}/etc")
     log = open(f"{w}/{n}.log", "w")
-    p = subprocess.Popen([BIN, "-N", n, "-D", f"{w}/{n}/db", "-p", str(PORT), "-ii", "--watch"],
+    extra = ["--watch-delay", str(DELAY)] if DELAY is not None else []
+    p = subprocess.Popen([BIN, "-N", n, "-D", f"{w}/{n}/db", "-p", str(PORT), "-ii", "--watch",
+                          *extra],
                          env=env, stdout=subprocess.DEVNULL, stderr=log)
     end = time.time() + 10
     while time.time() < end:
@@ -111,12 +115,14 @@ def cpu_ticks(pid):
 
 
 def main():
-    global PORT
+    global PORT, DELAY
     ap = argparse.ArgumentParser()
     ap.add_argument("--singles", type=int, default=200)
     ap.add_argument("--bursts", type=int, default=3)
     ap.add_argument("--idle", type=int, default=60)
+    ap.add_argument("--delay", type=int, default=None)
     a = ap.parse_args()
+    DELAY = a.delay
     PORT = free_port()
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     w = tempfile.mkdtemp(prefix="csync-watch-", dir=base)
