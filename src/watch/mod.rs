@@ -236,15 +236,22 @@ fn wait(watcher: &Watcher, woken: Option<&UnixStream>, timeout: Duration) {
 
 /// Logs the watch limit running out, with what to do about it.
 fn report_limit(watched: usize, missing: usize) {
-    let max = events::max_user_watches();
+    warn!("{}", limit_message(events::max_user_watches(), watched, missing));
+}
+
+/// The message for [`report_limit`]: the limit now, the directories left
+/// unwatched, and a `sysctl` line with enough room (the limit is per user,
+/// other programs use it too: the current limit plus what is missing,
+/// doubled, rounded up to a power of two).
+fn limit_message(max: Option<usize>, watched: usize, missing: usize) -> String {
     let need = watched + missing;
     let suggest = max.map_or(need * 2, |m| (m + missing).max(need) * 2).next_power_of_two();
-    warn!(
+    format!(
         "watch: the inotify watch limit (fs.inotify.max_user_watches = {}) ran out: {missing} of {need} directories are not watched; \
          falling back to a full check every {} s until csync is restarted with a higher limit: sysctl fs.inotify.max_user_watches={suggest}",
         max.map_or("?".into(), |m| m.to_string()),
         LIMITED_FULL_CHECK.as_secs()
-    );
+    )
 }
 
 /// What a run leaves to do.
@@ -449,4 +456,18 @@ fn log_outcome(outcome: &RunOutcome, what: &str, took: Duration) -> usize {
         );
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_message_names_the_numbers_and_the_sysctl() {
+        let m = limit_message(Some(8192), 8000, 1500);
+        assert!(m.contains("max_user_watches = 8192"), "{m}");
+        assert!(m.contains("1500 of 9500 directories"), "{m}");
+        assert!(m.contains("sysctl fs.inotify.max_user_watches=32768"), "{m}");
+        assert!(m.contains("every 60 s"), "{m}");
+    }
 }

@@ -349,6 +349,51 @@ fn two_nodes_editing_the_same_file_at_once_converge_to_the_younger() {
     }
 }
 
+#[test]
+fn watch_alone_pushes_without_listening_and_with_dash_i_is_refused() {
+    // n1 only pushes (`csync --watch`, no listener); n2 and n3 only listen.
+    let net = Net::new("watch_alone_pushes_without_listening", &NODES, "");
+    for n in NODES {
+        let out = net.path(&format!("actions-{n}.log"));
+        net.write_config_for(n, &CFG.replace("@OUT@", out.to_str().unwrap()));
+        fs::create_dir_all(net.root(n).join("tree")).unwrap();
+        fs::write(net.root(n).join("tree/keep"), b"keep").unwrap();
+    }
+    let _n2 = net.daemon("n2", &["--timeout", "2"]);
+    let _n3 = net.daemon("n3", &["--timeout", "2"]);
+    let log = net.path("watch-n1.log");
+    let mut child = net
+        .csync_std("n1")
+        .args(["--watch", "--timeout", "2"])
+        .stdin(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let watching = wait_until(LIMIT, || {
+        fs::read_to_string(&log).unwrap_or_default().contains("directories watched").then_some(())
+    });
+    fs::write(net.root("n1").join("tree/pushed"), b"by a push-only node").unwrap();
+    let spread = wait_until(LIMIT, || {
+        ["n2", "n3"]
+            .iter()
+            .all(|n| {
+                fs::read(net.root(n).join("tree/pushed")).ok().as_deref()
+                    == Some(b"by a push-only node")
+            })
+            .then_some(())
+    });
+    let nobody_listens = std::net::TcpStream::connect((net.addr("n1").as_str(), net.port)).is_err();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(watching.is_some() && spread.is_some(), "csync --watch on n1:\n{text}");
+    assert!(nobody_listens, "csync --watch alone must not listen");
+    // -i serves one connection on stdin: there is nothing to watch beside it.
+    let out = net.csync("n1").args(["-i", "--watch"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--watch goes with -ii"));
+}
+
 /// Content that says whether it is whole: `len:hash:` then the body.
 fn framed(body: &[u8]) -> Vec<u8> {
     let mut out = format!("{}:{}:", body.len(), blake3::hash(body).to_hex()).into_bytes();
