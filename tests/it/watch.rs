@@ -430,7 +430,23 @@ impl Rng {
 
 #[test]
 fn churn_on_every_node_converges_and_nothing_is_seen_half_written() {
-    let w = Watching::new("churn_on_every_node_converges_and_nothing_is_seen_half_written");
+    churn("churn_on_every_node_converges_and_nothing_is_seen_half_written", false);
+}
+
+/// The same churn with all three nodes replacing and deleting the *same*
+/// shared files: concurrent sessions settling one path both ways. Known to
+/// end, now and then, with every index clean and the trees different (a
+/// file present on two nodes, deleted on the third; or two versions): an
+/// engine matter (conflict settling under concurrent sessions), not the
+/// watcher's; kept here as the reproduction.
+#[test]
+#[ignore = "concurrent same-path conflicts do not always converge (engine)"]
+fn churn_with_same_file_conflicts_converges() {
+    churn("churn_with_same_file_conflicts_converges", true);
+}
+
+fn churn(test: &str, conflicts: bool) {
+    let w = Watching::new(test);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let roots: Vec<PathBuf> = NODES.iter().map(|n| w.path(n, "tree")).collect();
     // Each node rewrites files in place, renames and deletes in its own
@@ -477,6 +493,13 @@ fn churn_on_every_node_converges_and_nothing_is_seen_half_written() {
         .enumerate()
         .map(|(i, root)| {
             let root = root.clone();
+            let shared_name = move |i: usize, rng: &mut Rng| {
+                if conflicts {
+                    format!("s{}", rng.below(8))
+                } else {
+                    format!("s{i}-{}", rng.below(8))
+                }
+            };
             std::thread::spawn(move || {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) * 0x1234_5678_9abc));
                 let own = root.join(format!("own-n{}", i + 1));
@@ -509,10 +532,10 @@ fn churn_on_every_node_converges_and_nothing_is_seen_half_written() {
                             let body = format!("node {i} op {ops}").into_bytes();
                             let tmp = shared.join(format!(".tmp{i}~"));
                             let _ = fs::write(&tmp, framed(&body));
-                            let _ = fs::rename(&tmp, shared.join(format!("s{i}-{}", rng.below(8))));
+                            let _ = fs::rename(&tmp, shared.join(shared_name(i, &mut rng)));
                         }
                         _ => {
-                            let _ = fs::remove_file(shared.join(format!("s{i}-{}", rng.below(8))));
+                            let _ = fs::remove_file(shared.join(shared_name(i, &mut rng)));
                         }
                     }
                     ops += 1;
