@@ -126,6 +126,9 @@ pub struct Options {
     pub port: u16,
     /// `-N` was given: csync2 also bound to that name's address.
     pub bind_name: Option<String>,
+    /// `--watch`: told whenever a connection ends (a session may have left
+    /// dirty marks for the watcher to push).
+    pub after_session: Option<Arc<crate::watch::Wake>>,
 }
 
 /// Sockets systemd passed in (`LISTEN_FDS`). Must be taken before any thread
@@ -237,7 +240,7 @@ pub fn run_standalone(
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        serve_until_signal(listeners, serving, reload, signals).await;
+        serve_until_signal(listeners, serving, reload, signals, opts.after_session.clone()).await;
         Ok(())
     })
 }
@@ -282,6 +285,7 @@ async fn serve_until_signal(
     serving: Serving,
     mut reload: Reload,
     signals: Signals,
+    after_session: Option<Arc<crate::watch::Wake>>,
 ) {
     let (conn_tx, mut conn_rx) =
         tokio::sync::mpsc::channel::<(tokio::net::TcpStream, SocketAddr)>(64);
@@ -355,7 +359,11 @@ async fn serve_until_signal(
                     server::serve_admitted(stream, &from, &settings, authority.as_ref(), Some(guard), Some(evicted)).await;
                 });
             }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Some(w) = &after_session {
+                    w.wake();
+                }
+            }
             _ = recv_signal(&mut term) => { info!("SIGTERM: stopping"); break; }
             _ = recv_signal(&mut int) => { info!("SIGINT: stopping"); break; }
             _ = recv_signal(&mut hup) => {

@@ -49,3 +49,4 @@ pub mod proto;
 pub mod scan;
 pub mod shell;
 pub mod types;
+pub mod watch;

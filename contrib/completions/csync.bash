@@ -23,7 +23,7 @@ _csync() {
 
     case "${cmd}" in
         csync)
-            opts="-x -c -u -m -f -M -L -T -R -i -k -r -I -d -v -N -C -D -p -P -G -l -h -H -S -o -B -A -t -s -X -U -F -W -V --check-config --explain --status --ack-conflicts --ack-failed --ping --new-ca --new-cert --ca --out --timeout --idle-timeout --session-timeout --config --json --help --import-csync2 --days --man --completions --prometheus --version"
+            opts="-x -c -u -m -f -M -L -T -R -i -k -r -I -d -v -N -C -D -p -P -G -l -h -H -S -o -B -A -t -s -X -U -F -W -V --check-config --explain --status --ack-conflicts --ack-failed --ping --new-ca --new-cert --ca --out --timeout --idle-timeout --session-timeout --watch --watch-delay --full-check-every --config --json --help --import-csync2 --days --man --completions --prometheus --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -70,6 +70,14 @@ _csync() {
                     return 0
                     ;;
                 --session-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --watch-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --full-check-every)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

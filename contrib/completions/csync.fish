@@ -9,6 +9,8 @@ complete -c csync -l out -d 'The output directory for --new-cert (csync2_ssl_cer
 complete -c csync -l timeout -d 'Connect timeout in seconds: resolving, TCP, TLS and the handshake together (a dead peer costs at most this)' -r
 complete -c csync -l idle-timeout -d 'Idle timeout in seconds for every later read and write' -r
 complete -c csync -l session-timeout -d 'Listener (-i, -ii): longest a peer\'s session may last, in seconds, however it stalls (14400: 4 hours)' -r
+complete -c csync -l watch-delay -d 'Watch mode: quiet time in ms that ends a burst (capped at 10x, >= 1 s)' -r
+complete -c csync -l full-check-every -d 'Watch mode: a full check runs this often anyway, in seconds' -r
 complete -c csync -s N -d 'This node\'s name (default: the host name, lower-cased)' -r
 complete -c csync -s C -d 'Config name: use <sysdir>/csync2_NAME.cfg and index <node>_NAME.db' -r
 complete -c csync -s D -d 'Index location: a directory, or a file ending in .db' -r
@@ -38,6 +40,7 @@ complete -c csync -s i -d 'Serve one connection on stdin/stdout (-ii: standalone
 complete -c csync -l check-config -d 'Parse and resolve the config, print a summary, check this node\'s identity and key files, and exit (1 when a run would fail; warnings otherwise)'
 complete -c csync -l status -d 'Show what is pending per peer, every conflict met with where the losing version was kept, and every action that failed (here or on a peer this node pushed to) and has not worked since'
 complete -c csync -l ack-conflicts -d 'Acknowledge the conflicts recorded on the given paths (all without paths): `--status` no longer lists them as open. The kept copies stay'
+complete -c csync -l watch -d 'Watch mode: inotify on the include roots; each burst of changes is checked and pushed to every peer at once (with -ii: also serve peers)'
 complete -c csync -s r -d 'Recurse into directories given as PATHs'
 complete -c csync -s I -d 'Init run: record the current state without marking anything dirty'
 complete -c csync -s d -d 'Dry run: say what would be sent, change nothing anywhere'

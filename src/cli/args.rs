@@ -137,6 +137,17 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 14400.0)]
     pub session_timeout: f64,
 
+    /// Watch mode: inotify on the include roots; each burst of changes is
+    /// checked and pushed to every peer at once (with -ii: also serve peers).
+    #[arg(long, help_heading = "Modes")]
+    pub watch: bool,
+    /// Watch mode: quiet time in ms that ends a burst (capped at 10x, >= 1 s).
+    #[arg(long, value_name = "MS", default_value_t = crate::watch::DEFAULT_DELAY_MS)]
+    pub watch_delay: u64,
+    /// Watch mode: a full check runs this often anyway, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = crate::watch::DEFAULT_FULL_CHECK_SECS)]
+    pub full_check_every: u64,
+
     /// Recurse into directories given as PATHs.
     #[arg(short = 'r')]
     pub recursive: bool,
@@ -280,6 +291,8 @@ pub enum Mode {
     Explain,
     /// `--ping PEER`.
     Ping,
+    /// `--watch` (without `-ii`).
+    Watch,
     /// `--status`.
     Status,
     /// `--ack-conflicts [PATH…]`.
@@ -324,6 +337,7 @@ impl Args {
         add(self.test > 0, Mode::Test, "-T");
         add(self.prune, Mode::Prune, "-R");
         add(self.serve > 0, Mode::Serve, "-i");
+        add(self.watch && self.serve == 0, Mode::Watch, "--watch");
         add(self.keygen.is_some(), Mode::Keygen, "-k");
         add(self.check_config, Mode::CheckConfig, "--check-config");
         add(self.explain.is_some(), Mode::Explain, "--explain");

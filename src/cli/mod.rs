@@ -91,7 +91,7 @@ pub fn run(args: &Args) -> Exit {
     {
         return fail!("{msg}");
     }
-    let daemon = mode == Mode::Serve;
+    let daemon = mode == Mode::Serve || mode == Mode::Watch;
     // systemd's sockets must be taken before anything else reads the environment.
     let activated = if daemon && args.serve >= 2 {
         crate::daemon::take_activation_sockets()
@@ -202,6 +202,7 @@ pub fn run(args: &Args) -> Exit {
             report::sync_run(&mut node, args, &sysdir, true, true)
         }
         Mode::Update => report::sync_run(&mut node, args, &sysdir, false, true),
+        Mode::Watch => watch(node, args, &sysdir, None),
         Mode::Test => {
             let t = in_sync_test(&mut node, args, &sysdir);
             worst(t, report::actions_only(&mut node, args))
@@ -457,10 +458,37 @@ fn serve(
         let _ =
             std::thread::Builder::new().name("csync-actions".into()).spawn(move || gate.run_now());
     }
+    let mut after_session = None;
+    if args.watch {
+        if args.serve < 2 {
+            return fail!("--watch goes with -ii (or alone), not with -i");
+        }
+        let node = match open_node(args, config.clone()) {
+            Ok(n) => n,
+            Err(e) => return e,
+        };
+        let (wake, woken) = match crate::watch::Wake::pair() {
+            Ok(p) => p,
+            Err(e) => return fail!("cannot start the watcher: {e}"),
+        };
+        after_session = Some(wake);
+        let (args, sysdir, gate) = (args.clone(), sysdir.to_path_buf(), service.gate());
+        let spawned = std::thread::Builder::new().name("csync-watch".into()).spawn(move || {
+            // The listener is of no use to a cluster that believes this node
+            // watches: a watcher that cannot run ends the process.
+            if watch(node, &args, &sysdir, Some((gate, woken))) != Exit::Ok {
+                std::process::exit(1);
+            }
+        });
+        if let Err(e) = spawned {
+            return fail!("cannot start the watcher: {e}");
+        }
+    }
     let result = if args.serve >= 2 {
         let opts = crate::daemon::Options {
             port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
             bind_name: args.node.clone(),
+            after_session,
         };
         let first = crate::daemon::Serving { authority: service.clone(), settings };
         // SIGHUP: the config and identity as they are on disk now; the new
@@ -485,6 +513,39 @@ fn serve(
             Exit::Error
         }
         Err(e) => fail!("{e}"),
+    }
+}
+
+/// `--watch`: runs the watcher on `node` until the process ends; `gate` is
+/// the listener's (`-ii --watch`).
+fn watch(
+    node: Node,
+    args: &Args,
+    sysdir: &Path,
+    listener: Option<(std::sync::Arc<engine::actions::Gate>, std::os::unix::net::UnixStream)>,
+) -> Exit {
+    let client = match client_settings(args, sysdir) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let push = engine::PushRequest {
+        peers: args.peers.iter().map(|p| p.to_lowercase()).collect(),
+        client: Some(client),
+        port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
+        ..Default::default()
+    };
+    let mut opts = crate::watch::Options::new(
+        Duration::from_millis(args.watch_delay.max(1)),
+        Duration::from_secs(args.full_check_every.max(1)),
+        push,
+    );
+    let woken = listener.map(|(gate, woken)| {
+        opts.gate = Some(gate);
+        woken
+    });
+    match crate::watch::run(node, &opts, woken) {
+        Ok(()) => Exit::Ok,
+        Err(e) => fail!("watch: {e}"),
     }
 }
 

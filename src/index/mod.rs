@@ -207,18 +207,27 @@ impl std::fmt::Debug for Index {
 /// here shows up as SQLite's own error when it opens the file.
 fn private_files(path: &Path) {
     use rustix::fs::{self as rfs, Mode, OFlags};
-    let create =
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let _ = rfs::open(path, create, Mode::from_raw_mode(0o600));
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // No descriptor is ever opened (and closed) on a file that exists:
+    // closing one drops every POSIX lock this process holds on that file,
+    // SQLite's locks of its other connections included (the listener's
+    // sessions, the watcher). Another process may then take the WAL for
+    // unused, checkpoint and remove it under them: "disk I/O error".
+    if std::fs::symlink_metadata(path).is_err() {
+        let create =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let _ = rfs::open(path, create, Mode::from_raw_mode(0o600));
+    }
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let Ok(fd) = rfs::open(Path::new(&name), flags, Mode::empty()) else { continue };
-        let Ok(st) = rfs::fstat(&fd) else { continue };
-        let is_file = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile;
-        if is_file && st.st_mode & 0o077 != 0 && st.st_uid == rustix::process::geteuid().as_raw() {
-            let _ = rfs::fchmod(&fd, Mode::from_raw_mode(st.st_mode & 0o700));
+        let Ok(md) = std::fs::symlink_metadata(&name) else { continue };
+        let mode = md.mode();
+        if md.file_type().is_file()
+            && mode & 0o077 != 0
+            && md.uid() == rustix::process::geteuid().as_raw()
+        {
+            let _ = std::fs::set_permissions(&name, std::fs::Permissions::from_mode(mode & 0o700));
         }
     }
 }

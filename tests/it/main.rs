@@ -43,5 +43,7 @@ mod sync_delta;
 mod sync_safety;
 /// Issue 3: identities, mutual TLS, the handshake, the daemon in every mode.
 mod transport;
+/// Issue 13: watch mode between three watching nodes.
+mod watch;
 /// Wrong input: unknown -P/-G, unusable databases, --check-config, TLS words.
 mod wrong_input;
