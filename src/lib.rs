@@ -14,10 +14,13 @@
 //! - [`pattern`]: csync2's include/exclude rules (which paths a group manages).
 //! - [`scan`]: walks include roots, hashes what may have changed, compares with
 //!   the previous state. Never touches the database.
+//! - [`tempname`]: the names of csync's temporaries (a leaf `scan` and
+//!   [`apply`] share). [`blockdelta`]: block deltas for large files.
 //! - [`index`]: the SQLite index: file states, dirty marks, peer states. Knows
 //!   nothing of the config.
 //! - [`action`]: runs `action` commands (paths as arguments, timeout, logfile).
 //! - [`engine`]: joins them into check, update, receive, actions, prune.
+//! - [`listener`]: the `-i`/`-ii` listener (sockets, limits, signals).
 //! - [`cli`]: arguments, output, exit codes.
 //!
 //! # Words
@@ -28,17 +31,17 @@
 
 pub mod action;
 pub mod apply;
+pub mod blockdelta;
 pub mod cli;
 pub mod config;
 pub mod confined;
-pub mod daemon;
-pub mod delta;
 pub mod diag;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
 pub mod keygen;
+pub mod listener;
 pub mod logging;
 pub mod net;
 pub mod paths;
@@ -46,4 +49,5 @@ pub mod pattern;
 pub mod proto;
 pub mod scan;
 pub mod shell;
+pub mod tempname;
 pub mod types;

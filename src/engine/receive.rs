@@ -16,7 +16,7 @@ use super::actions::{ActionTable, Gate};
 use super::wire::{from_wire, to_wire, version};
 use crate::apply::{self, FileWriter};
 use crate::config::{Config, GroupKey};
-use crate::delta;
+use crate::blockdelta;
 use crate::index::{Index, IndexedFile, OwnedMark, Received};
 use crate::net::server::{Authority, Handler};
 use crate::pattern::{GroupMatcher, Level};
@@ -156,7 +156,7 @@ enum Stream {
     /// Write them into a new file (whole content).
     Whole(Box<Pending>, FileWriter),
     /// Rebuild from the current file plus delta ops.
-    Delta(Box<Pending>, delta::Decoder<std::fs::File, FileWriter>),
+    Delta(Box<Pending>, blockdelta::Decoder<std::fs::File, FileWriter>),
     /// Refused or conflicting: read and drop (the sender pipelined them).
     Discard,
 }
@@ -997,7 +997,7 @@ impl Receiver {
                 // The block size of the signature this node sent: the same
                 // rule on the same base file (a sender cannot choose it).
                 let Some(bs) =
-                    delta::block_size_for(base_file.metadata().map_or(u64::MAX, |m| m.len()))
+                    blockdelta::block_size_for(base_file.metadata().map_or(u64::MAX, |m| m.len()))
                 else {
                     self.streams.insert(id, Stream::Discard);
                     return Some(Outcome::Failed {
@@ -1008,7 +1008,7 @@ impl Receiver {
                 match apply::begin_file(&root, &rel, &ae, hash, &self.opts)
                     .map_err(Self::outcome_of)
                     .and_then(|w| {
-                        delta::Decoder::new(base_file, bs, entry.size, w).map_err(|e| {
+                        blockdelta::Decoder::new(base_file, bs, entry.size, w).map_err(|e| {
                             Outcome::Failed { code: ErrorCode::Io, message: e.to_string() }
                         })
                     }) {
@@ -1357,12 +1357,12 @@ impl Receiver {
     fn sig(&mut self, id: u32, group: &str, path: &[u8]) -> Msg {
         // No signature (no file, or one too large to describe): the sender
         // pushes the whole file.
-        let empty = Msg::SigReply { id, block_size: delta::BASE_BLOCK, size: 0, blocks: vec![] };
+        let empty = Msg::SigReply { id, block_size: blockdelta::BASE_BLOCK, size: 0, blocks: vec![] };
         let Ok((_, root, rel)) = self.resolve(group, path) else { return empty };
         let Ok(Some(mut f)) = apply::open_file(&root, &rel) else { return empty };
         let size = f.metadata().map_or(0, |m| m.len());
-        let Some(bs) = delta::block_size_for(size) else { return empty };
-        match delta::signature(&mut f, bs) {
+        let Some(bs) = blockdelta::block_size_for(size) else { return empty };
+        match blockdelta::signature(&mut f, bs) {
             Ok((size, blocks)) => Msg::SigReply { id, block_size: bs, size, blocks },
             Err(_) => empty,
         }
