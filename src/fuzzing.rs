@@ -92,8 +92,11 @@ fn take<const N: usize>(data: &mut &[u8]) -> [u8; N] {
 pub fn delta_decoder(data: &[u8]) -> Option<u64> {
     let mut data = data;
     let [sel] = take::<1>(&mut data);
-    let block_size =
-        if sel < 12 { blockdelta::MIN_BLOCK << sel } else { u32::from_be_bytes(take::<4>(&mut data)) };
+    let block_size = if sel < 12 {
+        blockdelta::MIN_BLOCK << sel
+    } else {
+        u32::from_be_bytes(take::<4>(&mut data))
+    };
     let size = u64::from_be_bytes(take::<8>(&mut data));
     let declared = size & (u64::MAX >> 1);
     let base_len = usize::from(u16::from_be_bytes(take::<2>(&mut data))).min(data.len());

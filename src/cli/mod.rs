@@ -353,14 +353,14 @@ fn run_actions(node: &mut Node, args: &Args) -> Exit {
     if args.dry_run {
         return Exit::Ok;
     }
-    if std::env::var_os(crate::action::IN_ACTION).is_some() {
+    if std::env::var_os(crate::actions::IN_ACTION).is_some() {
         // Started by an action, which holds the run lock until it ends: what
         // this run owes is left for the next run (an orphan by then).
         return Exit::Ok;
     }
     let owner = node.actions.owner().to_string();
     let host = node.config.myname.clone();
-    let ran = match engine::actions::run_owed(&mut node.index, &owner, &host, &mut || {}) {
+    let ran = match crate::actions::run_owed(&mut node.index, &owner, &host, &mut || {}) {
         Ok(r) => r,
         Err(e) => return fail!("{e}"),
     };
