@@ -35,20 +35,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use rustix::process::{Gid, Uid};
 
+use crate::tempname::{self, NAME_MAX, temp_name};
 use crate::types::{FileKind, Meta};
 
-/// Longest accepted path component, in bytes (`NAME_MAX`).
-const NAME_MAX: usize = 255;
 /// Longest accepted relative path, in bytes (`PATH_MAX - 1`).
 const PATH_MAX: usize = 4095;
-/// Prefix of every temporary name this module creates.
-const TEMP_PREFIX: &[u8] = b".csync.";
 
 /// Which of the sender's attributes the receiver leaves alone
 /// (`ignore uid gid mod;`). An ignored attribute keeps the value of the entry
@@ -276,48 +272,13 @@ pub fn open_file(root: &Path, rel: &[u8]) -> Result<Option<File>, Error> {
     open_regular(&dir, name, rel)
 }
 
-/// A fresh temporary name for `name`: `.csync.<name>.<16 hex>`, with `name`
-/// shortened so the whole stays within 255 bytes.
-/// True for a name [`temp_name`] makes (`.csync.<name>.<16 hex>`): a
-/// transfer in progress, or one a crash interrupted. Scans skip these, so a
-/// leftover is never mistaken for a managed file and spread to peers.
-pub fn is_temp_name(name: &[u8]) -> bool {
-    name.len() > TEMP_PREFIX.len() + 17
-        && name.starts_with(TEMP_PREFIX)
-        && name[name.len() - 17] == b'.'
-        && name[name.len() - 16..].iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
-fn temp_name(name: &[u8]) -> Vec<u8> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = blake3::Hasher::new();
-    h.update(&std::process::id().to_le_bytes());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    h.update(&now.to_le_bytes());
-    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    let hex = h.finalize().to_hex();
-    let keep = NAME_MAX - TEMP_PREFIX.len() - 1 - 16;
-    let mut out = TEMP_PREFIX.to_vec();
-    out.extend_from_slice(&name[..name.len().min(keep)]);
-    out.push(b'.');
-    out.extend_from_slice(&hex.as_bytes()[..16]);
-    out
-}
-
 /// The temporary for a file's content: one fixed name per target, created
 /// exclusively and held under an exclusive `flock` while it is written. A
 /// temporary that exists but can be locked was left by a crashed writer (of
 /// this or another process): it is removed and replaced, so crashes leave no
 /// growing litter. One that is locked belongs to a live transfer: refused.
 fn locked_temp(dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<(Vec<u8>, OwnedFd), Error> {
-    let hex = blake3::hash(name).to_hex();
-    let keep = NAME_MAX - TEMP_PREFIX.len() - 1 - 16;
-    let mut tmp = TEMP_PREFIX.to_vec();
-    tmp.extend_from_slice(&name[..name.len().min(keep)]);
-    tmp.push(b'.');
-    tmp.extend_from_slice(&hex.as_bytes()[..16]);
+    let tmp = tempname::fixed(name);
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     for _ in 0..4 {
         match rfs::openat(dir, &tmp, flags, Mode::from_raw_mode(0o600)) {
@@ -1161,6 +1122,7 @@ pub fn ensure_root(root: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tempname::TEMP_PREFIX;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     const MTIME: i64 = 1_600_000_000_123_456_789;
@@ -1708,15 +1670,6 @@ mod tests {
             let me = rustix::process::geteuid().as_raw();
             assert_eq!((m.uid, l.uid), (me, me));
         }
-    }
-
-    #[test]
-    fn temp_names_are_recognised() {
-        assert!(is_temp_name(&temp_name(b"nginx.conf")));
-        assert!(is_temp_name(&temp_name(&[b'x'; 255])));
-        assert!(!is_temp_name(b".csync.conf"));
-        assert!(!is_temp_name(b"nginx.conf"));
-        assert!(!is_temp_name(b".csync.x.0123456789ABCDEF"));
     }
 
     #[test]

@@ -7,17 +7,22 @@
 //! Dependencies point one way, top to bottom:
 //!
 //! ```text
-//! cli ─▶ engine ─▶ { index, scan, paths, action } ─▶ config ─▶ pattern ─▶ { diag, types }
+//! cli ─▶ engine ─▶ { index, scan, paths, actions } ─▶ config ─▶ pattern ─▶ { diag, types }
 //! ```
 //!
 //! - [`config`]: csync2 syntax → [`config::Config`], every error with `file:line:col`.
 //! - [`pattern`]: csync2's include/exclude rules (which paths a group manages).
 //! - [`scan`]: walks include roots, hashes what may have changed, compares with
 //!   the previous state. Never touches the database.
+//! - [`tempname`]: the names of csync's temporaries (a leaf `scan` and
+//!   [`apply`] share). [`blockdelta`]: block deltas for large files.
 //! - [`index`]: the SQLite index: file states, dirty marks, peer states. Knows
 //!   nothing of the config.
-//! - [`action`]: runs `action` commands (paths as arguments, timeout, logfile).
-//! - [`engine`]: joins them into check, update, receive, actions, prune.
+//! - [`actions`]: what a change owes, the owed list, running commands (paths
+//!   as arguments, timeout, logfile). [`rewrite`]: the `%%` rewriter (a leaf:
+//!   the config check uses it too).
+//! - [`engine`]: joins them into check, update, receive, prune.
+//! - [`listener`]: the `-i`/`-ii` listener (sockets, limits, signals).
 //! - [`cli`]: arguments, output, exit codes.
 //!
 //! # Words
@@ -26,24 +31,25 @@
 //! group this node is in. *DB form*: a path as stored and sent, `%prefix%/rest`
 //! where a prefix applies. *dirty*: an entry still to be pushed to a peer.
 
-pub mod action;
+pub mod actions;
 pub mod apply;
+pub mod blockdelta;
 pub mod cli;
 pub mod config;
 pub mod confined;
-pub mod daemon;
-pub mod delta;
 pub mod diag;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
 pub mod keygen;
+pub mod listener;
 pub mod logging;
 pub mod net;
 pub mod paths;
 pub mod pattern;
 pub mod proto;
+pub mod rewrite;
 pub mod scan;
-pub mod shell;
+pub mod tempname;
 pub mod types;

@@ -302,7 +302,7 @@ where
             }
         };
         let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." || crate::apply::is_temp_name(name) {
+        if name == b"." || name == b".." || crate::tempname::is_temp_name(name) {
             continue;
         }
         let mut db = Vec::with_capacity(job.db.len() + 1 + name.len());

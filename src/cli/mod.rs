@@ -85,7 +85,7 @@ pub fn run(args: &Args) -> Exit {
     let daemon = mode == Mode::Serve;
     // systemd's sockets must be taken before anything else reads the environment.
     let activated = if daemon && args.serve >= 2 {
-        crate::daemon::take_activation_sockets()
+        crate::listener::take_activation_sockets()
     } else {
         Vec::new()
     };
@@ -417,24 +417,24 @@ fn serve(
             std::thread::Builder::new().name("csync-actions".into()).spawn(move || gate.run_now());
     }
     let result = if args.serve >= 2 {
-        let opts = crate::daemon::Options {
+        let opts = crate::listener::Options {
             port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
             bind_name: args.node.clone(),
         };
-        let first = crate::daemon::Serving { authority: service.clone(), settings };
+        let first = crate::listener::Serving { authority: service.clone(), settings };
         // SIGHUP: the config and identity as they are on disk now; the new
         // service shares the old one's action gate.
         let (args, sysdir) = (args.clone(), sysdir.to_path_buf());
         let mut previous = service;
-        let reload: crate::daemon::Reload = Box::new(move || {
+        let reload: crate::listener::Reload = Box::new(move || {
             let config = load_config_text(&args, &sysdir)?;
             let (service, settings) = serving(&args, &config, &sysdir, Some(&previous))?;
             previous = service.clone();
-            Ok(crate::daemon::Serving { authority: service, settings })
+            Ok(crate::listener::Serving { authority: service, settings })
         });
-        crate::daemon::run_standalone(config, first, reload, &opts, activated)
+        crate::listener::run_standalone(config, first, reload, &opts, activated)
     } else {
-        crate::daemon::run_inetd(service, settings)
+        crate::listener::run_inetd(service, settings)
     };
     match result {
         Ok(()) => Exit::Ok,

@@ -807,7 +807,7 @@ impl<'a> Parser<'a> {
                 }
                 Kw::Exec => {
                     for v in self.values() {
-                        if let Err(msg) = crate::shell::expand_paths(&v.text) {
+                        if let Err(msg) = crate::rewrite::expand_paths(&v.text) {
                             self.error(v.seq, &v.span, msg, None);
                         }
                         a.exec.push(v.text);

@@ -2,7 +2,6 @@
 //! the index into the operations the CLI offers (check, mark, force, prune,
 //! listings). It is the only layer that knows all of them.
 
-pub mod actions;
 mod check;
 pub mod conflict;
 pub mod first_contact;
@@ -20,6 +19,7 @@ pub use check::{CheckOptions, CheckReport};
 pub use maintain::{mark_paths, prune};
 pub use run::{PushOutcome, PushRequest, RunOutcome, RunRequest};
 
+use crate::actions;
 use crate::config::{Config, Group};
 use crate::index::{Index, IndexedFile};
 use crate::pattern::{GroupMatcher, Level};
@@ -58,6 +58,18 @@ pub enum Error {
         /// This node.
         host: String,
     },
+}
+
+impl From<actions::Error> for Error {
+    fn from(e: actions::Error) -> Self {
+        match e {
+            actions::Error::Index(e) => Error::Index(e),
+            actions::Error::Pattern { group, pattern, message } => {
+                Error::Pattern { group, pattern, message }
+            }
+            actions::Error::Lock(m) => Error::Actions(m),
+        }
+    }
 }
 
 /// A member group, ready to match paths.

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::actions::{ActionTable, Gate};
 use super::wire::{from_wire, to_wire, version};
+use crate::actions::{ActionTable, Gate};
 use crate::apply::{self, FileWriter};
+use crate::blockdelta;
 use crate::config::{Config, GroupKey};
-use crate::delta;
 use crate::index::{Index, IndexedFile, OwnedMark, Received};
 use crate::net::server::{Authority, Handler};
 use crate::pattern::{GroupMatcher, Level};
@@ -156,7 +156,7 @@ enum Stream {
     /// Write them into a new file (whole content).
     Whole(Box<Pending>, FileWriter),
     /// Rebuild from the current file plus delta ops.
-    Delta(Box<Pending>, delta::Decoder<std::fs::File, FileWriter>),
+    Delta(Box<Pending>, blockdelta::Decoder<std::fs::File, FileWriter>),
     /// Refused or conflicting: read and drop (the sender pipelined them).
     Discard,
 }
@@ -506,15 +506,12 @@ impl Receiver {
     /// Journals `owed` in one transaction, as this session's rows. The session
     /// enters the gate first: no run may start between its journal rows and
     /// its changes.
-    fn queue_owed(
-        &mut self,
-        owed: &[crate::index::QueuedAction],
-    ) -> crate::index::Result<Vec<i64>> {
+    fn queue_owed(&mut self, owed: &[crate::index::OwedAction]) -> crate::index::Result<Vec<i64>> {
         if !self.entered {
             self.gate.enter();
             self.entered = true;
         }
-        let ids = self.index.queue_actions(owed)?;
+        let ids = self.index.add_owed(owed)?;
         self.journalled.extend_from_slice(&ids);
         Ok(ids)
     }
@@ -565,7 +562,7 @@ impl Receiver {
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = self.index.unqueue_actions(ids) {
+        if let Err(e) = self.index.remove_owed(ids) {
             // Kept for the next flush: dropped later, never run for a change
             // that was not made.
             warn!("dropping journalled actions: {e}");
@@ -997,7 +994,7 @@ impl Receiver {
                 // The block size of the signature this node sent: the same
                 // rule on the same base file (a sender cannot choose it).
                 let Some(bs) =
-                    delta::block_size_for(base_file.metadata().map_or(u64::MAX, |m| m.len()))
+                    blockdelta::block_size_for(base_file.metadata().map_or(u64::MAX, |m| m.len()))
                 else {
                     self.streams.insert(id, Stream::Discard);
                     return Some(Outcome::Failed {
@@ -1008,7 +1005,7 @@ impl Receiver {
                 match apply::begin_file(&root, &rel, &ae, hash, &self.opts)
                     .map_err(Self::outcome_of)
                     .and_then(|w| {
-                        delta::Decoder::new(base_file, bs, entry.size, w).map_err(|e| {
+                        blockdelta::Decoder::new(base_file, bs, entry.size, w).map_err(|e| {
                             Outcome::Failed { code: ErrorCode::Io, message: e.to_string() }
                         })
                     }) {
@@ -1068,7 +1065,7 @@ impl Receiver {
                 // The files are in place all the same: their actions are owed
                 // (a re-push will find them identical and owe nothing).
                 let owed: Vec<i64> = self.pending.iter().flat_map(|r| r.actions.clone()).collect();
-                if let Err(e) = self.index.mark_actions_ready(&owed) {
+                if let Err(e) = self.index.mark_owed_ready(&owed) {
                     warn!("actions stay journalled for the next start: {e}");
                 }
                 for a in &mut self.acks {
@@ -1357,12 +1354,13 @@ impl Receiver {
     fn sig(&mut self, id: u32, group: &str, path: &[u8]) -> Msg {
         // No signature (no file, or one too large to describe): the sender
         // pushes the whole file.
-        let empty = Msg::SigReply { id, block_size: delta::BASE_BLOCK, size: 0, blocks: vec![] };
+        let empty =
+            Msg::SigReply { id, block_size: blockdelta::BASE_BLOCK, size: 0, blocks: vec![] };
         let Ok((_, root, rel)) = self.resolve(group, path) else { return empty };
         let Ok(Some(mut f)) = apply::open_file(&root, &rel) else { return empty };
         let size = f.metadata().map_or(0, |m| m.len());
-        let Some(bs) = delta::block_size_for(size) else { return empty };
-        match delta::signature(&mut f, bs) {
+        let Some(bs) = blockdelta::block_size_for(size) else { return empty };
+        match blockdelta::signature(&mut f, bs) {
             Ok((size, blocks)) => Msg::SigReply { id, block_size: bs, size, blocks },
             Err(_) => empty,
         }
@@ -1617,9 +1615,9 @@ impl Receiver {
     /// Journal rows whose process is gone (a daemon killed before it ran them).
     fn has_orphans(&self) -> bool {
         let mine = self.actions.owner();
-        self.index.queued_actions().is_ok_and(|rows| {
+        self.index.owed_actions().is_ok_and(|rows| {
             rows.iter()
-                .any(|r| r.action.owner != mine && !crate::action::owner_alive(&r.action.owner))
+                .any(|r| r.action.owner != mine && !crate::actions::owner_alive(&r.action.owner))
         })
     }
 }

@@ -14,8 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::Node;
 use super::conflict::{Decision, Side, decide};
 use super::wire::{to_wire, version};
+use crate::blockdelta;
 use crate::config::AutoMethod;
-use crate::delta;
 use crate::index::Pushed;
 use crate::net::client::{self, ClientSettings, Target};
 use crate::net::conn::Conn;
@@ -548,7 +548,10 @@ async fn push_peer(
 fn wants_delta(it: &Item) -> bool {
     it.peer_has_old
         && !it.forced
-        && it.local.as_ref().is_some_and(|m| m.kind == FileKind::File && m.size >= delta::DELTA_MIN)
+        && it
+            .local
+            .as_ref()
+            .is_some_and(|m| m.kind == FileKind::File && m.size >= blockdelta::DELTA_MIN)
         && it.changes.contains(Changes::CONTENT)
 }
 
@@ -781,7 +784,7 @@ where
             // peer: a block size that would make the encoder allocate or loop
             // without bound, a block count that does not match the size) is
             // treated as no signature: the whole file goes instead.
-            match delta::check_signature(block_size, size, blocks.len()) {
+            match blockdelta::check_signature(block_size, size, blocks.len()) {
                 Ok(()) => (block_size, size, blocks),
                 Err(why) => {
                     tracing::warn!(
@@ -817,7 +820,8 @@ where
     })
     .map_err(|e| e.to_string())?;
     let src = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut enc = delta::Encoder::new(src, block_size, size, blocks).map_err(|e| e.to_string())?;
+    let mut enc =
+        blockdelta::Encoder::new(src, block_size, size, blocks).map_err(|e| e.to_string())?;
     loop {
         match enc.next_chunk() {
             Ok(Some(chunk)) => wr.send_data(id, &chunk).await.map_err(|e| e.to_string())?,

@@ -6,7 +6,7 @@
 //! transaction, so a crash leaves either the old or the new state.
 
 mod failures;
-mod queue;
+mod owed;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use failures::{ActionFailure, ActionRun};
-pub use queue::{QueuedAction, QueuedRow};
+pub use owed::{OwedAction, OwedRow};
 pub use rows::{ConflictRow, DirtyRow, IndexedFile};
 
 use crate::types::{Base, Changes, Meta};
@@ -126,8 +126,8 @@ pub struct Batch {
     pub marks: Vec<OwnedMark>,
     /// Entries whose current version this node made (forget where it came from).
     pub local: Vec<Vec<u8>>,
-    /// Actions to journal with the change (`do-local` actions of a check).
-    pub actions: Vec<QueuedAction>,
+    /// Actions the change owes, recorded with it (`do-local` actions of a check).
+    pub actions: Vec<OwedAction>,
 }
 
 /// One entry applied on the receiver, for [`Index::record_received_batch`].
@@ -143,7 +143,7 @@ pub struct Received {
     pub version: Option<[u8; 32]>,
     /// The host whose change this is (`None`: leave as it was).
     pub origin: Option<String>,
-    /// Journalled actions this change owes, now ready to run.
+    /// Owed actions of this change (rows already recorded), now ready to run.
     pub actions: Vec<i64>,
 }
 
@@ -430,7 +430,7 @@ impl Index {
                 ])
                 .map_err(sql)?;
             }
-            queue::insert(&tx, &batch.actions).map_err(sql)?;
+            owed::insert(&tx, &batch.actions).map_err(sql)?;
         }
         tx.commit().map_err(sql)
     }
@@ -590,7 +590,7 @@ impl Index {
                 )
                 .map_err(sql)?;
             for r in batch {
-                queue::set_ready(&tx, &r.actions).map_err(sql)?;
+                owed::set_ready(&tx, &r.actions).map_err(sql)?;
                 let p: &[u8] = match (&r.file, &r.removed) {
                     (Some(f), _) => {
                         rows::upsert_file(&mut up, f).map_err(sql)?;

@@ -45,7 +45,7 @@ pub trait Handler: Send {
 
     /// Called with each batch of requests before they are handled one by
     /// one: a handler that must write something durable before acting on a
-    /// request (the receiver's action journal) does it for the whole batch
+    /// request (recording the receiver's owed actions) does it for the whole batch
     /// in one step.
     fn prepare(&mut self, batch: &[Msg]) {
         let _ = batch;
