@@ -48,6 +48,7 @@ pub mod logging;
 pub mod net;
 pub mod paths;
 pub mod pattern;
+pub mod policy;
 pub mod proto;
 pub mod rewrite;
 pub mod scan;

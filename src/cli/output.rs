@@ -327,7 +327,7 @@ pub fn status(node: &Node, json: bool) -> Exit {
     let unresolved: Vec<_> = conflicts
         .iter()
         .filter(|c| {
-            c.resolution == "unresolved"
+            c.resolution == crate::index::Resolution::Unresolved
                 && !c.acked
                 && dirty.iter().any(|d| d.path == c.path && d.peer == c.peer)
         })
@@ -340,7 +340,7 @@ pub fn status(node: &Node, json: bool) -> Exit {
                     "path": String::from_utf8_lossy(&c.path),
                     "peer": c.peer,
                     "detected_at": c.detected_at,
-                    "resolution": c.resolution,
+                    "resolution": c.resolution.to_string(),
                     "kept": c.kept.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
                     "open": unresolved.iter().any(|u| std::ptr::eq(*u, c)),
                     "acknowledged": c.acked,

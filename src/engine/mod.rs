@@ -4,13 +4,11 @@
 
 mod check;
 pub mod conflict;
-pub mod first_contact;
-pub mod insync;
 mod maintain;
+pub mod push;
 pub mod receive;
 pub mod remote;
 pub mod run;
-pub mod update;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +20,7 @@ pub use run::{PushOutcome, PushRequest, RunOutcome, RunRequest};
 use crate::actions;
 use crate::config::{Config, Group};
 use crate::index::{Index, IndexedFile};
-use crate::pattern::{GroupMatcher, Level};
+use crate::pattern::Level;
 use crate::scan::{Known, Root};
 use crate::types::Meta;
 
@@ -72,16 +70,14 @@ impl From<actions::Error> for Error {
     }
 }
 
-/// A member group, ready to match paths.
-#[derive(Debug)]
-pub struct ActiveGroup {
-    /// Index into `Config::groups`.
-    pub index: usize,
-    /// Compiled include/exclude rules.
-    pub matcher: GroupMatcher,
-    /// `(peer, myname)` pairs this node pushes its changes to. Empty when this
-    /// node is receive-only in the group: its own changes are never queued.
-    pub push_to: Vec<(String, String)>,
+/// A member group, compiled: the name the engine used before the policy
+/// had a module of its own.
+pub use crate::policy::GroupPolicy as ActiveGroup;
+
+impl From<crate::policy::PatternError> for Error {
+    fn from(e: crate::policy::PatternError) -> Self {
+        Error::Pattern { group: e.group, pattern: e.pattern, message: e.message }
+    }
 }
 
 /// One node: its resolved config, compiled groups and open index.
@@ -103,25 +99,7 @@ impl Node {
     /// # Errors
     /// When a group's patterns do not compile.
     pub fn new(config: Config, index: Index) -> Result<Node, Error> {
-        let mut groups = Vec::new();
-        for (i, g) in config.groups.iter().enumerate() {
-            if !g.is_member {
-                continue;
-            }
-            let matcher = GroupMatcher::new(&g.rules).map_err(|(ri, message)| Error::Pattern {
-                group: g.name.clone(),
-                pattern: g.rules.get(ri).map(|r| r.pattern.clone()).unwrap_or_default(),
-                message,
-            })?;
-            let me = g.me(&config.myname);
-            let receive_only = me.is_some_and(|h| h.receive_only);
-            let push_to = if receive_only {
-                Vec::new()
-            } else {
-                g.peers(&config.myname).map(|h| (h.name.clone(), config.myname.clone())).collect()
-            };
-            groups.push(ActiveGroup { index: i, matcher, push_to });
-        }
+        let groups = crate::policy::GroupPolicy::members(&config)?;
         let actions = actions::ActionTable::new(&config)?;
         Ok(Node { config, groups, index, actions })
     }
@@ -133,7 +111,7 @@ impl Node {
 
     /// The strongest match level any member group gives `path`.
     pub fn level(&self, path: &[u8]) -> Level {
-        level_of(&self.groups, path)
+        crate::policy::level_of(&self.groups, path)
     }
 
     /// True when some member group manages `path`.
@@ -144,18 +122,7 @@ impl Node {
     /// `(peer, myname)` pairs a change of `path` must be pushed to: the peers of
     /// every member group that manages it, each once, in group order.
     pub fn peers_for(&self, path: &[u8]) -> Vec<(&str, &str)> {
-        let mut out: Vec<(&str, &str)> = Vec::new();
-        for g in &self.groups {
-            if g.push_to.is_empty() || !g.matcher.is_managed(path) {
-                continue;
-            }
-            for (peer, me) in &g.push_to {
-                if !out.iter().any(|(p, _)| p == peer) {
-                    out.push((peer, me));
-                }
-            }
-        }
-        out
+        crate::policy::peers_for(&self.groups, path)
     }
 
     /// The walk roots of all member groups, mapped to real paths, overlaps removed.
@@ -165,8 +132,8 @@ impl Node {
     pub fn roots(&self) -> Result<Vec<Root>, Error> {
         let mut roots: Vec<Root> = Vec::new();
         for g in &self.groups {
-            for r in g.matcher.walk_roots() {
-                let db = r.into_bytes();
+            for r in &g.roots {
+                let db = r.as_bytes().to_vec();
                 let real = crate::paths::real_path(&self.config, &db).ok_or_else(|| {
                     let name = String::from_utf8_lossy(&db[1..])
                         .split('%')
@@ -225,19 +192,6 @@ impl Node {
         }
         out
     }
-}
-
-/// The strongest match level any of `groups` gives `path`.
-fn level_of(groups: &[ActiveGroup], path: &[u8]) -> Level {
-    let mut best = Level::Ignore;
-    for g in groups {
-        match g.matcher.level(path) {
-            Level::Managed => return Level::Managed,
-            Level::StepInto => best = Level::StepInto,
-            Level::Ignore => {}
-        }
-    }
-    best
 }
 
 impl Known for IndexedFile {

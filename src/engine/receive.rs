@@ -699,7 +699,12 @@ impl Receiver {
     /// Writes a conflict record (a failure to do so is logged: the change
     /// itself stands).
     fn note_conflict(&mut self, path: &[u8], why: &str, kept: Option<&Path>) {
-        if let Err(e) = self.index.record_conflict(path, &self.peer, why, kept) {
+        if let Err(e) = self.index.record_conflict(
+            path,
+            &self.peer,
+            &crate::index::Resolution::from_stored(why),
+            kept,
+        ) {
             warn!("recording the conflict on {}: {e}", crate::paths::display(path));
         }
     }
@@ -715,7 +720,7 @@ impl Receiver {
         // The peer lacks it altogether: an ordinary push brings it (and meets
         // a conflict if the peer made one meanwhile). Otherwise our version
         // won by the rule: forced.
-        let missing = rule == super::first_contact::MISSING;
+        let missing = rule == super::push::first_contact::MISSING;
         if missing && self.index.file(path).ok().flatten().is_none() {
             return;
         }

@@ -56,15 +56,35 @@ pub fn refusal(config: &Config, group: &str, code: ErrorCode) -> String {
     format!("group '{group}': {why}")
 }
 
-/// Turns a peer report's refused groups into its error: one sentence per
-/// group, before any other error of that peer.
-pub fn explain_refusals(config: &Config, r: &mut super::update::PeerReport) {
-    if r.refused.is_empty() {
-        return;
+/// An action a peer ran for the changes it received, as it reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAction {
+    /// The group of the action.
+    pub group: String,
+    /// The command, as the peer's config has it.
+    pub command: String,
+    /// How many paths it was given.
+    pub paths: u32,
+    /// Exit status 0.
+    pub ok: bool,
+    /// How it ended.
+    pub status: String,
+    /// Where its output went on the peer; `None`: the peer's own log.
+    pub logfile: Option<std::path::PathBuf>,
+}
+
+impl RemoteAction {
+    /// As the index records it.
+    pub fn to_run(&self) -> crate::index::ActionRun {
+        crate::index::ActionRun {
+            group: self.group.clone(),
+            command: self.command.clone(),
+            logfile: self.logfile.clone(),
+            paths: u64::from(self.paths),
+            ok: self.ok,
+            status: self.status.clone(),
+        }
     }
-    let mut text: Vec<String> = r.refused.iter().map(|(g, c)| refusal(config, g, *c)).collect();
-    text.extend(r.error.take());
-    r.error = Some(text.join("; "));
 }
 
 /// What a ping found out.
@@ -194,7 +214,7 @@ pub fn action_wait(config: &Config) -> Duration {
 pub async fn end_of_session<S>(
     rd: &mut crate::net::conn::Conn<S>,
     wait: Duration,
-) -> Result<Vec<super::update::RemoteAction>, String>
+) -> Result<Vec<RemoteAction>, String>
 where
     S: tokio::io::AsyncRead + Unpin,
 {
@@ -215,7 +235,7 @@ where
                 }
                 let e = crate::paths::escape;
                 let logfile = logfile.map(|b| PathBuf::from(OsStr::from_bytes(&b)));
-                actions.push(super::update::RemoteAction {
+                actions.push(RemoteAction {
                     group: e(&group),
                     command: e(&command),
                     paths,

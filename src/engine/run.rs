@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::update::{UpdateOptions, UpdateReport};
+use super::push::{UpdateOptions, UpdateReport};
 use super::{CheckOptions, CheckReport, Error, Node};
 use crate::actions::{self, Ran};
 use crate::net::client::ClientSettings;

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 pub use failures::{ActionFailure, ActionRun};
 pub use owed::{OwedAction, OwedRow};
-pub use rows::{ConflictRow, DirtyRow, IndexedFile};
+pub use rows::{ConflictRow, DirtyRow, IndexedFile, Resolution};
 
 use crate::types::{Base, Changes, Meta};
 
@@ -649,7 +649,7 @@ impl Index {
         &mut self,
         path: &[u8],
         peer: &str,
-        resolution: &str,
+        resolution: &Resolution,
         kept: Option<&Path>,
     ) -> Result<()> {
         let sql = self.sql();
@@ -662,7 +662,7 @@ impl Index {
                     path,
                     peer,
                     unix_now(),
-                    resolution,
+                    resolution.to_string(),
                     kept.map(|k| k.as_os_str().as_encoded_bytes().to_vec())
                 ],
             )

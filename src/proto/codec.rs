@@ -5,7 +5,7 @@
 //! drops the connection in the second. No input makes it panic or allocate
 //! more than the frame it was given.
 
-use super::msg::{Content, ErrorCode, GroupProof, Msg, Outcome, WireEntry};
+use super::msg::{CONTENT_NEEDED, Content, ErrorCode, GroupProof, Msg, Outcome, WireEntry};
 use super::{MAGIC, MAX_BLOCKS, MAX_CHUNK, MAX_FRAME, MAX_GROUPS, MAX_MESSAGE, MAX_NAME, MAX_PATH};
 
 /// Why bytes from a peer are not a valid frame.
@@ -180,6 +180,11 @@ fn encode_body(msg: &Msg, out: &mut Vec<u8>) -> Result<(), EncodeError> {
                 }
                 Outcome::ParentMissing => out.push(3),
                 Outcome::NotEmpty => out.push(4),
+                Outcome::ContentNeeded => {
+                    out.push(5);
+                    out.extend_from_slice(&(ErrorCode::Protocol as u16).to_be_bytes());
+                    put_str(out, CONTENT_NEEDED, MAX_MESSAGE, "message")?;
+                }
                 Outcome::Failed { code, message } => {
                     out.push(5);
                     out.extend_from_slice(&(*code as u16).to_be_bytes());
@@ -418,7 +423,10 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, DecodeError> {
                 2 => Outcome::Conflict(if r.flag("entry flag")? { Some(r.entry()?) } else { None }),
                 3 => Outcome::ParentMissing,
                 4 => Outcome::NotEmpty,
-                5 => Outcome::Failed { code: r.code()?, message: r.str(MAX_MESSAGE, "message")? },
+                5 => match (r.code()?, r.str(MAX_MESSAGE, "message")?) {
+                    (ErrorCode::Protocol, m) if m == CONTENT_NEEDED => Outcome::ContentNeeded,
+                    (code, message) => Outcome::Failed { code, message },
+                },
                 _ => return Err(DecodeError::Malformed { what: "outcome" }),
             };
             Msg::Ack { id, outcome }
@@ -665,6 +673,18 @@ mod tests {
             let f = encoded(&m).unwrap();
             assert_eq!(decode(&f).unwrap(), Some((m.clone(), f.len())), "{m:?}");
         }
+    }
+
+    #[test]
+    fn content_needed_travels_as_the_failed_reply_it_always_was() {
+        let typed = encoded(&Msg::Ack { id: 3, outcome: Outcome::ContentNeeded }).unwrap();
+        let old = Msg::Ack {
+            id: 3,
+            outcome: Outcome::Failed { code: ErrorCode::Protocol, message: CONTENT_NEEDED.into() },
+        };
+        assert_eq!(typed, encoded(&old).unwrap(), "same bytes as before");
+        let (back, _) = decode(&typed).unwrap().unwrap();
+        assert_eq!(back, Msg::Ack { id: 3, outcome: Outcome::ContentNeeded });
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use super::Node;
-use super::wire::version;
+use crate::engine::Node;
+use crate::engine::wire::version;
 use crate::index::Scope;
 use crate::net::client::{self, ClientSettings};
 use crate::proto::{Msg, Outcome};
@@ -56,7 +56,7 @@ impl Node {
         scope: Scope<'_>,
         diffs: bool,
         mark: bool,
-    ) -> Result<InSyncReport, super::Error> {
+    ) -> Result<InSyncReport, crate::engine::Error> {
         let mut report = InSyncReport::default();
         let ignore = self.ignore_fields();
         let mut all_peers: Vec<String> = Vec::new();
@@ -81,9 +81,10 @@ impl Node {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| super::Error::Runtime(e.to_string()))?;
+            .map_err(|e| crate::engine::Error::Runtime(e.to_string()))?;
         for peer in all_peers {
-            let Some((target, groups)) = super::remote::shared_groups(&self.config, &peer, port)
+            let Some((target, groups)) =
+                crate::engine::remote::shared_groups(&self.config, &peer, port)
             else {
                 continue;
             };
@@ -97,7 +98,7 @@ impl Node {
                     let why: Vec<String> = s
                         .refused
                         .iter()
-                        .map(|(g, c)| super::remote::refusal(&self.config, g, *c))
+                        .map(|(g, c)| crate::engine::remote::refusal(&self.config, g, *c))
                         .collect();
                     if why.is_empty() {
                         return Err("the peer accepted none of our groups".into());
@@ -175,8 +176,8 @@ impl Node {
             }
             rt.block_on(async {
                 let _ = session.conn.send(&Msg::Bye).await;
-                let wait = super::remote::action_wait(&self.config);
-                let _ = super::remote::end_of_session(&mut session.conn, wait).await;
+                let wait = crate::engine::remote::action_wait(&self.config);
+                let _ = crate::engine::remote::end_of_session(&mut session.conn, wait).await;
             });
         }
         if mark {

@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::Node;
-use super::remote::GroupKeys;
-use super::wire::{from_wire, version};
+use crate::engine::Node;
+use crate::engine::remote::GroupKeys;
+use crate::engine::wire::{from_wire, version};
 use crate::index::{Mark, Scope};
 use crate::net::client::{self, ClientSettings, Target};
 use crate::proto::Msg;
@@ -83,7 +83,7 @@ impl Node {
     ///
     /// # Errors
     /// When the index fails.
-    pub fn new_peers(&self, only: &[String]) -> Result<Vec<String>, super::Error> {
+    pub fn new_peers(&self, only: &[String]) -> Result<Vec<String>, crate::engine::Error> {
         let synced = self.index.synced_peers()?;
         let mut out: Vec<String> = Vec::new();
         for g in &self.groups {
@@ -108,18 +108,18 @@ impl Node {
         peers: &[String],
         settings: &ClientSettings,
         port: u16,
-    ) -> Result<FirstContact, super::Error> {
+    ) -> Result<FirstContact, crate::engine::Error> {
         let mut report = FirstContact::default();
         let jobs: Vec<(Target, GroupKeys)> = peers
             .iter()
-            .filter_map(|p| super::remote::shared_groups(&self.config, p, port))
+            .filter_map(|p| crate::engine::remote::shared_groups(&self.config, p, port))
             .collect();
         if jobs.is_empty() {
             return Ok(report);
         }
         let myname = self.config.myname.clone();
         let settings = Arc::new(settings.clone());
-        let wait = super::remote::action_wait(&self.config);
+        let wait = crate::engine::remote::action_wait(&self.config);
         let listings: Vec<(String, Result<Listing, String>)> = std::thread::scope(|s| {
             let handles: Vec<_> = jobs
                 .into_iter()
@@ -135,7 +135,8 @@ impl Node {
                                     .map_err(|e| e.to_string())?;
                                 let l = list(&mut s).await?;
                                 let _ = s.conn.send(&Msg::Bye).await;
-                                let _ = super::remote::end_of_session(&mut s.conn, wait).await;
+                                let _ =
+                                    crate::engine::remote::end_of_session(&mut s.conn, wait).await;
                                 s.conn.shutdown().await;
                                 Ok(l)
                             }),
@@ -165,7 +166,8 @@ impl Node {
         // Entries a peer has and this node lacks: ask for them (a node whose
         // files went with its index gets them back from its peers' next run).
         for (peer, missing) in asks {
-            let Some((target, groups)) = super::remote::shared_groups(&self.config, &peer, port)
+            let Some((target, groups)) =
+                crate::engine::remote::shared_groups(&self.config, &peer, port)
             else {
                 continue;
             };
@@ -182,7 +184,7 @@ impl Node {
                             .map_err(|e| e.to_string())?;
                     }
                     s.conn.send(&Msg::Bye).await.map_err(|e| e.to_string())?;
-                    super::remote::end_of_session(&mut s.conn, wait).await?;
+                    crate::engine::remote::end_of_session(&mut s.conn, wait).await?;
                     s.conn.shutdown().await;
                     Ok::<(), String>(())
                 })
@@ -239,7 +241,7 @@ impl Node {
         peer: &str,
         listing: &Listing,
         local: &[crate::index::IndexedFile],
-    ) -> Result<usize, super::Error> {
+    ) -> Result<usize, crate::engine::Error> {
         let ignore = self.ignore_fields();
         let mut agreed: Vec<(Vec<u8>, [u8; 32])> = Vec::new();
         let mut marks: HashMap<Vec<u8>, String> = HashMap::new();
