@@ -353,15 +353,18 @@ fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.001)).unwrap_or(Duration::from_secs(5))
 }
 
-fn identity(sysdir: &Path) -> Result<crate::net::identity::Identity, Exit> {
+fn identity_error(e: &crate::net::identity::Error, sysdir: &Path) -> Exit {
     use crate::net::identity::Error;
-    crate::net::identity::Identity::load(sysdir).map_err(|e| match &e {
+    match e {
         // Only a missing file needs the recipe; other problems say their fix.
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            fail!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+            fail!(
+                "identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})",
+                sysdir.display()
+            )
         }
         _ => fail!("identity: {e}"),
-    })
+    }
 }
 
 /// `--check-config`'s checks beyond the config text: this node's identity
@@ -484,18 +487,9 @@ fn serving(
 
 fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
     let peer = args.ping.as_deref().expect("mode says --ping was given").to_lowercase();
-    let id = match identity(sysdir) {
-        Ok(i) => i,
+    let settings = match client_settings(args, sysdir) {
+        Ok(s) => s,
         Err(e) => return e,
-    };
-    let tls = match crate::net::tls::client_config(&id) {
-        Ok(t) => t,
-        Err(e) => return fail!("{e}"),
-    };
-    let settings = crate::net::client::ClientSettings {
-        tls,
-        connect_timeout: secs(args.timeout),
-        idle_timeout: secs(args.idle_timeout),
     };
     let port = args.port.unwrap_or(crate::net::DEFAULT_PORT);
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -536,12 +530,10 @@ fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
 }
 
 fn client_settings(args: &Args, sysdir: &Path) -> Result<crate::net::client::ClientSettings, Exit> {
-    let id = identity(sysdir)?;
-    let tls = crate::net::tls::client_config(&id).map_err(|e| fail!("{e}"))?;
-    Ok(crate::net::client::ClientSettings {
-        tls,
-        connect_timeout: secs(args.timeout),
-        idle_timeout: secs(args.idle_timeout),
+    use crate::net::client::{ClientSettings, SettingsError};
+    ClientSettings::load(sysdir, secs(args.timeout), secs(args.idle_timeout)).map_err(|e| match e {
+        SettingsError::Identity(e) => identity_error(&e, sysdir),
+        SettingsError::Tls(e) => fail!("{e}"),
     })
 }
 

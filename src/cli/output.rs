@@ -11,7 +11,8 @@ use crate::config::{Config, RuleKind};
 use crate::engine::Node;
 use crate::index::Scope;
 use crate::paths::display;
-use crate::pattern::{GroupMatcher, Level};
+use crate::pattern::Level;
+use crate::policy::{GroupPolicy, level_of};
 use crate::types::{FileKind, Meta};
 
 /// One-line state of an entry for `-L` (csync2 printed its "checktxt" here).
@@ -125,6 +126,12 @@ pub fn list_dirty(node: &Node, json: bool) -> Exit {
 
 /// `--check-config`: what the config resolved to, for this node.
 pub fn config_summary(c: &Config) -> Exit {
+    // A group whose patterns do not compile shows no roots (its error is
+    // reported by the config check).
+    let policies: Vec<GroupPolicy> = (0..c.groups.len())
+        .filter(|&i| c.groups[i].is_member)
+        .filter_map(|i| GroupPolicy::compile(c, i).ok())
+        .collect();
     let mut s = String::new();
     s.push_str(&format!("config {}\nnode {}\n", c.source.display(), c.myname));
     for p in &c.prefixes {
@@ -175,12 +182,12 @@ pub fn config_summary(c: &Config) -> Exit {
             s.push_str(&format!("  {kind:<7} {}\n", r.pattern));
         }
         if g.is_member
-            && let Ok(m) = GroupMatcher::new(&g.rules)
+            && let Some(p) = policies.iter().find(|p| p.name == g.name)
         {
-            for root in m.walk_roots() {
+            for root in &p.roots {
                 let real = crate::paths::real_path(c, root.as_bytes())
                     .map_or("(prefix not defined here)".to_string(), |p| p.display().to_string());
-                if real == root {
+                if real == *root {
                     s.push_str(&format!("  root    {root}\n"));
                 } else {
                     s.push_str(&format!("  root    {root} = {real}\n"));
@@ -232,17 +239,12 @@ pub fn explain(c: &Config, arg: &Path) -> Exit {
     let mut forms = crate::paths::db_forms(c, &real);
     // Show the form some group cares about (a `%prefix%` one, usually); when
     // none does, the first is as good as any to explain why.
-    let matchers: Vec<GroupMatcher> = c
-        .groups
-        .iter()
-        .filter(|g| g.is_member)
-        .filter_map(|g| GroupMatcher::new(&g.rules).ok())
-        .collect();
-    let relevant: Vec<Vec<u8>> = forms
-        .iter()
-        .filter(|f| matchers.iter().any(|m| m.level(f) != Level::Ignore))
-        .cloned()
-        .collect();
+    let policies = match GroupPolicy::members(c) {
+        Ok(p) => p,
+        Err(e) => return fail!("group {}: {}", e.group, e.message),
+    };
+    let relevant: Vec<Vec<u8>> =
+        forms.iter().filter(|f| level_of(&policies, f) != Level::Ignore).cloned().collect();
     if relevant.is_empty() {
         forms.truncate(1);
     } else {
@@ -250,11 +252,8 @@ pub fn explain(c: &Config, arg: &Path) -> Exit {
     }
     let mut s = String::new();
     let mut any = false;
-    for g in c.groups.iter().filter(|g| g.is_member) {
-        let m = match GroupMatcher::new(&g.rules) {
-            Ok(m) => m,
-            Err((_, e)) => return fail!("group {}: {e}", g.name),
-        };
+    for p in &policies {
+        let (g, m) = (&c.groups[p.index], &p.matcher);
         for db in &forms {
             let v = m.explain(db);
             let level = m.level(db);

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::engine::Node;
-use crate::engine::remote::GroupKeys;
+use crate::engine::remote::{GroupKeys, PeerError};
 use crate::engine::wire::{from_wire, version};
 use crate::index::{Mark, Scope};
 use crate::net::client::{self, ClientSettings, Target};
@@ -47,30 +47,32 @@ pub struct FirstContact {
 ///
 /// # Errors
 /// A sentence saying what went wrong.
-pub async fn list(s: &mut client::Session) -> Result<Listing, String> {
+pub async fn list(s: &mut client::Session) -> Result<Listing, PeerError> {
     let mut out = Listing::new();
     let (mut count, mut bytes) = (0usize, 0usize);
     for (i, g) in s.accepted.clone().iter().enumerate() {
         let id = i as u32 + 1;
-        s.conn.send(&Msg::List { id, group: g.clone() }).await.map_err(|e| e.to_string())?;
+        s.conn.send(&Msg::List { id, group: g.clone() }).await?;
         let entries = out.entry(g.clone()).or_default();
         loop {
-            match s.conn.recv().await.map_err(|e| e.to_string())? {
+            match s.conn.recv().await? {
                 Some(Msg::ListEntry { path, entry, .. }) => {
                     count += 1;
                     bytes += path.len() + entry.target.as_ref().map_or(0, Vec::len);
                     if count > MAX_LIST_ENTRIES || bytes > MAX_LIST_BYTES {
-                        return Err(format!(
+                        return Err(PeerError::TooMuch(format!(
                             "the peer's listing exceeds {MAX_LIST_ENTRIES} entries or {} MiB; refused",
                             MAX_LIST_BYTES >> 20
-                        ));
+                        )));
                     }
                     if let Some(m) = from_wire(&entry) {
                         entries.insert(path, m);
                     }
                 }
                 Some(Msg::ListEnd { .. }) => break,
-                other => return Err(format!("unexpected reply to List: {other:?}")),
+                other => {
+                    return Err(PeerError::Unexpected { to: "List", got: format!("{other:?}") });
+                }
             }
         }
     }
@@ -120,7 +122,7 @@ impl Node {
         let myname = self.config.myname.clone();
         let settings = Arc::new(settings.clone());
         let wait = crate::engine::remote::action_wait(&self.config);
-        let listings: Vec<(String, Result<Listing, String>)> = std::thread::scope(|s| {
+        let listings: Vec<(String, Result<Listing, PeerError>)> = std::thread::scope(|s| {
             let handles: Vec<_> = jobs
                 .into_iter()
                 .map(|(target, groups)| {
@@ -130,17 +132,22 @@ impl Node {
                         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
                         let r = match rt {
                             Ok(rt) => rt.block_on(async {
-                                let mut s = client::connect(&target, &settings, &myname, &groups)
-                                    .await
-                                    .map_err(|e| e.to_string())?;
+                                let mut s =
+                                    client::connect(&target, &settings, &myname, &groups).await?;
                                 let l = list(&mut s).await?;
-                                let _ = s.conn.send(&Msg::Bye).await;
-                                let _ =
-                                    crate::engine::remote::end_of_session(&mut s.conn, wait).await;
+                                // Only read, nothing changed there: an untidy
+                                // end costs nothing but is logged.
+                                let end = async {
+                                    s.conn.send(&Msg::Bye).await?;
+                                    crate::engine::remote::end_of_session(&mut s.conn, wait).await
+                                };
+                                if let Err(e) = end.await {
+                                    tracing::debug!("peer {peer}: ending the listing: {e}");
+                                }
                                 s.conn.shutdown().await;
                                 Ok(l)
                             }),
-                            Err(e) => Err(e.to_string()),
+                            Err(e) => Err(PeerError::Runtime(e)),
                         };
                         (peer, r)
                     })
@@ -154,13 +161,13 @@ impl Node {
             match listing {
                 Ok(l) => {
                     let n = self.reconcile(&peer, &l, &local)?;
-                    let missing = self.missing_here(&peer, &l, &local);
+                    let missing = self.missing_here(&peer, &l, &local)?;
                     if !missing.is_empty() {
                         asks.push((peer.clone(), missing));
                     }
                     report.compared.push((peer, n));
                 }
-                Err(e) => report.failed.push((peer, e)),
+                Err(e) => report.failed.push((peer, e.to_string())),
             }
         }
         // Entries a peer has and this node lacks: ask for them (a node whose
@@ -172,25 +179,21 @@ impl Node {
                 continue;
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            let r = rt.map_err(|e| e.to_string()).and_then(|rt| {
+            let r = rt.map_err(PeerError::Runtime).and_then(|rt| {
                 rt.block_on(async {
-                    let mut s = client::connect(&target, &settings, &myname, &groups)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let mut s = client::connect(&target, &settings, &myname, &groups).await?;
                     for (group, path) in missing {
                         let rule = MISSING.to_string();
-                        s.conn
-                            .queue(&Msg::Yield { group, path, rule })
-                            .map_err(|e| e.to_string())?;
+                        s.conn.queue(&Msg::Yield { group, path, rule })?;
                     }
-                    s.conn.send(&Msg::Bye).await.map_err(|e| e.to_string())?;
+                    s.conn.send(&Msg::Bye).await?;
                     crate::engine::remote::end_of_session(&mut s.conn, wait).await?;
                     s.conn.shutdown().await;
-                    Ok::<(), String>(())
+                    Ok::<(), PeerError>(())
                 })
             });
             if let Err(e) = r {
-                report.failed.push((peer, e));
+                report.failed.push((peer, e.to_string()));
             }
         }
         Ok(report)
@@ -203,14 +206,13 @@ impl Node {
         peer: &str,
         listing: &Listing,
         local: &[crate::index::IndexedFile],
-    ) -> Vec<GroupPath> {
+    ) -> Result<Vec<GroupPath>, crate::engine::Error> {
         let mut have: std::collections::HashSet<&[u8]> =
             local.iter().map(|f| f.path.as_slice()).collect();
         // Deleted here and not yet pushed: not missing, gone.
         let deleted: Vec<Vec<u8>> = self
             .index
-            .dirty()
-            .unwrap_or_default()
+            .dirty()?
             .into_iter()
             .filter(|d| d.changes.contains(crate::types::Changes::DELETE))
             .map(|d| d.path)
@@ -221,7 +223,7 @@ impl Node {
             if !ag.push_to.iter().any(|(p, _)| p == peer) {
                 continue;
             }
-            let name = &self.config.groups[ag.index].name;
+            let name = &ag.name;
             let Some(theirs) = listing.get(name) else { continue };
             for path in theirs.keys() {
                 if !have.contains(path.as_slice()) && ag.matcher.is_managed(path) {
@@ -229,7 +231,7 @@ impl Node {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Compares our index with a peer's listing: agreed entries are recorded
@@ -247,7 +249,7 @@ impl Node {
         let mut marks: HashMap<Vec<u8>, String> = HashMap::new();
         for ag in &self.groups {
             let Some((_, me)) = ag.push_to.iter().find(|(p, _)| p == peer) else { continue };
-            let name = &self.config.groups[ag.index].name;
+            let name = &ag.name;
             // A group the peer did not accept is not listed: compare nothing.
             let Some(theirs) = listing.get(name) else { continue };
             for f in local.iter().filter(|f| ag.matcher.is_managed(&f.path)) {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use crate::engine::Node;
+use crate::engine::remote::PeerError;
 use crate::engine::wire::version;
 use crate::index::Scope;
 use crate::net::client::{self, ClientSettings};
@@ -89,9 +90,8 @@ impl Node {
                 continue;
             };
             let r = rt.block_on(async {
-                let mut s = client::connect(&target, settings, &self.config.myname, &groups)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut s =
+                    client::connect(&target, settings, &self.config.myname, &groups).await?;
                 if s.accepted.is_empty() {
                     // Nothing to compare, and the peer has ended the session:
                     // say why, in words, instead of reporting everything in sync.
@@ -101,23 +101,25 @@ impl Node {
                         .map(|(g, c)| crate::engine::remote::refusal(&self.config, g, *c))
                         .collect();
                     if why.is_empty() {
-                        return Err("the peer accepted none of our groups".into());
+                        return Err(PeerError::NoGroup(
+                            "the peer accepted none of our groups".into(),
+                        ));
                     }
-                    return Err(why.join("; "));
+                    return Err(PeerError::NoGroup(why.join("; ")));
                 }
                 let remote = super::first_contact::list(&mut s).await?;
-                Ok::<_, String>((s, remote))
+                Ok::<_, PeerError>((s, remote))
             });
             let (mut session, remote) = match r {
                 Ok(x) => x,
                 Err(e) => {
-                    report.failed.push((peer, e));
+                    report.failed.push((peer, e.to_string()));
                     continue;
                 }
             };
             let mut broken = None;
             'groups: for (group, theirs) in remote {
-                let Some(ag) = self.groups.iter().find(|g| self.group(g).name == group) else {
+                let Some(ag) = self.groups.iter().find(|g| g.name == group) else {
                     continue;
                 };
                 let mine: BTreeMap<Vec<u8>, &Meta> = local
@@ -174,11 +176,16 @@ impl Node {
                 report.failed.push((peer, e));
                 continue;
             }
-            rt.block_on(async {
-                let _ = session.conn.send(&Msg::Bye).await;
+            // Only read, nothing changed there: an untidy end costs nothing
+            // but is logged.
+            let end = rt.block_on(async {
+                session.conn.send(&Msg::Bye).await?;
                 let wait = crate::engine::remote::action_wait(&self.config);
-                let _ = crate::engine::remote::end_of_session(&mut session.conn, wait).await;
+                crate::engine::remote::end_of_session(&mut session.conn, wait).await
             });
+            if let Err(e) = end {
+                tracing::debug!("peer {peer}: ending the in-sync test: {e}");
+            }
         }
         if mark {
             let differ = report
