@@ -2,16 +2,31 @@
 //! a command on each server whose files changed. It reads csync2's config file
 //! unchanged and accepts csync2's command line.
 //!
-//! # Layout
+//! # Layers
 //!
-//! Dependencies point one way, top to bottom:
+//! Dependencies point one way, down. Each line is a layer, top to bottom; a
+//! module may use modules of the lines below its own, never its own line or
+//! one above (`tests/it/layering.rs` reads every `crate::` path under `src/`
+//! and fails on an arrow against this table, naming file and line; README's
+//! "Layout" repeats the table and the test keeps the two equal).
 //!
 //! ```text
-//! cli ─▶ engine ─▶ { index, scan, paths, actions } ─▶ config ─▶ pattern ─▶ { diag, types }
+//! cli, fuzzing                   command line, output, exit codes; fuzz entry points
+//! listener                       -i/-ii: sockets, limits, signals, reload
+//! engine                         check, push, receive, run, first contact, -T
+//! actions, net                   owed commands and running them; TLS, sessions
+//! index, scan, apply, blockdelta SQLite state; the walk; writes into trees; deltas
+//! policy, keygen                 the compiled group policy; group key files
+//! paths                          DB form <-> real paths, escaping for humans
+//! config                         csync2 syntax -> Config, file:line:col errors
+//! pattern, rewrite               include/exclude rules; the %% rewriter
+//! proto, confined, tempname, diag, types, logging
 //! ```
 //!
 //! - [`config`]: csync2 syntax → [`config::Config`], every error with `file:line:col`.
 //! - [`pattern`]: csync2's include/exclude rules (which paths a group manages).
+//! - [`policy`]: each member group compiled once per load (matcher, push
+//!   targets, receive-only, ignore fields, backups, what peers may create).
 //! - [`scan`]: walks include roots, hashes what may have changed, compares with
 //!   the previous state. Never touches the database.
 //! - [`tempname`]: the names of csync's temporaries (a leaf `scan` and
@@ -21,7 +36,10 @@
 //! - [`actions`]: what a change owes, the owed list, running commands (paths
 //!   as arguments, timeout, logfile). [`rewrite`]: the `%%` rewriter (a leaf:
 //!   the config check uses it too).
-//! - [`engine`]: joins them into check, update, receive, prune.
+//! - [`proto`]: wire messages and codec, no I/O; [`net`]: identities, TLS,
+//!   connections; it learns about groups only through a trait the engine
+//!   implements.
+//! - [`engine`]: joins them into a run (check, push, actions), receive, prune.
 //! - [`listener`]: the `-i`/`-ii` listener (sockets, limits, signals).
 //! - [`cli`]: arguments, output, exit codes.
 //!

@@ -17,6 +17,8 @@ mod config_errors;
 mod config_example;
 /// Hostile peers: wedged sessions, pinned streams, idle sockets, SIGHUP reload.
 mod hostile;
+/// The layering of `src/lib.rs` holds for every `crate::` path.
+mod layering;
 /// The shapes administrators write: single-file roots, own copies, `-cr /`, added nodes.
 mod real_setups;
 /// What a peer may create: devices, setuid bits, owners (the receiver's policy).
