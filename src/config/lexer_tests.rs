@@ -130,11 +130,8 @@ fn include_is_spliced_relative_to_includer() {
     let mut diags = Diags::default();
     let l = tokenize("dir/a.cfg", "a config b.cfg; z", &reader, &mut diags);
     assert!(diags.into_sorted().is_empty());
-    let toks: Vec<(Tok, String, u32)> = l
-        .tokens
-        .iter()
-        .map(|t| (t.tok.clone(), t.span.file.to_string(), t.span.line))
-        .collect();
+    let toks: Vec<(Tok, String, u32)> =
+        l.tokens.iter().map(|t| (t.tok.clone(), t.span.file.to_string(), t.span.line)).collect();
     assert_eq!(
         toks,
         vec![

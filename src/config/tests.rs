@@ -86,10 +86,7 @@ fn missing_semicolon() {
     let (m, l, c, _) = one("group g { host n1; key good.key }");
     assert_eq!((m.as_str(), l, c), ("missing ';' after 'key' statement", 1, 32));
     let (m, l, c, h) = one("group g { host n1 on; key good.key; }");
-    assert_eq!(
-        (m.as_str(), l, c),
-        ("'on' is a keyword and cannot be a value of 'host'", 1, 19)
-    );
+    assert_eq!((m.as_str(), l, c), ("'on' is a keyword and cannot be a value of 'host'", 1, 19));
     assert_eq!(h.unwrap(), "to use it as a value, quote it: \"on\"");
     let (m, l, c, _) = one("group g { host n1; key good.key x; }");
     assert_eq!((m.as_str(), l, c), ("unexpected 'x': 'key' takes one value", 1, 33));
@@ -108,10 +105,7 @@ fn unexpected_close_and_unclosed_blocks() {
     let t = "group g {\n host n1; key good.key;\ngroup h { host n1; key good.key; }\n";
     let (m, l, c, h) = one(t);
     assert_eq!((m.as_str(), l, c), ("unclosed group 'g': missing '}'", 1, 9));
-    assert_eq!(
-        h.unwrap(),
-        "'group' on line 3 belongs at top level: close this block before it"
-    );
+    assert_eq!(h.unwrap(), "'group' on line 3 belongs at top level: close this block before it");
 }
 
 #[test]
@@ -160,14 +154,10 @@ fn key_paths() {
 
 #[test]
 fn duplicate_key_and_auto() {
-    let got =
-        errs("group g {\n host n1; key good.key; auto first;\n key good.key; auto left;\n}");
+    let got = errs("group g {\n host n1; key good.key; auto first;\n key good.key; auto left;\n}");
     assert_eq!(
         got,
-        vec![
-            e("duplicate 'key' in group 'g'", 3, 2),
-            e("duplicate 'auto' in group 'g'", 3, 16)
-        ]
+        vec![e("duplicate 'key' in group 'g'", 3, 2), e("duplicate 'auto' in group 'g'", 3, 16)]
     );
 }
 
@@ -286,8 +276,7 @@ fn warnings_do_not_fail() {
     ));
     assert_eq!(c.warnings.len(), 3);
     assert!(
-        c.warnings[0]
-            .starts_with("t.cfg:1:1: warning: nossl is ignored: csync always uses TLS")
+        c.warnings[0].starts_with("t.cfg:1:1: warning: nossl is ignored: csync always uses TLS")
     );
     assert!(c.warnings[1].starts_with("t.cfg:2:1: warning: no-cygwin-lowercase is ignored"));
     assert!(
@@ -315,10 +304,9 @@ fn all_errors_in_source_order() {
 
 #[test]
 fn resolution() {
-    let c = ok(
-        "group web {\n host N1@n1-sync n2;\n host (n3 n4@10.0.0.4) n5;\n key good.key;\n}\n\
-                group { host n2; key x; }\ngroup { host n1; key good.key; }\n",
-    );
+    let c =
+        ok("group web {\n host N1@n1-sync n2;\n host (n3 n4@10.0.0.4) n5;\n key good.key;\n}\n\
+                group { host n2; key x; }\ngroup { host n1; key good.key; }\n");
     let g = &c.groups[0];
     assert!(g.is_member);
     assert_eq!(g.backup_generations, 3);
@@ -434,10 +422,7 @@ fn rendering() {
 #[test]
 fn brace_stuck_to_group_name() {
     let (m, l, c, _) = one("group web{\n host n1;\n key good.key;\n}\n");
-    assert_eq!(
-        (m.as_str(), l, c),
-        ("'web{' is read as one word: put a space before '{'", 1, 7)
-    );
+    assert_eq!((m.as_str(), l, c), ("'web{' is read as one word: put a space before '{'", 1, 7));
 }
 
 #[test]
@@ -457,8 +442,7 @@ fn receive_policy() {
     let c = ok(G);
     let g = &c.groups[0];
     assert!(!g.allow_devices && !g.allow_setid && g.owner_range.is_none());
-    let c =
-        ok("group g { host n1; key good.key; allow-devices; allow-setid; owners 1000-1999; }");
+    let c = ok("group g { host n1; key good.key; allow-devices; allow-setid; owners 1000-1999; }");
     let g = &c.groups[0];
     assert!(g.allow_devices && g.allow_setid);
     assert_eq!(g.owner_range, Some((1000, 1999)));
@@ -481,9 +465,7 @@ fn receive_policy() {
 
 #[test]
 fn database_urls() {
-    for ok_spec in
-        ["/var/lib/csync", "sqlite3:///x.db", "sqlite:///x", "SQLite3:///x", "/a://b"]
-    {
+    for ok_spec in ["/var/lib/csync", "sqlite3:///x.db", "sqlite:///x", "SQLite3:///x", "/a://b"] {
         assert!(check_database(ok_spec).is_ok(), "{ok_spec}");
     }
     for bad in ["mysql://u:p@h/db", "pgsql://h/", "postgres://h/db", "redis://h"] {
@@ -507,9 +489,7 @@ fn lint_warnings() {
         "group g { host n1; key good.key;\n include /srv etc/nginx;\n backup-generations 2;\n action { exec x; do-local; do-local-only; } }",
     );
     assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
-    assert!(
-        c.warnings[0].starts_with("t.cfg:2:15: warning: pattern 'etc/nginx' can never match")
-    );
+    assert!(c.warnings[0].starts_with("t.cfg:2:15: warning: pattern 'etc/nginx' can never match"));
     assert!(c.warnings[0].contains("did you mean '/etc/nginx'?"));
     assert!(c.warnings[1].starts_with("t.cfg:3:21: warning: 'backup-generations' has no effect without 'backup-directory' in group 'g'"));
     assert!(
@@ -558,8 +538,8 @@ fn nested_roots() {
 #[test]
 fn recovery_never_panics() {
     const WORDS: [&str; 24] = [
-        "group", "g", "{", "}", "(", ")", ";", ":", "@", "host", "n1", "key", "good.key",
-        "action", "exec", "\"x\"", "prefix", "on", "/p", "%p%", "auto", "\"", "config", "#",
+        "group", "g", "{", "}", "(", ")", ";", ":", "@", "host", "n1", "key", "good.key", "action",
+        "exec", "\"x\"", "prefix", "on", "/p", "%p%", "auto", "\"", "config", "#",
     ];
     let dir = sysdir();
     let o = opts(&dir, "n1");

@@ -533,7 +533,6 @@ impl Index {
     }
 }
 
-
 /// The `(lo, hi)` exclusive byte range holding everything below directory `p`:
 /// `p/` < x < `p0`, since `0` follows `/` in byte order.
 fn subtree_range(p: &[u8]) -> (Vec<u8>, Vec<u8>) {

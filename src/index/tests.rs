@@ -51,23 +51,16 @@ fn refuses_foreign_sqlite_file() {
 fn round_trips_rows_in_byte_order_and_scopes_subtrees() {
     let mut idx = Index::open_in_memory().unwrap();
     let batch = Batch {
-        upserts: vec![
-            file("%p%/a", 1),
-            file("%p%/a.txt", 2),
-            file("%p%/a/b", 3),
-            file("%p%", 0),
-        ],
+        upserts: vec![file("%p%/a", 1), file("%p%/a.txt", 2), file("%p%/a/b", 3), file("%p%", 0)],
         ..Batch::default()
     };
     idx.apply(&batch).unwrap();
     let all: Vec<_> = idx.files(Scope::All).unwrap();
-    let names: Vec<_> =
-        all.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
+    let names: Vec<_> = all.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
     assert_eq!(names, ["%p%", "%p%/a", "%p%/a.txt", "%p%/a/b"]);
     assert_eq!(all[1].meta, meta(1));
     let sub = idx.files(Scope::Path { path: b"%p%/a", recursive: true }).unwrap();
-    let names: Vec<_> =
-        sub.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
+    let names: Vec<_> = sub.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
     assert_eq!(names, ["%p%/a", "%p%/a/b"]);
     let one = idx.files(Scope::Path { path: b"%p%/a", recursive: false }).unwrap();
     assert_eq!(one.len(), 1);

@@ -197,20 +197,9 @@ fn arb_entry() -> impl Strategy<Value = WireEntry> {
         prop::option::of(prop::collection::vec(any::<u8>(), 0..100)),
         (any::<Option<[u8; 32]>>(), prop::option::of(arb_name())),
     )
-        .prop_map(
-            |(kind, mode, uid, gid, size, mtime_ns, rdev, target, (hash, origin))| WireEntry {
-                kind,
-                mode,
-                uid,
-                gid,
-                size,
-                mtime_ns,
-                rdev,
-                target,
-                hash,
-                origin,
-            },
-        )
+        .prop_map(|(kind, mode, uid, gid, size, mtime_ns, rdev, target, (hash, origin))| {
+            WireEntry { kind, mode, uid, gid, size, mtime_ns, rdev, target, hash, origin }
+        })
 }
 
 fn arb_msg() -> impl Strategy<Value = Msg> {
@@ -262,12 +251,7 @@ fn arb_sync() -> impl Strategy<Value = Msg> {
             path,
             entry
         }),
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<u64>(),
-            prop::collection::vec(any::<[u8; 16]>(), 0..50)
-        )
+        (any::<u32>(), any::<u32>(), any::<u64>(), prop::collection::vec(any::<[u8; 16]>(), 0..50))
             .prop_map(|(id, block_size, size, blocks)| Msg::SigReply {
                 id,
                 block_size,
@@ -309,8 +293,7 @@ fn arb_basic() -> impl Strategy<Value = Msg> {
         (any::<u32>(), any::<i64>()).prop_map(|(id, time_ns)| Msg::Pong { id, time_ns }),
         (any::<u32>(), prop::collection::vec(any::<u8>(), 0..2000))
             .prop_map(|(stream, bytes)| Msg::Data { stream, bytes }),
-        (any::<u32>(), any::<[u8; 32]>())
-            .prop_map(|(stream, hash)| Msg::DataEnd { stream, hash }),
+        (any::<u32>(), any::<[u8; 32]>()).prop_map(|(stream, hash)| Msg::DataEnd { stream, hash }),
         Just(Msg::Bye),
         Just(Msg::ByeAck),
         Just(Msg::Working),
