@@ -18,6 +18,7 @@ use super::command::{self, Compiled, Job, JobResult};
 use crate::config::Config;
 use crate::index::{ActionRun, Index, OwedAction};
 use crate::pattern::GroupMatcher;
+use crate::policy::GroupPolicy;
 
 /// Paths named in one log line; the rest are counted.
 const LOG_PATHS: usize = 32;
@@ -30,28 +31,27 @@ pub struct ActionTable {
 }
 
 impl ActionTable {
-    /// Compiles the actions of every member group that has some.
+    /// Compiles the actions of every member group that has some; the
+    /// groups' path matchers come compiled with their `policies`.
     ///
     /// # Errors
-    /// When a pattern does not compile.
-    pub fn new(config: &Config) -> Result<Self, Error> {
+    /// When an action's pattern does not compile.
+    pub fn new(config: &Config, policies: &[GroupPolicy]) -> Result<Self, Error> {
         let mut groups = Vec::new();
-        for g in config.my_groups().filter(|g| !g.actions.is_empty()) {
-            let pattern_error = |pattern: String, message| Error::Pattern {
-                group: g.name.clone(),
-                pattern,
-                message,
-            };
-            let matcher = GroupMatcher::new(&g.rules).map_err(|(i, m)| {
-                pattern_error(g.rules.get(i).map(|r| r.pattern.clone()).unwrap_or_default(), m)
-            })?;
+        for p in policies {
+            let g = &config.groups[p.index];
+            if g.actions.is_empty() {
+                continue;
+            }
             let mut compiled = Vec::new();
             for a in &g.actions {
-                compiled.push(Compiled::new(a).map_err(|(i, m)| {
-                    pattern_error(a.patterns.get(i).cloned().unwrap_or_default(), m)
+                compiled.push(Compiled::new(a).map_err(|(i, message)| Error::Pattern {
+                    group: g.name.clone(),
+                    pattern: a.patterns.get(i).cloned().unwrap_or_default(),
+                    message,
                 })?);
             }
-            groups.push((g.name.clone(), matcher, compiled));
+            groups.push((g.name.clone(), p.matcher.clone(), compiled));
         }
         Ok(ActionTable { groups, owner: command::owner_token() })
     }

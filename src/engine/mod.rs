@@ -100,7 +100,7 @@ impl Node {
     /// When a group's patterns do not compile.
     pub fn new(config: Config, index: Index) -> Result<Node, Error> {
         let groups = crate::policy::GroupPolicy::members(&config)?;
-        let actions = actions::ActionTable::new(&config)?;
+        let actions = actions::ActionTable::new(&config, &groups)?;
         Ok(Node { config, groups, index, actions })
     }
 
