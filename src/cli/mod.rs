@@ -479,8 +479,10 @@ fn serving(
     let busy = Duration::from_secs(u64::from(config.lock_timeout.unwrap_or(30)));
     let config = std::sync::Arc::new(config.clone());
     let service = match previous {
-        Some(p) => p.renewed(config, db, busy)?,
-        None => crate::engine::receive::Service::new(config, db, busy)?,
+        Some(p) => p.renewed(config, db, busy).map_err(|e| e.to_string())?,
+        None => {
+            crate::engine::receive::Service::new(config, db, busy).map_err(|e| e.to_string())?
+        }
     };
     Ok((std::sync::Arc::new(service), settings))
 }

@@ -21,6 +21,7 @@ use crate::actions;
 use crate::config::{Config, Group};
 use crate::index::{Index, IndexedFile};
 use crate::pattern::Level;
+use crate::policy::GroupPolicy;
 use crate::scan::{Known, Root};
 use crate::types::Meta;
 
@@ -70,10 +71,6 @@ impl From<actions::Error> for Error {
     }
 }
 
-/// A member group, compiled: the name the engine used before the policy
-/// had a module of its own.
-pub use crate::policy::GroupPolicy as ActiveGroup;
-
 impl From<crate::policy::PatternError> for Error {
     fn from(e: crate::policy::PatternError) -> Self {
         Error::Pattern { group: e.group, pattern: e.pattern, message: e.message }
@@ -86,7 +83,7 @@ pub struct Node {
     /// The resolved configuration.
     pub config: Config,
     /// The groups this node is a member of (and active under `-G`).
-    pub groups: Vec<ActiveGroup>,
+    pub groups: Vec<GroupPolicy>,
     /// The node's index.
     pub index: Index,
     /// The actions of the member groups.
@@ -99,13 +96,13 @@ impl Node {
     /// # Errors
     /// When a group's patterns do not compile.
     pub fn new(config: Config, index: Index) -> Result<Node, Error> {
-        let groups = crate::policy::GroupPolicy::members(&config)?;
+        let groups = GroupPolicy::members(&config)?;
         let actions = actions::ActionTable::new(&config, &groups)?;
         Ok(Node { config, groups, index, actions })
     }
 
     /// The config group behind an active group.
-    pub fn group(&self, g: &ActiveGroup) -> &Group {
+    pub fn group(&self, g: &GroupPolicy) -> &Group {
         &self.config.groups[g.index]
     }
 
@@ -141,7 +138,7 @@ impl Node {
                         .unwrap_or_default()
                         .to_string();
                     Error::Prefix {
-                        group: self.group(g).name.clone(),
+                        group: g.name.clone(),
                         prefix: name,
                         host: self.config.myname.clone(),
                     }

@@ -40,9 +40,6 @@ pub struct PeerReport {
     /// Groups with entries to push that the peer refused (reported once each,
     /// not per path; their entries stay dirty).
     pub refused: Vec<(String, ErrorCode)>,
-    /// What this node could not record after the peer confirmed (the
-    /// conflict list): logged, and shown with the peer's result.
-    pub unrecorded: Vec<String>,
     /// Confirmed pushes, for the index.
     pub(super) pushed: Vec<Pushed>,
     /// Conflicts met, `(path, resolution)`, for the index.
@@ -101,7 +98,6 @@ impl UpdateReport {
         self.guarded.is_empty()
             && self.peers.iter().all(|p| {
                 p.error.is_none()
-                    && p.unrecorded.is_empty()
                     && p.actions.iter().all(|a| a.ok)
                     && p.paths
                         .iter()

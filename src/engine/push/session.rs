@@ -264,7 +264,11 @@ async fn send_file<W: AsyncWrite + Unpin>(
     // and the mark stays for the next run.
     loop {
         let n = match f.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) => {
+                tracing::warn!("stream {id}: reading the content failed after {sent} bytes: {e}");
+                break;
+            }
             Ok(n) => n,
         };
         h.update(&buf[..n]);

@@ -49,6 +49,17 @@ use session::Session;
 
 pub use session::LOGGED_REFUSALS;
 
+/// Why the listener's service could not be built from a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A group's patterns do not compile.
+    #[error(transparent)]
+    Pattern(#[from] crate::policy::PatternError),
+    /// An action's patterns do not compile.
+    #[error(transparent)]
+    Actions(#[from] crate::actions::Error),
+}
+
 /// The daemon's service: group membership for the handshake, and a
 /// [`Receiver`] per authenticated session.
 pub struct Service {
@@ -65,10 +76,14 @@ impl Service {
     /// A service over `config`, opening the index at `index_path` per session.
     ///
     /// # Errors
-    /// When an action pattern does not compile.
-    pub fn new(config: Arc<Config>, index_path: PathBuf, busy: Duration) -> Result<Self, String> {
-        let policies = GroupPolicy::members(&config).map_err(|e| e.to_string())?;
-        let actions = ActionTable::new(&config, &policies).map_err(|e| e.to_string())?;
+    /// When a group's or an action's patterns do not compile.
+    pub fn new(
+        config: Arc<Config>,
+        index_path: PathBuf,
+        busy: Duration,
+    ) -> Result<Self, ServiceError> {
+        let policies = GroupPolicy::members(&config)?;
+        let actions = ActionTable::new(&config, &policies)?;
         let owner = actions.owner().to_string();
         let gate = Gate::new(index_path.clone(), busy, owner, config.myname.clone());
         Ok(Service {
@@ -92,13 +107,13 @@ impl Service {
     /// sessions under the old and the new config never overlap.
     ///
     /// # Errors
-    /// When an action pattern does not compile.
+    /// When a group's or an action's patterns do not compile.
     pub fn renewed(
         &self,
         config: Arc<Config>,
         index_path: PathBuf,
         busy: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ServiceError> {
         let mut s = Service::new(config, index_path, busy)?;
         if s.index_path == self.index_path {
             s.gate = self.gate.clone();
