@@ -9,6 +9,7 @@ pub mod push;
 pub mod receive;
 pub mod remote;
 pub mod run;
+pub mod status;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
