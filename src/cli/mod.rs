@@ -461,12 +461,16 @@ fn serving(
     (std::sync::Arc<crate::engine::receive::Service>, crate::net::server::ServerSettings),
     String,
 > {
-    let id = crate::net::identity::Identity::load(sysdir).map_err(|e| {
-        format!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+    use crate::net::SettingsError;
+    let mut settings = crate::net::server::ServerSettings::load(
+        sysdir,
+        secs(args.timeout),
+        secs(args.idle_timeout),
+    )
+    .map_err(|e| match e {
+        SettingsError::Identity(e) => format!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display()),
+        SettingsError::Tls(e) => e.to_string(),
     })?;
-    let tls = crate::net::tls::server_config(&id).map_err(|e| e.to_string())?;
-    let mut settings =
-        crate::net::server::ServerSettings::new(tls, secs(args.timeout), secs(args.idle_timeout));
     settings.session_limit = secs(args.session_timeout);
     let db = paths::index_file(
         args.database.as_deref(),

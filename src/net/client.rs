@@ -40,16 +40,7 @@ pub struct ClientSettings {
     pub idle_timeout: Duration,
 }
 
-/// Why a node's client settings could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    /// The identity (certificate, key, CA) could not be read.
-    #[error(transparent)]
-    Identity(#[from] super::identity::Error),
-    /// rustls refused it.
-    #[error(transparent)]
-    Tls(#[from] super::tls::Error),
-}
+pub use super::SettingsError;
 
 impl ClientSettings {
     /// The settings a node connects with: its identity from `sysdir`, the

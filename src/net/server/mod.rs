@@ -207,6 +207,22 @@ impl Drop for Slot {
 }
 
 impl ServerSettings {
+    /// The settings a listener serves with: its identity from `sysdir`
+    /// (certificate, key, the cluster CA that peers' certificates must chain
+    /// to), the default session limit and no session slots.
+    ///
+    /// # Errors
+    /// When the identity cannot be read or rustls refuses it.
+    pub fn load(
+        sysdir: &std::path::Path,
+        handshake_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<Self, super::SettingsError> {
+        let id = super::identity::Identity::load(sysdir)?;
+        let tls = super::tls::server_config(&id)?;
+        Ok(ServerSettings::new(tls, handshake_timeout, idle_timeout))
+    }
+
     /// Settings with the default session limit and no session slots.
     pub fn new(
         tls: Arc<rustls::ServerConfig>,
