@@ -29,7 +29,7 @@
 //! silently when the effective uid is not 0.
 //!
 //! Here: path checks, opening without following symlinks, temporaries,
-//! owners and modes. [`file`]: file content (write, verify, stage, publish);
+//! owners and modes. [`mod@file`]: file content (write, verify, stage, publish);
 //! [`entry`]: everything else (attributes, other kinds, deletes, kept copies).
 
 pub mod entry;
