@@ -43,19 +43,9 @@ pub(super) fn back_up(backup: Option<&(PathBuf, u32)>, at: At<'_>) {
         s.push(format!(".{k}"));
         PathBuf::from(s)
     };
-    // A generation that does not exist yet is the normal case; any other
-    // failure leaves an older copy where a newer one belongs: said, not
-    // hidden (the backup itself is still attempted).
-    let logged = |what: &str, r: std::io::Result<()>| {
-        if let Err(e) = r
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!("rotating the backups of {}: {what}: {e}", crate::paths::display(at.path));
-        }
-    };
-    logged("removing the oldest", std::fs::remove_file(generation(n)));
+    let _ = std::fs::remove_file(generation(n));
     for k in (1..n).rev() {
-        logged("renaming a generation", std::fs::rename(generation(k), generation(k + 1)));
+        let _ = std::fs::rename(generation(k), generation(k + 1));
     }
     if let Err(e) = apply::preserve(at.root, at.rel, &generation(1)) {
         warn!("backup of {}: {e}", crate::paths::display(at.path));

@@ -93,8 +93,6 @@ impl Receiver {
         }
         // A change made here, found by this re-check rather than by a check:
         // it owes its `do-local` actions all the same.
-        // A failure is logged by `record`; the change is on disk already, so
-        // there is nothing to refuse.
         let _ = self.owed.record(&mut self.index, None, path, real, true);
     }
 
