@@ -48,6 +48,8 @@
 //! *node*: one server. *group*: a `group { }` block. *peer*: another host of a
 //! group this node is in. *DB form*: a path as stored and sent, `%prefix%/rest`
 //! where a prefix applies. *dirty*: an entry still to be pushed to a peer.
+//! *owed*: an action command a change needs run, recorded before the change
+//! is made and removed after the command ran.
 
 pub mod actions;
 pub mod apply;

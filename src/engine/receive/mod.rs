@@ -97,7 +97,7 @@ impl Service {
     }
 
     /// The gate all sessions share; the daemon runs what a killed
-    /// predecessor left in the journal through it at start.
+    /// predecessor left owed through it at start.
     pub fn gate(&self) -> Arc<Gate> {
         self.gate.clone()
     }
