@@ -41,7 +41,7 @@ pub fn set_file_attrs(
     chown_if_needed(&cur, wanted_owner(entry, opts, Some(&cur)), rel, |u, g| {
         rfs::fchown(&file, u, g)
     })?;
-    if !opts.ignore_mode {
+    if !opts.mode {
         rfs::fchmod(&file, Mode::from_raw_mode(entry.mode & 0o7777))
             .map_err(|e| io_err(format!("chmod {}", show(rel)), e))?;
     }
@@ -77,7 +77,7 @@ fn set_dir_attrs(
 ) -> Result<(), Error> {
     let cur = rfs::fstat(fd).map_err(|e| io_err(format!("fstat {}", show(rel)), e))?;
     chown_if_needed(&cur, wanted_owner(entry, opts, old), rel, |u, g| rfs::fchown(fd, u, g))?;
-    if !(opts.ignore_mode && old.is_some()) {
+    if !(opts.mode && old.is_some()) {
         let mode = wanted_mode(entry, opts, old, 0o755);
         rfs::fchmod(fd, Mode::from_raw_mode(mode))
             .map_err(|e| io_err(format!("chmod {}", show(rel)), e))?;

@@ -57,16 +57,9 @@ const PATH_MAX: usize = 4095;
 
 /// Which of the sender's attributes the receiver leaves alone
 /// (`ignore uid gid mod;`). An ignored attribute keeps the value of the entry
-/// being replaced, or the receiver's default for a new entry.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Options {
-    /// Do not apply the sender's uid.
-    pub ignore_uid: bool,
-    /// Do not apply the sender's gid.
-    pub ignore_gid: bool,
-    /// Do not apply the sender's permission bits.
-    pub ignore_mode: bool,
-}
+/// being replaced, or the receiver's default for a new entry. The same
+/// struct the scanner and the version fingerprint read: one meaning, one type.
+pub use crate::types::IgnoreFields as Options;
 
 /// What to create: the sender's view of the entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,15 +388,15 @@ fn wanted_owner(
     opts: &Options,
     old: Option<&rfs::Stat>,
 ) -> (Option<u32>, Option<u32>) {
-    let uid = if opts.ignore_uid { old.map(|s| s.st_uid) } else { Some(entry.uid) };
-    let gid = if opts.ignore_gid { old.map(|s| s.st_gid) } else { Some(entry.gid) };
+    let uid = if opts.uid { old.map(|s| s.st_uid) } else { Some(entry.uid) };
+    let gid = if opts.gid { old.map(|s| s.st_gid) } else { Some(entry.gid) };
     (uid, gid)
 }
 
 /// Mode to apply: the sender's bits, or with `ignore_mode` those of the
 /// replaced entry of the same kind, else `default`.
 fn wanted_mode(entry: &Entry, opts: &Options, old: Option<&rfs::Stat>, default: u32) -> u32 {
-    if !opts.ignore_mode {
+    if !opts.mode {
         return entry.mode & 0o7777;
     }
     match old {

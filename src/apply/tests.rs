@@ -313,7 +313,7 @@ fn dir_create_and_update() {
     assert_eq!((m2.mode, m2.mtime_ns, m2.ino), (0o700, MTIME + 5, ino));
     // ignore_mode keeps the existing mode.
     let e3 = Entry { mode: 0o777, ..e2 };
-    let o = Options { ignore_mode: true, ..Options::default() };
+    let o = Options { mode: true, ..Options::default() };
     assert_eq!(make(t.path(), b"d", &e3, &o).unwrap().mode, 0o700);
     // A new dir with ignore_mode gets 0755.
     assert_eq!(make(t.path(), b"d/n", &e3, &o).unwrap().mode, 0o755);
@@ -509,7 +509,7 @@ fn long_names_and_paths() {
 fn ignore_options() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path();
-    let all = Options { ignore_uid: true, ignore_gid: true, ignore_mode: true };
+    let all = Options { uid: true, gid: true, mode: true };
     // New file: default mode, the writer's own ids.
     let m = put_with(root, "f", &entry(FileKind::File, 0o4777), &all);
     assert_eq!(m.mode, 0o644);

@@ -255,7 +255,7 @@ mod tests {
             name.as_bytes(),
             &e,
             hash,
-            &apply::Options { ignore_uid: true, ignore_gid: true, ignore_mode: false },
+            &apply::Options { uid: true, gid: true, mode: false },
         )
         .unwrap();
         w.write_all(body).unwrap();

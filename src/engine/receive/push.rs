@@ -180,14 +180,14 @@ impl Receiver {
                 return Some(Outcome::InSync);
             }
             let r = if new.kind == FileKind::File {
-                apply::set_file_attrs(&root, &rel, &ae, &self.session.opts).map(|m| {
+                apply::set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
                     m.map(|mut m| {
                         m.hash = new.hash;
                         m
                     })
                 })
             } else {
-                apply::make(&root, &rel, &ae, &self.session.opts).map(Some)
+                apply::make(&root, &rel, &ae, &self.session.ignore).map(Some)
             };
             return Some(self.finish(&pending, r));
         }
@@ -199,7 +199,7 @@ impl Receiver {
                     Err(o) => return Some(o),
                 };
             self.back_up(&pending);
-            let r = apply::make(&root, &rel, &ae, &self.session.opts);
+            let r = apply::make(&root, &rel, &ae, &self.session.ignore);
             return Some(self.finish(&pending, r.map(Some)));
         }
         match content {
@@ -220,7 +220,7 @@ impl Receiver {
                     Ok(ids) => ids,
                     Err(o) => return Some(o),
                 };
-                let r = apply::set_file_attrs(&root, &rel, &ae, &self.session.opts).map(|m| {
+                let r = apply::set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
                     m.map(|mut m| {
                         m.hash = new.hash;
                         m
@@ -230,7 +230,7 @@ impl Receiver {
             }
             Content::Whole => {
                 let hash = new.hash.expect("checked above");
-                match apply::begin_file(&root, &rel, &ae, hash, &self.session.opts) {
+                match apply::begin_file(&root, &rel, &ae, hash, &self.session.ignore) {
                     Ok(w) => {
                         self.streams.insert(id, Stream::Whole(pending, w));
                         None
@@ -268,7 +268,7 @@ impl Receiver {
                         message: "base file too large for a delta".into(),
                     });
                 };
-                match apply::begin_file(&root, &rel, &ae, hash, &self.session.opts)
+                match apply::begin_file(&root, &rel, &ae, hash, &self.session.ignore)
                     .map_err(outcome_of)
                     .and_then(|w| {
                         blockdelta::Decoder::new(base_file, bs, entry.size, w).map_err(|e| {

@@ -80,10 +80,8 @@ pub(super) struct Session {
     /// The groups it opened that this node is in.
     pub(super) groups: Vec<Allowed>,
     roots: Roots,
-    /// `ignore uid gid mod;`, for versions and comparisons.
+    /// `ignore uid gid mod;`, for versions, comparisons and the writer.
     pub(super) ignore: IgnoreFields,
-    /// The same, as the writer takes it.
-    pub(super) opts: apply::Options,
     /// Pushes refused so far: the first [`LOGGED_REFUSALS`] are logged one
     /// by one, the rest as one count at the session's end (a peer must not
     /// be able to fill the log).
@@ -113,20 +111,7 @@ impl Session {
             .collect();
         let roots = Roots::of(&config, policies);
         let ignore = config.ignore;
-        let opts = apply::Options {
-            ignore_uid: ignore.uid,
-            ignore_gid: ignore.gid,
-            ignore_mode: ignore.mode,
-        };
-        Session {
-            config,
-            peer: peer.to_string(),
-            groups: allowed,
-            roots,
-            ignore,
-            opts,
-            refusals: 0,
-        }
+        Session { config, peer: peer.to_string(), groups: allowed, roots, ignore, refusals: 0 }
     }
 
     /// The roots of the member groups.
