@@ -69,10 +69,10 @@ impl Node {
             }
         }
         // Receive-only nodes push nothing, but may still test.
-        for g in self.config.my_groups() {
-            for h in g.peers(&self.config.myname) {
-                if !all_peers.contains(&h.name) && (peers.is_empty() || peers.contains(&h.name)) {
-                    all_peers.push(h.name.clone());
+        for g in &self.groups {
+            for h in g.hosts.iter().filter(|h| **h != self.config.myname) {
+                if !all_peers.contains(h) && (peers.is_empty() || peers.contains(h)) {
+                    all_peers.push(h.clone());
                 }
             }
         }

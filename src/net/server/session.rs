@@ -88,6 +88,7 @@ fn cost(msg: &Msg) -> usize {
             Msg::SigReply { blocks, .. } => blocks.len() * 16,
             Msg::Error { message, .. } => message.len(),
             Msg::Ack { outcome: proto::Outcome::Failed { message, .. }, .. } => message.len(),
+            Msg::Ack { outcome: proto::Outcome::ContentNeeded, .. } => proto::CONTENT_NEEDED.len(),
             Msg::ActionResult { command, status, .. } => command.len() + status.len(),
             _ => 0,
         }
