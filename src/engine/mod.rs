@@ -1,6 +1,25 @@
 //! The orchestrator: joins the config, the pattern matchers, the scanner and
 //! the index into the operations the CLI offers (check, mark, force, prune,
 //! listings). It is the only layer that knows all of them.
+//!
+//! # Inside
+//!
+//! [`Node`] (this file) holds the config, the compiled groups
+//! ([`crate::policy::GroupPolicy`]) and the index; the submodules add its
+//! operations. They form layers too (checked by `tests/it/layering.rs` like
+//! the crate's): a submodule uses those of lower lines only.
+//!
+//! ```text
+//! run, status                  one run (check, push, actions); --status as a value
+//! check, maintain, push, receive  -c; -m/-f/-R; -u, first contact, -T; a peer's session here
+//! remote, conflict, wire       talking to peers; who wins a conflict; Meta <-> wire
+//! ```
+//!
+//! Where things would go: a watch mode is a loop around [`Node::run`] fed by
+//! file events (a new module beside `run`); a status endpoint serves
+//! [`Node::status`]; a "never delete" policy is a field of `GroupPolicy`
+//! read by the planner (`push::plan`, which would turn deletes into
+//! nothing) and by the receiver (`receive::delete`, which would refuse them).
 
 mod check;
 pub mod conflict;

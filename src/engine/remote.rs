@@ -64,6 +64,12 @@ pub enum PeerError {
     Runtime(std::io::Error),
 }
 
+/// The `rule` of a `Yield` for an entry the yielding node lacks: the peer
+/// marks it for us (not forced), so a node that lost its files and its
+/// index gets them back from the peers' next runs. Both sides of a session
+/// read it, so it lives here and not with either.
+pub const MISSING: &str = "missing there";
+
 /// `(group name, group key)` pairs a client proves in its `Hello`.
 pub type GroupKeys = Vec<(String, Vec<u8>)>;
 

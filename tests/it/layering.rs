@@ -44,13 +44,19 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level modules a line of code names through `crate::`: both
 /// `crate::x::…` and `use crate::{x, y::…}` (comments are not code).
 fn targets(line: &str) -> Vec<String> {
+    targets_after(line, "crate::")
+}
+
+/// The names a line of code reaches through `prefix` (`crate::`,
+/// `crate::engine::`, `super::`), single or grouped.
+fn targets_after(line: &str, prefix: &str) -> Vec<String> {
     let code = line.split("//").next().unwrap_or("");
     let mut out = Vec::new();
     let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
+    while let Some(at) = rest.find(prefix) {
         // `csync::crate::` cannot occur; `$crate::` (macros) is not ours.
         let before = &rest[..at];
-        rest = &rest[at + "crate::".len()..];
+        rest = &rest[at + prefix.len()..];
         if before.ends_with('$') || before.ends_with(|c: char| c.is_alphanumeric() || c == '_') {
             continue;
         }
@@ -127,6 +133,49 @@ fn every_crate_path_points_down_the_stated_layers() {
         }
     }
     assert!(wrong.is_empty(), "arrows against the layering:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_engine_submodules_point_down_its_stated_layers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let engine = root.join("src/engine");
+    let text = std::fs::read_to_string(engine.join("mod.rs")).unwrap();
+    let layer = layers(&table(&text, "# Inside", "//!"));
+    for l in text.lines().filter_map(|l| l.trim_start_matches("pub ").strip_prefix("mod ")) {
+        let m = l.trim_end_matches(';');
+        assert!(layer.contains_key(m), "engine::{m} is in no layer of src/engine/mod.rs's table");
+    }
+    let mut files = Vec::new();
+    rust_files(&engine, &mut files);
+    files.sort();
+    let mut wrong = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(&engine).unwrap();
+        let depth = rel.components().count();
+        let first = rel.components().next().unwrap().as_os_str().to_str().unwrap();
+        let from = first.trim_end_matches(".rs");
+        let Some(&from_layer) = layer.get(from) else { continue };
+        // From engine/x.rs `super::y` is a sibling; from engine/x/z.rs it is
+        // `super::super::y`.
+        let up = if depth == 1 { "super::" } else { "super::super::" };
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let mut to = targets_after(line, "crate::engine::");
+            to.extend(targets_after(line, up));
+            for to in to.into_iter().filter(|t| *t != from) {
+                if let Some(&l) = layer.get(&to)
+                    && l <= from_layer
+                {
+                    wrong.push(format!(
+                        "src/engine/{}:{}: engine::{from} uses engine::{to}, which is not below it",
+                        rel.display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "arrows against the engine's layering:\n{}", wrong.join("\n"));
 }
 
 #[test]

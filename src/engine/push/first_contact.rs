@@ -29,10 +29,7 @@ pub const MAX_LIST_BYTES: usize = 256 << 20;
 /// `(group, DB-form path)`.
 type GroupPath = (String, Vec<u8>);
 
-/// The `rule` of a `Yield` for an entry the yielding node lacks: the peer
-/// marks it for us (not forced), so a node that lost its files and its
-/// index gets them back from the peers' next runs.
-pub const MISSING: &str = "missing there";
+pub use crate::engine::remote::MISSING;
 
 /// What first contact did.
 #[derive(Debug, Default)]

@@ -114,7 +114,7 @@ impl Receiver {
         // The peer lacks it altogether: an ordinary push brings it (and meets
         // a conflict if the peer made one meanwhile). Otherwise our version
         // won by the rule: forced.
-        let missing = rule == crate::engine::push::first_contact::MISSING;
+        let missing = rule == crate::engine::remote::MISSING;
         if missing && self.index.file(path).ok().flatten().is_none() {
             return;
         }
