@@ -264,14 +264,15 @@ fn ancestors(it: &Item) -> Vec<Item> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::config::AutoMethod;
     use crate::types::Meta;
 
-    fn meta(kind: FileKind, mtime_ns: i64) -> Meta {
+    /// An entry of `kind` with plain attributes (shared with the session's tests).
+    pub(in crate::engine::push) fn meta(kind: FileKind, mtime_ns: i64) -> Meta {
         Meta {
             kind,
             mode: 0o644,
@@ -287,7 +288,8 @@ mod tests {
         }
     }
 
-    fn item(rule: AutoMethod) -> Item {
+    /// A changed file below `/srv` made here, for `peer` (shared with the session's tests).
+    pub(in crate::engine::push) fn item(rule: AutoMethod) -> Item {
         Item {
             path: b"/srv/a/b".to_vec(),
             group: "g".into(),
