@@ -66,7 +66,7 @@ pub enum Error {
     Actions(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
-    Runtime(String),
+    Runtime(#[source] std::io::Error),
     /// An include root uses a prefix this node does not define.
     #[error("group '{group}': prefix '%{prefix}%' is not defined for host '{host}'")]
     Prefix {

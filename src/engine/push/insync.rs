@@ -82,7 +82,7 @@ impl Node {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| crate::engine::Error::Runtime(e.to_string()))?;
+            .map_err(crate::engine::Error::Runtime)?;
         for peer in all_peers {
             let Some((target, groups)) =
                 crate::engine::remote::shared_groups(&self.config, &peer, port)
