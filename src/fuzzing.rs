@@ -10,7 +10,7 @@
 use std::io::{self, Cursor};
 use std::path::Path;
 
-use crate::{config, delta, pattern, proto};
+use crate::{blockdelta, config, pattern, proto};
 
 /// The wire codec: decodes frames one after another from `data` as a peer
 /// could send them; every frame that decodes must re-encode and decode to the
@@ -84,7 +84,7 @@ fn take<const N: usize>(data: &mut &[u8]) -> [u8; N] {
 /// length, the base, then the op stream (split into chunks at every
 /// `0xfe 0xfe`, so a target can also exercise ops spread over frames).
 /// A selector below 12 picks a valid power of two block size from
-/// [`delta::MIN_BLOCK`] upwards; otherwise the next 4 bytes are the raw block
+/// [`blockdelta::MIN_BLOCK`] upwards; otherwise the next 4 bytes are the raw block
 /// size, so hostile sizes are tried too. The size's top bit set: the
 /// signature claims the rest as its size (hostile), else the base's true
 /// size; the decoder's declared size is the size without its top bit.
@@ -92,8 +92,11 @@ fn take<const N: usize>(data: &mut &[u8]) -> [u8; N] {
 pub fn delta_decoder(data: &[u8]) -> Option<u64> {
     let mut data = data;
     let [sel] = take::<1>(&mut data);
-    let block_size =
-        if sel < 12 { delta::MIN_BLOCK << sel } else { u32::from_be_bytes(take::<4>(&mut data)) };
+    let block_size = if sel < 12 {
+        blockdelta::MIN_BLOCK << sel
+    } else {
+        u32::from_be_bytes(take::<4>(&mut data))
+    };
     let size = u64::from_be_bytes(take::<8>(&mut data));
     let declared = size & (u64::MAX >> 1);
     let base_len = usize::from(u16::from_be_bytes(take::<2>(&mut data))).min(data.len());
@@ -101,16 +104,16 @@ pub fn delta_decoder(data: &[u8]) -> Option<u64> {
 
     // The sender's side: the signature of `base` at this block size, as a
     // peer would claim it, then encoding `ops` (as the new file) against it.
-    let blocks = delta::signature(&mut Cursor::new(base), block_size).map(|(_, b)| b);
+    let blocks = blockdelta::signature(&mut Cursor::new(base), block_size).map(|(_, b)| b);
     let blocks = blocks.unwrap_or_default();
     let sig_size = if size >> 63 == 1 { declared } else { base.len() as u64 };
-    let sig_ok = delta::check_signature(block_size, sig_size, blocks.len()).is_ok();
-    match delta::Encoder::new(Cursor::new(ops), block_size, sig_size, blocks) {
+    let sig_ok = blockdelta::check_signature(block_size, sig_size, blocks.len()).is_ok();
+    match blockdelta::Encoder::new(Cursor::new(ops), block_size, sig_size, blocks) {
         Ok(mut enc) => {
             assert!(sig_ok);
             let mut chunks = 0usize;
             while let Some(chunk) = enc.next_chunk().expect("reading memory") {
-                assert!(!chunk.is_empty() && chunk.len() <= delta::CHUNK);
+                assert!(!chunk.is_empty() && chunk.len() <= blockdelta::CHUNK);
                 chunks += 1;
                 assert!(chunks <= ops.len() + 1, "the encoder makes no progress");
             }
@@ -119,7 +122,7 @@ pub fn delta_decoder(data: &[u8]) -> Option<u64> {
     }
 
     // The receiver's side: hostile ops against the base.
-    let Ok(mut dec) = delta::Decoder::new(Cursor::new(base), block_size, declared, Vec::new())
+    let Ok(mut dec) = blockdelta::Decoder::new(Cursor::new(base), block_size, declared, Vec::new())
     else {
         return None;
     };

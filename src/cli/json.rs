@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Exit;
 use crate::engine::RunOutcome;
-use crate::engine::update::{PathResult, UpdateReport};
+use crate::engine::push::{PathResult, UpdateReport};
 
 /// `-x`, `-c`, `-u`, `-m`, `-f` with `--json`: one document for the whole
 /// run, a part per phase that ran, `errors` for phases that failed as a
@@ -104,7 +104,7 @@ fn update_report(r: &UpdateReport) -> Value {
 }
 
 /// The actions run here at the end of a run.
-fn actions_ran(host: &str, ran: &[crate::engine::actions::Ran]) -> Value {
+fn actions_ran(host: &str, ran: &[crate::actions::Ran]) -> Value {
     ran.iter()
         .map(|r| {
             json!({
@@ -120,7 +120,7 @@ fn actions_ran(host: &str, ran: &[crate::engine::actions::Ran]) -> Value {
 }
 
 /// `-T --json`.
-pub fn in_sync(r: &crate::engine::insync::InSyncReport) -> Value {
+pub fn in_sync(r: &crate::engine::push::insync::InSyncReport) -> Value {
     json!({
         "differences": r.differences.iter().map(|d| json!({
             "kind": d.kind.to_string(),

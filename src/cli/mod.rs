@@ -94,7 +94,7 @@ pub fn run(args: &Args) -> Exit {
     let daemon = mode == Mode::Serve || mode == Mode::Watch;
     // systemd's sockets must be taken before anything else reads the environment.
     let activated = if daemon && args.serve >= 2 {
-        crate::daemon::take_activation_sockets()
+        crate::listener::take_activation_sockets()
     } else {
         Vec::new()
     };
@@ -394,15 +394,18 @@ fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.001)).unwrap_or(Duration::from_secs(5))
 }
 
-fn identity(sysdir: &Path) -> Result<crate::net::identity::Identity, Exit> {
+fn identity_error(e: &crate::net::identity::Error, sysdir: &Path) -> Exit {
     use crate::net::identity::Error;
-    crate::net::identity::Identity::load(sysdir).map_err(|e| match &e {
+    match e {
         // Only a missing file needs the recipe; other problems say their fix.
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            fail!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+            fail!(
+                "identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})",
+                sysdir.display()
+            )
         }
         _ => fail!("identity: {e}"),
-    })
+    }
 }
 
 /// `--check-config`'s checks beyond the config text: this node's identity
@@ -485,25 +488,25 @@ fn serve(
         }
     }
     let result = if args.serve >= 2 {
-        let opts = crate::daemon::Options {
+        let opts = crate::listener::Options {
             port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
             bind_name: args.node.clone(),
             after_session,
         };
-        let first = crate::daemon::Serving { authority: service.clone(), settings };
+        let first = crate::listener::Serving { authority: service.clone(), settings };
         // SIGHUP: the config and identity as they are on disk now; the new
         // service shares the old one's action gate.
         let (args, sysdir) = (args.clone(), sysdir.to_path_buf());
         let mut previous = service;
-        let reload: crate::daemon::Reload = Box::new(move || {
+        let reload: crate::listener::Reload = Box::new(move || {
             let config = load_config_text(&args, &sysdir)?;
             let (service, settings) = serving(&args, &config, &sysdir, Some(&previous))?;
             previous = service.clone();
-            Ok(crate::daemon::Serving { authority: service, settings })
+            Ok(crate::listener::Serving { authority: service, settings })
         });
-        crate::daemon::run_standalone(config, first, reload, &opts, activated)
+        crate::listener::run_standalone(config, first, reload, &opts, activated)
     } else {
-        crate::daemon::run_inetd(service, settings)
+        crate::listener::run_inetd(service, settings)
     };
     match result {
         Ok(()) => Exit::Ok,
@@ -522,7 +525,7 @@ fn watch(
     node: Node,
     args: &Args,
     sysdir: &Path,
-    listener: Option<(std::sync::Arc<engine::actions::Gate>, std::os::unix::net::UnixStream)>,
+    listener: Option<(std::sync::Arc<crate::actions::Gate>, std::os::unix::net::UnixStream)>,
 ) -> Exit {
     let client = match client_settings(args, sysdir) {
         Ok(c) => c,
@@ -560,12 +563,16 @@ fn serving(
     (std::sync::Arc<crate::engine::receive::Service>, crate::net::server::ServerSettings),
     String,
 > {
-    let id = crate::net::identity::Identity::load(sysdir).map_err(|e| {
-        format!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display())
+    use crate::net::SettingsError;
+    let mut settings = crate::net::server::ServerSettings::load(
+        sysdir,
+        secs(args.timeout),
+        secs(args.idle_timeout),
+    )
+    .map_err(|e| match e {
+        SettingsError::Identity(e) => format!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display()),
+        SettingsError::Tls(e) => e.to_string(),
     })?;
-    let tls = crate::net::tls::server_config(&id).map_err(|e| e.to_string())?;
-    let mut settings =
-        crate::net::server::ServerSettings::new(tls, secs(args.timeout), secs(args.idle_timeout));
     settings.session_limit = secs(args.session_timeout);
     let db = paths::index_file(
         args.database.as_deref(),
@@ -578,26 +585,19 @@ fn serving(
     let busy = Duration::from_secs(u64::from(config.lock_timeout.unwrap_or(30)));
     let config = std::sync::Arc::new(config.clone());
     let service = match previous {
-        Some(p) => p.renewed(config, db, busy)?,
-        None => crate::engine::receive::Service::new(config, db, busy)?,
+        Some(p) => p.renewed(config, db, busy).map_err(|e| e.to_string())?,
+        None => {
+            crate::engine::receive::Service::new(config, db, busy).map_err(|e| e.to_string())?
+        }
     };
     Ok((std::sync::Arc::new(service), settings))
 }
 
 fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
     let peer = args.ping.as_deref().expect("mode says --ping was given").to_lowercase();
-    let id = match identity(sysdir) {
-        Ok(i) => i,
+    let settings = match client_settings(args, sysdir) {
+        Ok(s) => s,
         Err(e) => return e,
-    };
-    let tls = match crate::net::tls::client_config(&id) {
-        Ok(t) => t,
-        Err(e) => return fail!("{e}"),
-    };
-    let settings = crate::net::client::ClientSettings {
-        tls,
-        connect_timeout: secs(args.timeout),
-        idle_timeout: secs(args.idle_timeout),
     };
     let port = args.port.unwrap_or(crate::net::DEFAULT_PORT);
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -653,12 +653,10 @@ fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
 }
 
 fn client_settings(args: &Args, sysdir: &Path) -> Result<crate::net::client::ClientSettings, Exit> {
-    let id = identity(sysdir)?;
-    let tls = crate::net::tls::client_config(&id).map_err(|e| fail!("{e}"))?;
-    Ok(crate::net::client::ClientSettings {
-        tls,
-        connect_timeout: secs(args.timeout),
-        idle_timeout: secs(args.idle_timeout),
+    use crate::net::client::{ClientSettings, SettingsError};
+    ClientSettings::load(sysdir, secs(args.timeout), secs(args.idle_timeout)).map_err(|e| match e {
+        SettingsError::Identity(e) => identity_error(&e, sysdir),
+        SettingsError::Tls(e) => fail!("{e}"),
     })
 }
 

@@ -9,9 +9,11 @@ use serde_json::json;
 use super::{Exit, fail};
 use crate::config::{Config, RuleKind};
 use crate::engine::Node;
+use crate::engine::status::PeerState;
 use crate::index::Scope;
 use crate::paths::display;
-use crate::pattern::{GroupMatcher, Level};
+use crate::pattern::Level;
+use crate::policy::{GroupPolicy, level_of};
 use crate::types::{FileKind, Meta};
 
 /// One-line state of an entry for `-L` (csync2 printed its "checktxt" here).
@@ -129,11 +131,15 @@ pub fn config_json(c: &Config, findings: &[(bool, String)]) -> serde_json::Value
     let groups: Vec<_> = c
         .groups
         .iter()
-        .map(|g| {
+        .enumerate()
+        .map(|(i, g)| {
+            // A group whose patterns do not compile shows no roots (its error
+            // is reported by the config check).
             let roots: Vec<_> = if g.is_member {
-                GroupMatcher::new(&g.rules)
-                    .map(|m| {
-                        m.walk_roots()
+                GroupPolicy::compile(c, i)
+                    .map(|p| {
+                        p.matcher
+                            .walk_roots()
                             .into_iter()
                             .map(|root| {
                                 let real = crate::paths::real_path(c, root.as_bytes())
@@ -218,6 +224,12 @@ pub fn emit_json(v: &serde_json::Value) -> Exit {
 
 /// `--check-config`: what the config resolved to, for this node.
 pub fn config_summary(c: &Config) -> Exit {
+    // A group whose patterns do not compile shows no roots (its error is
+    // reported by the config check).
+    let policies: Vec<GroupPolicy> = (0..c.groups.len())
+        .filter(|&i| c.groups[i].is_member)
+        .filter_map(|i| GroupPolicy::compile(c, i).ok())
+        .collect();
     let mut s = String::new();
     s.push_str(&format!("config {}\nnode {}\n", c.source.display(), c.myname));
     for p in &c.prefixes {
@@ -268,12 +280,12 @@ pub fn config_summary(c: &Config) -> Exit {
             s.push_str(&format!("  {kind:<7} {}\n", r.pattern));
         }
         if g.is_member
-            && let Ok(m) = GroupMatcher::new(&g.rules)
+            && let Some(p) = policies.iter().find(|p| p.name == g.name)
         {
-            for root in m.walk_roots() {
+            for root in &p.roots {
                 let real = crate::paths::real_path(c, root.as_bytes())
                     .map_or("(prefix not defined here)".to_string(), |p| p.display().to_string());
-                if real == root {
+                if real == *root {
                     s.push_str(&format!("  root    {root}\n"));
                 } else {
                     s.push_str(&format!("  root    {root} = {real}\n"));
@@ -325,30 +337,22 @@ pub fn explain(c: &Config, arg: &Path, as_json: bool) -> Exit {
     let mut forms = crate::paths::db_forms(c, &real);
     // Show the form some group cares about (a `%prefix%` one, usually); when
     // none does, the first is as good as any to explain why.
-    let matchers: Vec<GroupMatcher> = c
-        .groups
-        .iter()
-        .filter(|g| g.is_member)
-        .filter_map(|g| GroupMatcher::new(&g.rules).ok())
-        .collect();
-    let relevant: Vec<Vec<u8>> = forms
-        .iter()
-        .filter(|f| matchers.iter().any(|m| m.level(f) != Level::Ignore))
-        .cloned()
-        .collect();
+    let policies = match GroupPolicy::members(c) {
+        Ok(p) => p,
+        Err(e) => return fail!("group {}: {}", e.group, e.message),
+    };
+    let relevant: Vec<Vec<u8>> =
+        forms.iter().filter(|f| level_of(&policies, f) != Level::Ignore).cloned().collect();
     if relevant.is_empty() {
         forms.truncate(1);
     } else {
         forms = relevant;
     }
     let mut s = String::new();
-    let mut any = false;
     let mut rows = Vec::new();
-    for g in c.groups.iter().filter(|g| g.is_member) {
-        let m = match GroupMatcher::new(&g.rules) {
-            Ok(m) => m,
-            Err((_, e)) => return fail!("group {}: {e}", g.name),
-        };
+    let mut any = false;
+    for p in &policies {
+        let (g, m) = (&c.groups[p.index], &p.matcher);
         for db in &forms {
             let v = m.explain(db);
             let level = m.level(db);
@@ -421,18 +425,6 @@ pub enum Format {
     Prometheus,
 }
 
-/// One peer's line in `--status`.
-#[derive(Debug, Default)]
-struct PeerStatus {
-    pending: usize,
-    forced: usize,
-    oldest: Option<i64>,
-    ok_at: Option<i64>,
-    failed_at: Option<i64>,
-    error: Option<String>,
-    open_conflicts: usize,
-}
-
 /// `--status`: per peer, how much is pending and since when, when it last
 /// took a push and whether the last one failed; then every conflict met, how
 /// it ended, and where the losing version was kept; then every action that
@@ -441,85 +433,45 @@ struct PeerStatus {
 /// when nothing is pending, no conflict is unresolved, no failed action
 /// remains and no push failed, else 1 (Prometheus: 0 once written).
 pub fn status(node: &Node, format: Format, sysdir: &Path) -> Exit {
-    let (dirty, conflicts) = match (node.index.dirty(), node.index.conflicts()) {
-        (Ok(d), Ok(c)) => (d, c),
-        (Err(e), _) | (_, Err(e)) => return fail!("{e}"),
-    };
-    let failed = match node.index.action_failures() {
-        Ok(f) => f,
-        Err(e) => return fail!("{e}"),
-    };
-    let contacts = match node.index.peer_contacts() {
-        Ok(f) => f,
+    let st = match node.status() {
+        Ok(s) => s,
         Err(e) => return fail!("{e}"),
     };
     let now = super::json::now();
-    let me = &node.config.myname;
-    // Every peer of this node's groups, also those with nothing to report.
-    let mut peers: std::collections::BTreeMap<String, PeerStatus> = node
-        .config
-        .my_groups()
-        .flat_map(|g| g.peers(me))
-        .map(|h| (h.name.clone(), PeerStatus::default()))
-        .collect();
-    for d in &dirty {
-        let e = peers.entry(d.peer.clone()).or_default();
-        e.pending += 1;
-        if d.forced {
-            e.forced += 1;
-        }
-        e.oldest = Some(e.oldest.map_or(d.marked_at, |o: i64| o.min(d.marked_at)));
-    }
-    for c in &contacts {
-        let e = peers.entry(c.peer.clone()).or_default();
-        e.ok_at = c.ok_at;
-        e.failed_at = c.failed_at;
-        e.error = c.error.clone();
-    }
-    // A conflict is open while nobody acknowledged it and its path is still
-    // dirty towards that peer (once the two agree again, it is history).
-    let unresolved: Vec<_> = conflicts
-        .iter()
-        .filter(|c| {
-            c.resolution == "unresolved"
-                && !c.acked
-                && dirty.iter().any(|d| d.path == c.path && d.peer == c.peer)
-        })
-        .collect();
-    for c in &unresolved {
-        peers.entry(c.peer.clone()).or_default().open_conflicts += 1;
-    }
+    let me = &st.node;
+    let (conflicts, failed) = (&st.conflicts, &st.failed_actions);
     let cert = super::json::certificate(sysdir);
-    let unreachable = peers.values().filter(|p| p.failed_at.is_some()).count();
-    let pending: usize = peers.values().map(|p| p.pending).sum();
-    let clear = pending == 0 && unresolved.is_empty() && failed.is_empty() && unreachable == 0;
+    let (pending, unreachable, clear) = (st.pending(), st.unreachable(), st.is_clear());
+    let open_conflicts = conflicts.iter().filter(|c| c.open).count();
     let text = match format {
         Format::Json => {
             let rows: Vec<_> = conflicts
                 .iter()
                 .map(|c| {
+                    let (open, c) = (c.open, &c.row);
                     json!({
                         "path": String::from_utf8_lossy(&c.path),
                         "peer": c.peer,
                         "detected_at": c.detected_at,
-                        "resolution": c.resolution,
+                        "resolution": c.resolution.to_string(),
                         "kept": c.kept.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        "open": unresolved.iter().any(|u| std::ptr::eq(*u, c)),
+                        "open": open,
                         "acknowledged": c.acked,
                     })
                 })
                 .collect();
-            let peer_rows: Vec<_> = peers
+            let peer_rows: Vec<_> = st
+                .peers
                 .iter()
-                .map(|(p, s)| {
+                .map(|s| {
                     json!({
-                        "peer": p,
+                        "peer": s.peer,
                         "pending": s.pending,
                         "pending_forced": s.forced,
-                        "oldest_mark": s.oldest,
-                        "last_ok_at": s.ok_at,
-                        "last_failed_at": s.failed_at,
-                        "last_error": s.error,
+                        "oldest_mark": s.oldest_mark,
+                        "last_ok_at": s.last_ok_at,
+                        "last_failed_at": s.last_failed_at,
+                        "last_error": s.last_error,
                         "open_conflicts": s.open_conflicts,
                     })
                 })
@@ -550,37 +502,35 @@ pub fn status(node: &Node, format: Format, sysdir: &Path) -> Exit {
             });
             format!("{all}\n")
         }
-        Format::Prometheus => prometheus(me, &peers, unresolved.len(), &failed, &cert, now),
+        Format::Prometheus => prometheus(me, &st.peers, open_conflicts, failed, &cert, now),
         Format::Text => {
             let mut s = format!("node {me}\n");
             if pending == 0 && unreachable == 0 {
                 s.push_str("nothing pending\n");
             }
-            for (p, st) in &peers {
+            for st in &st.peers {
+                let p = &st.peer;
                 if st.pending > 0 {
                     let forced = if st.forced > 0 {
                         format!(" ({} forced)", st.forced)
                     } else {
                         String::new()
                     };
-                    let oldest = st.oldest.unwrap_or(now);
+                    let oldest = st.oldest_mark.unwrap_or(now);
                     s.push_str(&format!(
                         "peer {p}: {} entries pending{forced}, oldest {} s ago\n",
                         st.pending,
                         (now - oldest).max(0)
                     ));
                 }
-                if let Some(at) = st.failed_at {
-                    let why = st.error.as_deref().unwrap_or("");
+                if let Some(at) = st.last_failed_at {
+                    let why = st.last_error.as_deref().unwrap_or("");
                     s.push_str(&format!("peer {p}: last push failed at {}: {why}\n", utc_text(at)));
                 }
             }
-            for c in conflicts.iter().filter(|c| !c.acked) {
-                let open = if unresolved.iter().any(|u| std::ptr::eq(*u, c)) {
-                    " [unresolved]"
-                } else {
-                    ""
-                };
+            for c in conflicts.iter().filter(|c| !c.row.acked) {
+                let (open, c) = (c.open, &c.row);
+                let open = if open { " [unresolved]" } else { "" };
                 let kept = c
                     .kept
                     .as_ref()
@@ -592,7 +542,7 @@ pub fn status(node: &Node, format: Format, sysdir: &Path) -> Exit {
                     c.resolution
                 ));
             }
-            for f in &failed {
+            for f in failed {
                 s.push_str(&failed_action_line(f));
             }
             if !failed.is_empty() {
@@ -614,7 +564,7 @@ pub fn status(node: &Node, format: Format, sysdir: &Path) -> Exit {
 /// HELP and TYPE lines, as node_exporter's textfile collector reads them.
 fn prometheus(
     me: &str,
-    peers: &std::collections::BTreeMap<String, PeerStatus>,
+    peers: &[PeerState],
     open_conflicts: usize,
     failed: &[crate::index::ActionFailure],
     cert: &serde_json::Value,
@@ -629,10 +579,10 @@ fn prometheus(
             s.push_str(&format!("csync_{name}{{node=\"{node}\"{labels}}} {v}\n"));
         }
     };
-    let per_peer = |f: &dyn Fn(&PeerStatus) -> Option<f64>| -> Vec<(String, f64)> {
+    let per_peer = |f: &dyn Fn(&PeerState) -> Option<f64>| -> Vec<(String, f64)> {
         peers
             .iter()
-            .filter_map(|(p, st)| f(st).map(|v| (format!(",peer=\"{}\"", esc(p)), v)))
+            .filter_map(|st| f(st).map(|v| (format!(",peer=\"{}\"", esc(&st.peer)), v)))
             .collect()
     };
     metric(
@@ -643,17 +593,17 @@ fn prometheus(
     metric(
         "oldest_pending_seconds",
         "Age of the oldest dirty mark towards the peer.",
-        per_peer(&|st| Some(st.oldest.map_or(0, |o| (now - o).max(0)) as f64)),
+        per_peer(&|st| Some(st.oldest_mark.map_or(0, |o| (now - o).max(0)) as f64)),
     );
     metric(
         "last_success_timestamp_seconds",
         "When a push last reached the peer (0: never).",
-        per_peer(&|st| Some(st.ok_at.unwrap_or(0) as f64)),
+        per_peer(&|st| Some(st.last_ok_at.unwrap_or(0) as f64)),
     );
     metric(
         "peer_up",
         "1 unless the last push to the peer failed.",
-        per_peer(&|st| Some(if st.failed_at.is_some() { 0.0 } else { 1.0 })),
+        per_peer(&|st| Some(if st.last_failed_at.is_some() { 0.0 } else { 1.0 })),
     );
     metric(
         "open_conflicts",

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::args::Args;
 use super::{Exit, client_settings, fail, report_scan_problems, worst};
-use crate::engine::update::{PathResult, UpdateReport};
+use crate::engine::push::{PathResult, UpdateReport};
 use crate::engine::{CheckOptions, CheckReport, Node, PushRequest, RunOutcome, RunRequest};
 use crate::paths;
 

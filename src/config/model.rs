@@ -35,15 +35,8 @@ pub struct Config {
 }
 
 /// `ignore uid gid mod;`: fields left out of change detection and of apply.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ignore {
-    /// `ignore uid`.
-    pub uid: bool,
-    /// `ignore gid`.
-    pub gid: bool,
-    /// `ignore mod`.
-    pub mode: bool,
-}
+/// The one struct for it everywhere (scan, version, apply): config only names it.
+pub use crate::types::IgnoreFields as Ignore;
 
 /// One `group NAME { … }` block.
 #[derive(Debug, Clone)]

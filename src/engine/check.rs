@@ -82,7 +82,8 @@ impl Node {
                 std::thread::scope(|s| {
                     let walker = s.spawn(move || {
                         let t = Instant::now();
-                        let w = scan::walk(roots, recursive, |p| super::level_of(groups, p));
+                        let w =
+                            scan::walk(roots, recursive, |p| crate::policy::level_of(groups, p));
                         (w, t.elapsed())
                     });
                     let t = Instant::now();
@@ -123,11 +124,7 @@ impl Node {
 
     /// The config's `ignore uid gid mod;` as the scanner wants it.
     pub fn ignore_fields(&self) -> IgnoreFields {
-        IgnoreFields {
-            uid: self.config.ignore.uid,
-            gid: self.config.ignore.gid,
-            mode: self.config.ignore.mode,
-        }
+        self.config.ignore
     }
 
     fn collect(&self, deltas: Vec<Delta>, init: bool, batch: &mut Batch, report: &mut CheckReport) {

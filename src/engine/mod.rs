@@ -1,17 +1,34 @@
 //! The orchestrator: joins the config, the pattern matchers, the scanner and
 //! the index into the operations the CLI offers (check, mark, force, prune,
 //! listings). It is the only layer that knows all of them.
+//!
+//! # Inside
+//!
+//! [`Node`] (this file) holds the config, the compiled groups
+//! ([`crate::policy::GroupPolicy`]) and the index; the submodules add its
+//! operations. They form layers too (checked by `tests/it/layering.rs` like
+//! the crate's): a submodule uses those of lower lines only.
+//!
+//! ```text
+//! run, status                  one run (check, push, actions); --status as a value
+//! check, maintain, push, receive  -c; -m/-f/-R; -u, first contact, -T; a peer's session here
+//! remote, conflict, wire       talking to peers; who wins a conflict; Meta <-> wire
+//! ```
+//!
+//! Where things would go: a watch mode is a loop around [`Node::run`] fed by
+//! file events (a new module beside `run`); a status endpoint serves
+//! [`Node::status`]; a "never delete" policy is a field of `GroupPolicy`
+//! read by the planner (`push::plan`, which would turn deletes into
+//! nothing) and by the receiver (`receive::delete`, which would refuse them).
 
-pub mod actions;
 mod check;
 pub mod conflict;
-pub mod first_contact;
-pub mod insync;
 mod maintain;
+pub mod push;
 pub mod receive;
 pub mod remote;
 pub mod run;
-pub mod update;
+pub mod status;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
@@ -20,9 +37,11 @@ pub use check::{CheckOptions, CheckReport};
 pub use maintain::{mark_paths, prune};
 pub use run::{PushOutcome, PushRequest, RunOutcome, RunRequest};
 
+use crate::actions;
 use crate::config::{Config, Group};
 use crate::index::{Index, IndexedFile};
-use crate::pattern::{GroupMatcher, Level};
+use crate::pattern::Level;
+use crate::policy::GroupPolicy;
 use crate::scan::{Known, Root};
 use crate::types::Meta;
 
@@ -47,7 +66,7 @@ pub enum Error {
     Actions(String),
     /// The async runtime could not start.
     #[error("cannot start the runtime: {0}")]
-    Runtime(String),
+    Runtime(#[source] std::io::Error),
     /// An include root uses a prefix this node does not define.
     #[error("group '{group}': prefix '%{prefix}%' is not defined for host '{host}'")]
     Prefix {
@@ -60,16 +79,22 @@ pub enum Error {
     },
 }
 
-/// A member group, ready to match paths.
-#[derive(Debug)]
-pub struct ActiveGroup {
-    /// Index into `Config::groups`.
-    pub index: usize,
-    /// Compiled include/exclude rules.
-    pub matcher: GroupMatcher,
-    /// `(peer, myname)` pairs this node pushes its changes to. Empty when this
-    /// node is receive-only in the group: its own changes are never queued.
-    pub push_to: Vec<(String, String)>,
+impl From<actions::Error> for Error {
+    fn from(e: actions::Error) -> Self {
+        match e {
+            actions::Error::Index(e) => Error::Index(e),
+            actions::Error::Pattern { group, pattern, message } => {
+                Error::Pattern { group, pattern, message }
+            }
+            actions::Error::Lock(m) => Error::Actions(m),
+        }
+    }
+}
+
+impl From<crate::policy::PatternError> for Error {
+    fn from(e: crate::policy::PatternError) -> Self {
+        Error::Pattern { group: e.group, pattern: e.pattern, message: e.message }
+    }
 }
 
 /// One node: its resolved config, compiled groups and open index.
@@ -78,7 +103,7 @@ pub struct Node {
     /// The resolved configuration.
     pub config: Config,
     /// The groups this node is a member of (and active under `-G`).
-    pub groups: Vec<ActiveGroup>,
+    pub groups: Vec<GroupPolicy>,
     /// The node's index.
     pub index: Index,
     /// The actions of the member groups.
@@ -91,37 +116,19 @@ impl Node {
     /// # Errors
     /// When a group's patterns do not compile.
     pub fn new(config: Config, index: Index) -> Result<Node, Error> {
-        let mut groups = Vec::new();
-        for (i, g) in config.groups.iter().enumerate() {
-            if !g.is_member {
-                continue;
-            }
-            let matcher = GroupMatcher::new(&g.rules).map_err(|(ri, message)| Error::Pattern {
-                group: g.name.clone(),
-                pattern: g.rules.get(ri).map(|r| r.pattern.clone()).unwrap_or_default(),
-                message,
-            })?;
-            let me = g.me(&config.myname);
-            let receive_only = me.is_some_and(|h| h.receive_only);
-            let push_to = if receive_only {
-                Vec::new()
-            } else {
-                g.peers(&config.myname).map(|h| (h.name.clone(), config.myname.clone())).collect()
-            };
-            groups.push(ActiveGroup { index: i, matcher, push_to });
-        }
-        let actions = actions::ActionTable::new(&config)?;
+        let groups = GroupPolicy::members(&config)?;
+        let actions = actions::ActionTable::new(&config, &groups)?;
         Ok(Node { config, groups, index, actions })
     }
 
     /// The config group behind an active group.
-    pub fn group(&self, g: &ActiveGroup) -> &Group {
+    pub fn group(&self, g: &GroupPolicy) -> &Group {
         &self.config.groups[g.index]
     }
 
     /// The strongest match level any member group gives `path`.
     pub fn level(&self, path: &[u8]) -> Level {
-        level_of(&self.groups, path)
+        crate::policy::level_of(&self.groups, path)
     }
 
     /// True when some member group manages `path`.
@@ -132,18 +139,7 @@ impl Node {
     /// `(peer, myname)` pairs a change of `path` must be pushed to: the peers of
     /// every member group that manages it, each once, in group order.
     pub fn peers_for(&self, path: &[u8]) -> Vec<(&str, &str)> {
-        let mut out: Vec<(&str, &str)> = Vec::new();
-        for g in &self.groups {
-            if g.push_to.is_empty() || !g.matcher.is_managed(path) {
-                continue;
-            }
-            for (peer, me) in &g.push_to {
-                if !out.iter().any(|(p, _)| p == peer) {
-                    out.push((peer, me));
-                }
-            }
-        }
-        out
+        crate::policy::peers_for(&self.groups, path)
     }
 
     /// The walk roots of all member groups, mapped to real paths, overlaps removed.
@@ -153,8 +149,8 @@ impl Node {
     pub fn roots(&self) -> Result<Vec<Root>, Error> {
         let mut roots: Vec<Root> = Vec::new();
         for g in &self.groups {
-            for r in g.matcher.walk_roots() {
-                let db = r.into_bytes();
+            for r in &g.roots {
+                let db = r.as_bytes().to_vec();
                 let real = crate::paths::real_path(&self.config, &db).ok_or_else(|| {
                     let name = String::from_utf8_lossy(&db[1..])
                         .split('%')
@@ -162,7 +158,7 @@ impl Node {
                         .unwrap_or_default()
                         .to_string();
                     Error::Prefix {
-                        group: self.group(g).name.clone(),
+                        group: g.name.clone(),
                         prefix: name,
                         host: self.config.myname.clone(),
                     }
@@ -213,19 +209,6 @@ impl Node {
         }
         out
     }
-}
-
-/// The strongest match level any of `groups` gives `path`.
-fn level_of(groups: &[ActiveGroup], path: &[u8]) -> Level {
-    let mut best = Level::Ignore;
-    for g in groups {
-        match g.matcher.level(path) {
-            Level::Managed => return Level::Managed,
-            Level::StepInto => best = Level::StepInto,
-            Level::Ignore => {}
-        }
-    }
-    best
 }
 
 impl Known for IndexedFile {

@@ -10,6 +10,66 @@ use crate::config::Config;
 use crate::net::client::{self, ClientSettings, Target};
 use crate::proto::{ErrorCode, Msg};
 
+/// Why talking to a peer failed. Its text is what csync printed before
+/// these were typed (tests and people read it).
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Connecting, TLS or the handshake failed.
+    #[error(transparent)]
+    Connect(#[from] crate::net::client::ClientError),
+    /// Reading or writing the connection failed.
+    #[error(transparent)]
+    Conn(#[from] crate::net::conn::ConnError),
+    /// The name is no peer of this node.
+    #[error("'{peer}' is not a peer of this node ({me}) in any group")]
+    NotAPeer {
+        /// The name asked for.
+        peer: String,
+        /// This node.
+        me: String,
+    },
+    /// The peer answered with an error (its words, escaped).
+    #[error("refused by the peer: {code} ({message})")]
+    Refused {
+        /// The peer's code.
+        code: ErrorCode,
+        /// The peer's message, escaped.
+        message: String,
+    },
+    /// Another message than the request calls for.
+    #[error("unexpected reply to {to}: {got}")]
+    Unexpected {
+        /// The request.
+        to: &'static str,
+        /// What came, as debug text.
+        got: String,
+    },
+    /// The peer closed the connection early.
+    #[error("connection closed")]
+    Closed,
+    /// The peer sent more than a session may hold.
+    #[error("{0}")]
+    TooMuch(String),
+    /// The peer kept us past the deadline.
+    #[error(
+        "no end of the session within {0}s of the last change (longer than this \
+         node's action timeouts allow)"
+    )]
+    Deadline(u64),
+    /// The peer accepted none of our groups, with why per group.
+    #[error("{0}")]
+    NoGroup(String),
+    /// The async runtime could not start.
+    #[error("{0}")]
+    Runtime(std::io::Error),
+}
+
+/// The `rule` of a `Yield` for an entry the yielding node lacks: the peer
+/// marks it for us (not forced), so a node that lost its files and its
+/// index gets them back from the peers' next runs. Both sides of a session
+/// read it, so it lives here and not with either.
+pub const MISSING: &str = "missing there";
+
 /// `(group name, group key)` pairs a client proves in its `Hello`.
 pub type GroupKeys = Vec<(String, Vec<u8>)>;
 
@@ -56,15 +116,35 @@ pub fn refusal(config: &Config, group: &str, code: ErrorCode) -> String {
     format!("group '{group}': {why}")
 }
 
-/// Turns a peer report's refused groups into its error: one sentence per
-/// group, before any other error of that peer.
-pub fn explain_refusals(config: &Config, r: &mut super::update::PeerReport) {
-    if r.refused.is_empty() {
-        return;
+/// An action a peer ran for the changes it received, as it reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAction {
+    /// The group of the action.
+    pub group: String,
+    /// The command, as the peer's config has it.
+    pub command: String,
+    /// How many paths it was given.
+    pub paths: u32,
+    /// Exit status 0.
+    pub ok: bool,
+    /// How it ended.
+    pub status: String,
+    /// Where its output went on the peer; `None`: the peer's own log.
+    pub logfile: Option<std::path::PathBuf>,
+}
+
+impl RemoteAction {
+    /// As the index records it.
+    pub fn to_run(&self) -> crate::index::ActionRun {
+        crate::index::ActionRun {
+            group: self.group.clone(),
+            command: self.command.clone(),
+            logfile: self.logfile.clone(),
+            paths: u64::from(self.paths),
+            ok: self.ok,
+            status: self.status.clone(),
+        }
     }
-    let mut text: Vec<String> = r.refused.iter().map(|(g, c)| refusal(config, g, *c)).collect();
-    text.extend(r.error.take());
-    r.error = Some(text.join("; "));
 }
 
 /// What a ping found out.
@@ -92,19 +172,16 @@ pub struct PingReport {
 /// Ping/Pong, and closes in order.
 ///
 /// # Errors
-/// A sentence naming the reason (the caller adds the peer's name).
+/// Why, in a sentence (the caller adds the peer's name).
 pub async fn ping(
     config: &Config,
     settings: &ClientSettings,
     peer: &str,
     port: u16,
-) -> Result<PingReport, String> {
-    let (target, groups) = shared_groups(config, peer, port).ok_or_else(|| {
-        format!("'{peer}' is not a peer of this node ({}) in any group", config.myname)
-    })?;
-    let mut s = client::connect(&target, settings, &config.myname, &groups)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<PingReport, PeerError> {
+    let (target, groups) = shared_groups(config, peer, port)
+        .ok_or_else(|| PeerError::NotAPeer { peer: peer.to_string(), me: config.myname.clone() })?;
+    let mut s = client::connect(&target, settings, &config.myname, &groups).await?;
     if s.accepted.is_empty() {
         return Ok(PingReport {
             peer: s.peer,
@@ -119,18 +196,17 @@ pub async fn ping(
     }
     let sent = Instant::now();
     let t0 = now_ns();
-    s.conn.send(&Msg::Ping { id: 1 }).await.map_err(|e| e.to_string())?;
-    let reply = s.conn.recv().await.map_err(|e| e.to_string())?;
+    s.conn.send(&Msg::Ping { id: 1 }).await?;
+    let reply = s.conn.recv().await?;
     let rtt = sent.elapsed();
     let offset_ns = match reply {
         Some(Msg::Pong { id: 1, time_ns }) => time_ns - (t0 + rtt.as_nanos() as i64 / 2),
         Some(Msg::Error { code, message }) => {
-            let message = crate::paths::escape(&message);
-            return Err(format!("refused by the peer: {code} ({message})"));
+            return Err(PeerError::Refused { code, message: crate::paths::escape(&message) });
         }
-        other => return Err(format!("unexpected reply to Ping: {other:?}")),
+        other => return Err(PeerError::Unexpected { to: "Ping", got: format!("{other:?}") }),
     };
-    s.conn.send(&Msg::Bye).await.map_err(|e| e.to_string())?;
+    s.conn.send(&Msg::Bye).await?;
     end_of_session(&mut s.conn, action_wait(config)).await?;
     s.conn.shutdown().await;
     Ok(PingReport {
@@ -194,7 +270,7 @@ pub fn action_wait(config: &Config) -> Duration {
 pub async fn end_of_session<S>(
     rd: &mut crate::net::conn::Conn<S>,
     wait: Duration,
-) -> Result<Vec<super::update::RemoteAction>, String>
+) -> Result<Vec<RemoteAction>, PeerError>
 where
     S: tokio::io::AsyncRead + Unpin,
 {
@@ -208,14 +284,14 @@ where
                 bytes += group.len() + command.len() + status.len();
                 bytes += logfile.as_ref().map_or(0, Vec::len);
                 if actions.len() >= MAX_ACTION_RESULTS || bytes > MAX_ACTION_RESULT_BYTES {
-                    return Err(format!(
+                    return Err(PeerError::TooMuch(format!(
                         "the peer reported more than {MAX_ACTION_RESULTS} action results or \
                          {MAX_ACTION_RESULT_BYTES} bytes of them; stopped listening"
-                    ));
+                    )));
                 }
                 let e = crate::paths::escape;
                 let logfile = logfile.map(|b| PathBuf::from(OsStr::from_bytes(&b)));
-                actions.push(super::update::RemoteAction {
+                actions.push(RemoteAction {
                     group: e(&group),
                     command: e(&command),
                     paths,
@@ -225,16 +301,12 @@ where
                 });
             }
             Ok(Ok(Some(Msg::ByeAck))) => return Ok(actions),
-            Ok(Ok(Some(other))) => return Err(format!("unexpected reply to Bye: {other:?}")),
-            Ok(Ok(None)) => return Err("connection closed".into()),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => {
-                return Err(format!(
-                    "no end of the session within {}s of the last change (longer than this \
-                     node's action timeouts allow)",
-                    wait.as_secs()
-                ));
+            Ok(Ok(Some(other))) => {
+                return Err(PeerError::Unexpected { to: "Bye", got: format!("{other:?}") });
             }
+            Ok(Ok(None)) => return Err(PeerError::Closed),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(PeerError::Deadline(wait.as_secs())),
         }
     }
 }
@@ -259,7 +331,7 @@ mod tests {
             }
         });
         let t = Instant::now();
-        let err = end_of_session(&mut me, Duration::from_secs(1)).await.unwrap_err();
+        let err = end_of_session(&mut me, Duration::from_secs(1)).await.unwrap_err().to_string();
         assert!(err.contains("within 1s"), "{err}");
         assert!(t.elapsed() < Duration::from_secs(5));
         feeder.abort();
@@ -291,7 +363,7 @@ mod tests {
         let got = end_of_session(&mut me, Duration::from_secs(60)).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].command, "reload\\n\\x1b[2J");
-        let err = end_of_session(&mut me, Duration::from_secs(60)).await.unwrap_err();
+        let err = end_of_session(&mut me, Duration::from_secs(60)).await.unwrap_err().to_string();
         assert!(err.contains("more than 4096 action results"), "{err}");
         drop(me);
         let _ = feeder.await;

@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use super::actions::{self, Ran};
-use super::update::{UpdateOptions, UpdateReport};
+use super::push::{UpdateOptions, UpdateReport};
 use super::{CheckOptions, CheckReport, Error, Node};
+use crate::actions::{self, Ran};
 use crate::net::client::ClientSettings;
 
 /// What a run does. Each phase is optional; they always run in this order.
@@ -99,10 +99,11 @@ impl Node {
             out.push = Some(self.push(push));
         }
         let dry_run = req.push.as_ref().is_some_and(|p| p.dry_run);
-        if req.actions && !dry_run && std::env::var_os(crate::action::IN_ACTION).is_none() {
+        if req.actions && !dry_run && std::env::var_os(crate::actions::IN_ACTION).is_none() {
             let owner = self.actions.owner().to_string();
             let host = self.config.myname.clone();
-            out.actions = actions::run_owed(&mut self.index, &owner, &host, &mut || {});
+            out.actions =
+                actions::run_owed(&mut self.index, &owner, &host, &mut || {}).map_err(Error::from);
         }
         out
     }

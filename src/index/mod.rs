@@ -6,7 +6,8 @@
 //! transaction, so a crash leaves either the old or the new state.
 
 mod failures;
-mod queue;
+mod owed;
+mod peers;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -15,8 +16,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use failures::{ActionFailure, ActionRun};
-pub use queue::{QueuedAction, QueuedRow};
-pub use rows::{ConflictRow, DirtyRow, IndexedFile};
+pub use owed::{OwedAction, OwedRow};
+pub use peers::PeerContact;
+pub use rows::{ConflictRow, DirtyRow, IndexedFile, Resolution};
 
 use crate::types::{Base, Changes, Meta};
 
@@ -126,8 +128,8 @@ pub struct Batch {
     pub marks: Vec<OwnedMark>,
     /// Entries whose current version this node made (forget where it came from).
     pub local: Vec<Vec<u8>>,
-    /// Actions to journal with the change (`do-local` actions of a check).
-    pub actions: Vec<QueuedAction>,
+    /// Actions the change owes, recorded with it (`do-local` actions of a check).
+    pub actions: Vec<OwedAction>,
 }
 
 /// One entry applied on the receiver, for [`Index::record_received_batch`].
@@ -143,7 +145,7 @@ pub struct Received {
     pub version: Option<[u8; 32]>,
     /// The host whose change this is (`None`: leave as it was).
     pub origin: Option<String>,
-    /// Journalled actions this change owes, now ready to run.
+    /// Owed actions of this change (rows already recorded), now ready to run.
     pub actions: Vec<i64>,
 }
 
@@ -439,7 +441,7 @@ impl Index {
                 ])
                 .map_err(sql)?;
             }
-            queue::insert(&tx, &batch.actions).map_err(sql)?;
+            owed::insert(&tx, &batch.actions).map_err(sql)?;
         }
         tx.commit().map_err(sql)
     }
@@ -479,339 +481,6 @@ impl Index {
             )
         })
         .map(|_| ())
-    }
-
-    /// What `peer` was last known to have at `path` (`None` inside: absent there;
-    /// outer `None`: never synced).
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn peer_version(&self, path: &[u8], peer: &str) -> Result<Option<Option<[u8; 32]>>> {
-        let sql = self.sql();
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT version FROM peer_state WHERE path = ?1 AND peer = ?2")
-            .map_err(&sql)?;
-        let v: Option<Option<Vec<u8>>> =
-            st.query_row(params![path, peer], |r| r.get(0)).optional().map_err(&sql)?;
-        Ok(v.map(|v| v.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())))
-    }
-
-    /// After a push to `peer` was confirmed: clears the mark (only if no newer
-    /// mark arrived meanwhile, see `gen`) and records what the peer now has.
-    /// Many results go in one transaction.
-    ///
-    /// # Errors
-    /// When SQLite fails; nothing is then recorded.
-    pub fn record_pushed(&mut self, done: &[Pushed]) -> Result<()> {
-        if done.is_empty() {
-            return Ok(());
-        }
-        let path = self.path.clone();
-        let sql = |source| Error::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(sql)?;
-        {
-            let mut clear = tx
-                .prepare_cached("DELETE FROM dirty WHERE path = ?1 AND peer = ?2 AND gen = ?3")
-                .map_err(sql)?;
-            // A newer mark arrived during the push: the peer now has what we
-            // pushed, which is what that newer change must be compared with.
-            let mut rebase = tx
-                .prepare_cached("UPDATE dirty SET base = ?3 WHERE path = ?1 AND peer = ?2")
-                .map_err(sql)?;
-            let mut state = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(sql)?;
-            let mut settled = tx.prepare_cached(SETTLE_CONFLICT).map_err(sql)?;
-            for d in done {
-                if let Some(generation) = d.clear_gen {
-                    clear.execute(params![d.path, d.peer, generation]).map_err(sql)?;
-                    settled.execute(params![d.path, d.peer]).map_err(sql)?;
-                }
-                if let Some(v) = &d.version {
-                    let base = v.map_or(Base::Absent, Base::Version);
-                    rebase.execute(params![d.path, d.peer, base.to_sql()]).map_err(sql)?;
-                }
-                if let Some(v) = &d.version {
-                    state
-                        .execute(params![d.path, d.peer, v.as_ref().map(|h| h.as_slice())])
-                        .map_err(sql)?;
-                }
-            }
-        }
-        tx.commit().map_err(sql)
-    }
-
-    /// On the receiver, in one transaction: the entry's new state (or its
-    /// removal), what the sender now has, and the sender's mark cleared.
-    ///
-    /// # Errors
-    /// When SQLite fails; nothing is then recorded.
-    pub fn record_received(
-        &mut self,
-        file: Option<&IndexedFile>,
-        removed: Option<&[u8]>,
-        peer: &str,
-        version: Option<[u8; 32]>,
-        origin: Option<&str>,
-    ) -> Result<()> {
-        let r = Received {
-            file: file.cloned(),
-            removed: removed.map(<[u8]>::to_vec),
-            peer: peer.to_string(),
-            version,
-            origin: origin.map(str::to_string),
-            actions: Vec::new(),
-        };
-        self.record_received_batch(std::slice::from_ref(&r))
-    }
-
-    /// Many [`Index::record_received`] in one transaction: a receiver applying
-    /// thousands of small files pays one commit per batch, not per file.
-    ///
-    /// # Errors
-    /// When SQLite fails; nothing of the batch is then recorded.
-    pub fn record_received_batch(&mut self, batch: &[Received]) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let path = self.path.clone();
-        let sql = |source| Error::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(sql)?;
-        {
-            let mut up = tx.prepare_cached(rows::UPSERT_FILE).map_err(sql)?;
-            let mut del_file =
-                tx.prepare_cached("DELETE FROM file WHERE path = ?1").map_err(sql)?;
-            let mut del_dirty = tx
-                .prepare_cached("DELETE FROM dirty WHERE path = ?1 AND peer = ?2")
-                .map_err(sql)?;
-            let mut settled = tx.prepare_cached(SETTLE_CONFLICT).map_err(sql)?;
-            let mut set_origin = tx
-                .prepare_cached("INSERT OR REPLACE INTO origin (path, node) VALUES (?1, ?2)")
-                .map_err(sql)?;
-            let mut del_origin =
-                tx.prepare_cached("DELETE FROM origin WHERE path = ?1").map_err(sql)?;
-            let mut state = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(sql)?;
-            for r in batch {
-                queue::set_ready(&tx, &r.actions).map_err(sql)?;
-                let p: &[u8] = match (&r.file, &r.removed) {
-                    (Some(f), _) => {
-                        rows::upsert_file(&mut up, f).map_err(sql)?;
-                        &f.path
-                    }
-                    (None, Some(p)) => {
-                        del_file.execute([p]).map_err(sql)?;
-                        p
-                    }
-                    (None, None) => continue,
-                };
-                del_dirty.execute(params![p, r.peer]).map_err(sql)?;
-                settled.execute(params![p, r.peer]).map_err(sql)?;
-                match (&r.origin, &r.file) {
-                    (Some(o), Some(_)) => {
-                        set_origin.execute(params![p, o]).map_err(sql)?;
-                    }
-                    (_, None) => {
-                        del_origin.execute([p]).map_err(sql)?;
-                    }
-                    (None, Some(_)) => {}
-                }
-                state
-                    .execute(params![p, r.peer, r.version.as_ref().map(|h| h.as_slice())])
-                    .map_err(sql)?;
-            }
-        }
-        tx.commit().map_err(sql)
-    }
-
-    /// The host that made the current version of `path`, if it was received
-    /// (`None`: this node made it).
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn origin(&self, path: &[u8]) -> Result<Option<String>> {
-        let sql = self.sql();
-        let mut st =
-            self.conn.prepare_cached("SELECT node FROM origin WHERE path = ?1").map_err(&sql)?;
-        st.query_row([path], |r| r.get(0)).optional().map_err(&sql)
-    }
-
-    /// Every `(path, node)` of the origin table: who made each received version.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn origins(&self) -> Result<Vec<(Vec<u8>, String)>> {
-        self.query_all("SELECT path, node FROM origin", |r| Ok((r.get(0)?, r.get(1)?)))
-    }
-
-    /// Records a conflict and how it ended.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn record_conflict(
-        &mut self,
-        path: &[u8],
-        peer: &str,
-        resolution: &str,
-        kept: Option<&Path>,
-    ) -> Result<()> {
-        let sql = self.sql();
-        self.conn
-            .execute(
-                // Two conflicts on one path within a second keep both records.
-                "INSERT INTO conflict (path, peer, detected_at, resolution, kept) VALUES (?1, ?2, \
-                 max(?3, coalesce((SELECT max(detected_at) + 1 FROM conflict WHERE path = ?1 AND peer = ?2), 0)), ?4, ?5)",
-                params![
-                    path,
-                    peer,
-                    unix_now(),
-                    resolution,
-                    kept.map(|k| k.as_os_str().as_encoded_bytes().to_vec())
-                ],
-            )
-            .map_err(&sql)?;
-        Ok(())
-    }
-
-    /// Peers this node has completed a sync with (see `peer_sync`).
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn synced_peers(&self) -> Result<Vec<String>> {
-        self.query_all(
-            "SELECT peer FROM peer_sync WHERE synced_at IS NOT NULL ORDER BY peer",
-            |r| r.get(0),
-        )
-    }
-
-    /// Records how a push to `peer` went: `Ok` when it reached the peer,
-    /// else why not.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn record_contact(
-        &mut self,
-        peer: &str,
-        outcome: std::result::Result<(), &str>,
-    ) -> Result<()> {
-        let now = unix_now();
-        self.write(|c| match outcome {
-            Ok(()) => c.execute(
-                "INSERT INTO peer_sync (peer, ok_at) VALUES (?1, ?2) \
-                 ON CONFLICT (peer) DO UPDATE SET ok_at = ?2, failed_at = NULL, error = NULL",
-                params![peer, now],
-            ),
-            Err(why) => c.execute(
-                "INSERT INTO peer_sync (peer, failed_at, error) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (peer) DO UPDATE SET failed_at = ?2, error = ?3",
-                params![peer, now, why],
-            ),
-        })
-        .map(|_| ())
-    }
-
-    /// Peers whose last push failed: `(peer, when, why)`.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn failing_peers(&self) -> Result<Vec<(String, i64, String)>> {
-        self.query_all(
-            "SELECT peer, failed_at, coalesce(error, '') FROM peer_sync \
-             WHERE failed_at IS NOT NULL ORDER BY peer",
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-    }
-
-    /// Every peer's last contact: when a push last reached it, and when and
-    /// why the last one failed (for `--status`).
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn peer_contacts(&self) -> Result<Vec<PeerContact>> {
-        self.query_all("SELECT peer, ok_at, failed_at, error FROM peer_sync ORDER BY peer", |r| {
-            Ok(PeerContact {
-                peer: r.get(0)?,
-                ok_at: r.get(1)?,
-                failed_at: r.get(2)?,
-                error: r.get(3)?,
-            })
-        })
-    }
-
-    /// Records that a first sync with `peer` completed.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn set_peer_synced(&mut self, peer: &str) -> Result<()> {
-        let now = unix_now();
-        self.write(|c| {
-            c.execute(
-                "INSERT INTO peer_sync (peer, synced_at) VALUES (?1, ?2) \
-                 ON CONFLICT (peer) DO UPDATE SET synced_at = coalesce(synced_at, ?2)",
-                params![peer, now],
-            )
-        })
-        .map(|_| ())
-    }
-
-    /// Records that `peer` holds the same version as we do for many paths,
-    /// as found by comparing listings at first contact, in one transaction:
-    /// its state is known, and nothing is left to push there for them.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn set_peer_versions(&mut self, peer: &str, rows: &[(Vec<u8>, [u8; 32])]) -> Result<()> {
-        self.write(|c| {
-            let mut st = c.prepare_cached(
-                "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut clear = c.prepare_cached("DELETE FROM dirty WHERE path = ?1 AND peer = ?2")?;
-            for (p, v) in rows {
-                st.execute(params![p, peer, v.as_slice()])?;
-                clear.execute(params![p, peer])?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Acknowledges the conflicts on `paths` (all when empty): `--status` no
-    /// longer lists them as open. Returns how many.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn ack_conflicts(&mut self, paths: &[Vec<u8>]) -> Result<usize> {
-        self.write(|c| {
-            if paths.is_empty() {
-                return c.execute("UPDATE conflict SET acked = 1 WHERE acked = 0", []);
-            }
-            let mut n = 0;
-            for p in paths {
-                let (lo, hi) = subtree_range(p);
-                n += c.execute(
-                    "UPDATE conflict SET acked = 1 WHERE acked = 0 \
-                     AND (path = ?1 OR (path > ?2 AND path < ?3))",
-                    params![p, lo, hi],
-                )?;
-            }
-            Ok(n)
-        })
-    }
-
-    /// Every recorded conflict, newest first.
-    ///
-    /// # Errors
-    /// When SQLite fails.
-    pub fn conflicts(&self) -> Result<Vec<ConflictRow>> {
-        self.query_all(
-            "SELECT path, peer, detected_at, resolution, kept, acked FROM conflict ORDER BY detected_at DESC, path",
-            rows::conflict_from_row,
-        )
     }
 
     /// Runs `f` in one write transaction and commits it.
@@ -874,11 +543,6 @@ impl Index {
     }
 }
 
-/// An open conflict with a peer is settled once the two agree on the path
-/// again (a push confirmed, or the peer's version received).
-const SETTLE_CONFLICT: &str = "UPDATE conflict SET resolution = 'resolved: in sync again' \
-     WHERE path = ?1 AND peer = ?2 AND resolution = 'unresolved'";
-
 /// The `(lo, hi)` exclusive byte range holding everything below directory `p`:
 /// `p/` < x < `p0`, since `0` follows `/` in byte order.
 fn subtree_range(p: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -898,118 +562,4 @@ fn unix_now() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::FileKind;
-
-    fn meta(size: u64) -> Meta {
-        Meta {
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size,
-            mtime_ns: 1_700_000_000_123_456_789,
-            ino: u64::MAX - 3,
-            ctime_ns: 5,
-            rdev: 0,
-            target: None,
-            hash: Some([7; 32]),
-        }
-    }
-
-    fn file(p: &str, size: u64) -> IndexedFile {
-        IndexedFile { path: p.as_bytes().to_vec(), meta: meta(size) }
-    }
-
-    #[test]
-    fn migrations_apply_once_and_record_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub/n1.db");
-        let idx = Index::open(&p, Duration::from_secs(1)).unwrap();
-        assert_eq!(idx.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        drop(idx);
-        let idx = Index::open(&p, Duration::from_secs(1)).unwrap();
-        assert_eq!(idx.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        let mode: String = idx.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
-        assert_eq!(mode, "wal");
-    }
-
-    #[test]
-    fn refuses_foreign_sqlite_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("other.db");
-        let c = Connection::open(&p).unwrap();
-        c.pragma_update(None, "application_id", 42).unwrap();
-        drop(c);
-        let err = Index::open(&p, Duration::from_secs(1)).unwrap_err();
-        assert!(err.to_string().contains("not a csync index"), "{err}");
-    }
-
-    #[test]
-    fn round_trips_rows_in_byte_order_and_scopes_subtrees() {
-        let mut idx = Index::open_in_memory().unwrap();
-        let batch = Batch {
-            upserts: vec![
-                file("%p%/a", 1),
-                file("%p%/a.txt", 2),
-                file("%p%/a/b", 3),
-                file("%p%", 0),
-            ],
-            ..Batch::default()
-        };
-        idx.apply(&batch).unwrap();
-        let all: Vec<_> = idx.files(Scope::All).unwrap();
-        let names: Vec<_> =
-            all.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
-        assert_eq!(names, ["%p%", "%p%/a", "%p%/a.txt", "%p%/a/b"]);
-        assert_eq!(all[1].meta, meta(1));
-        let sub = idx.files(Scope::Path { path: b"%p%/a", recursive: true }).unwrap();
-        let names: Vec<_> =
-            sub.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
-        assert_eq!(names, ["%p%/a", "%p%/a/b"]);
-        let one = idx.files(Scope::Path { path: b"%p%/a", recursive: false }).unwrap();
-        assert_eq!(one.len(), 1);
-    }
-
-    #[test]
-    fn marks_accumulate_changes_and_keep_force() {
-        let mut idx = Index::open_in_memory().unwrap();
-        let m = |changes, forced| Mark {
-            path: b"/x",
-            peer: "n2",
-            myname: "n1",
-            changes,
-            forced,
-            base: Base::Absent,
-        };
-        idx.mark(&[m(Changes::CONTENT, true)]).unwrap();
-        idx.mark(&[m(Changes::MODE, false)]).unwrap();
-        let rows = idx.dirty().unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].changes, Changes::CONTENT | Changes::MODE);
-        assert!(rows[0].forced);
-    }
-
-    #[test]
-    fn below_is_component_wise() {
-        assert!(is_below(b"/a/b", b"/a"));
-        assert!(!is_below(b"/ab", b"/a"));
-        assert!(!is_below(b"/a", b"/a"));
-        assert!(is_below(b"/a", b"/"));
-    }
-}
-
-/// How pushes to one peer went lately (`peer_sync`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerContact {
-    /// The peer's host name.
-    pub peer: String,
-    /// Unix seconds of the last push that reached it.
-    pub ok_at: Option<i64>,
-    /// Unix seconds of the last push that could not (`None` once a later
-    /// push reached the peer).
-    pub failed_at: Option<i64>,
-    /// Why that one failed.
-    pub error: Option<String>,
-}
+mod tests;

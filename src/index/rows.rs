@@ -35,6 +35,59 @@ pub struct DirtyRow {
     pub base: Base,
 }
 
+/// How a conflict ended. Stored as text (`unresolved`, `won: younger`,
+/// `lost: forced by b (csync -f)`, `resolved: in sync again`): existing
+/// databases hold those strings, so they are the format at the index
+/// boundary and this type is what the rest of csync compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Left for a person (`auto none`).
+    Unresolved,
+    /// This node's version won, by the named rule.
+    Won(String),
+    /// The peer's version won, by the named rule (or its `csync -f`).
+    Lost(String),
+    /// The two sides agree again since.
+    Settled,
+    /// A text this version does not know (a newer csync wrote it): kept as is.
+    Other(String),
+}
+
+impl Resolution {
+    /// The stored text of `Unresolved` (also used in SQL).
+    pub const UNRESOLVED: &'static str = "unresolved";
+    /// The stored text of `Settled` (also used in SQL).
+    pub const SETTLED: &'static str = "resolved: in sync again";
+
+    /// Reads the stored text.
+    pub fn from_stored(s: &str) -> Resolution {
+        if s == Self::UNRESOLVED {
+            Resolution::Unresolved
+        } else if s == Self::SETTLED {
+            Resolution::Settled
+        } else if let Some(why) = s.strip_prefix("won: ") {
+            Resolution::Won(why.to_string())
+        } else if let Some(why) = s.strip_prefix("lost: ") {
+            Resolution::Lost(why.to_string())
+        } else {
+            Resolution::Other(s.to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for Resolution {
+    /// The stored text, which is also what `--status` prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resolution::Unresolved => f.write_str(Self::UNRESOLVED),
+            Resolution::Won(why) => write!(f, "won: {why}"),
+            Resolution::Lost(why) => write!(f, "lost: {why}"),
+            Resolution::Settled => f.write_str(Self::SETTLED),
+            Resolution::Other(s) => f.write_str(s),
+        }
+    }
+}
+
 /// One entry of the `conflict` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConflictRow {
@@ -45,7 +98,7 @@ pub struct ConflictRow {
     /// Unix seconds.
     pub detected_at: i64,
     /// How it ended (`unresolved`, `won: younger`, …).
-    pub resolution: String,
+    pub resolution: Resolution,
     /// Where the losing version was kept on this node.
     pub kept: Option<Vec<u8>>,
     /// A person acknowledged it (`--ack-conflicts`).
@@ -149,8 +202,28 @@ pub(super) fn conflict_from_row(r: &Row<'_>) -> rusqlite::Result<ConflictRow> {
         path: r.get(0)?,
         peer: r.get(1)?,
         detected_at: r.get(2)?,
-        resolution: r.get(3)?,
+        resolution: Resolution::from_stored(&r.get::<_, String>(3)?),
         kept: r.get(4)?,
         acked: r.get::<_, i64>(5)? != 0,
     })
+}
+
+#[cfg(test)]
+mod resolution_tests {
+    use super::Resolution;
+
+    #[test]
+    fn resolutions_keep_their_stored_text() {
+        for s in [
+            "unresolved",
+            "won: younger",
+            "lost: forced by b (csync -f)",
+            "resolved: in sync again",
+            "something newer",
+        ] {
+            assert_eq!(Resolution::from_stored(s).to_string(), s);
+        }
+        assert_eq!(Resolution::from_stored("unresolved"), Resolution::Unresolved);
+        assert_eq!(Resolution::from_stored("lost: older"), Resolution::Lost("older".into()));
+    }
 }

@@ -40,7 +40,23 @@ pub struct ClientSettings {
     pub idle_timeout: Duration,
 }
 
+pub use super::SettingsError;
+
 impl ClientSettings {
+    /// The settings a node connects with: its identity from `sysdir`, the
+    /// cluster CA as the only trust anchor, and the two timeouts.
+    ///
+    /// # Errors
+    /// When the identity cannot be read or rustls refuses it.
+    pub fn load(
+        sysdir: &std::path::Path,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<ClientSettings, SettingsError> {
+        let id = super::identity::Identity::load(sysdir)?;
+        Ok(ClientSettings { tls: super::tls::client_config(&id)?, connect_timeout, idle_timeout })
+    }
+
     /// Settings for a dry run on a node without an identity: planning needs
     /// no certificate, and a dry run connects nowhere.
     pub fn offline() -> ClientSettings {

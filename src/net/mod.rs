@@ -11,3 +11,14 @@ pub mod tls;
 
 /// csync2's port.
 pub const DEFAULT_PORT: u16 = 30865;
+
+/// Why a node's client or server settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The identity (certificate, key, CA) could not be read.
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
+    /// rustls refused it.
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+}

@@ -15,7 +15,7 @@ mod codec;
 mod msg;
 
 pub use codec::{DecodeError, EncodeError, decode, encode, encoded};
-pub use msg::{Content, ErrorCode, GroupProof, Msg, Outcome, WireEntry};
+pub use msg::{CONTENT_NEEDED, Content, ErrorCode, GroupProof, Msg, Outcome, WireEntry};
 
 /// Protocol magic at the start of `Hello`: lets a peer tell a csync node from
 /// anything else that speaks TLS on the port.

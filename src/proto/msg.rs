@@ -160,6 +160,11 @@ pub enum Outcome {
     ParentMissing,
     /// A directory to delete or replace still holds entries there.
     NotEmpty,
+    /// A metadata-only push, but the receiver's content differs: send the
+    /// content. On the wire it is the `Failed` reply csync always sent for
+    /// it ([`ErrorCode::Protocol`], message [`CONTENT_NEEDED`]), so older
+    /// peers read and write it unchanged; in memory it is its own case.
+    ContentNeeded,
     /// Refused or failed, with a typed reason and a hint for logs.
     Failed {
         /// Why.
@@ -168,6 +173,10 @@ pub enum Outcome {
         message: String,
     },
 }
+
+/// The message of the `Failed` reply that stands for
+/// [`Outcome::ContentNeeded`] on the wire.
+pub const CONTENT_NEEDED: &str = "content needed";
 
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -220,7 +220,7 @@ impl Watcher {
             let Ok(rd) = std::fs::read_dir(&d) else { continue };
             for e in rd.flatten() {
                 let Ok(t) = e.file_type() else { continue };
-                if crate::apply::is_temp_name(e.file_name().as_bytes()) {
+                if crate::tempname::is_temp_name(e.file_name().as_bytes()) {
                     continue;
                 }
                 if t.is_dir() {
@@ -339,7 +339,7 @@ impl Watcher {
         if !tree && !w.names.contains(&name) {
             return;
         }
-        if crate::apply::is_temp_name(name.as_bytes()) {
+        if crate::tempname::is_temp_name(name.as_bytes()) {
             // A peer's transfer: its rename into place is not a local change.
             if mask.contains(EventMask::MOVED_FROM) {
                 if self.received.len() > 4096 {

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::engine::actions::Gate;
-use crate::engine::update::PathResult;
+use crate::actions::Gate;
+use crate::engine::push::PathResult;
 use crate::engine::{CheckOptions, Node, PushRequest, RunOutcome, RunRequest};
 use debounce::{Burst, Touch};
 use events::{Seen, Watcher};

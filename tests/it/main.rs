@@ -19,6 +19,8 @@ mod config_example;
 mod hostile;
 /// Issue 14 (operations): every --json output against doc/json-schema.md, --prometheus, journald logs.
 mod json_outputs;
+/// The layering of `src/lib.rs` holds for every `crate::` path.
+mod layering;
 /// Issue 14: a real csync2 cluster imported with --import-csync2.
 mod migrate_csync2;
 /// Issue 14: an existing RSA PKI works, csync2's certificates are refused, --days.

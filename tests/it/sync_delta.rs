@@ -21,7 +21,7 @@ type Seen = Arc<Mutex<Vec<(Content, bool)>>>;
 
 /// A push being received: its kind, the decoder of a delta, the bytes of a
 /// whole file.
-type Incoming = (Content, Option<csync::delta::Decoder<fs::File, Vec<u8>>>, Vec<u8>);
+type Incoming = (Content, Option<csync::blockdelta::Decoder<fs::File, Vec<u8>>>, Vec<u8>);
 
 /// Stops a run that regresses into sending for ever.
 const MAX_DATA_FRAMES: usize = 10_000;
@@ -105,7 +105,7 @@ fn fake_n2(
                     Msg::Push { content, entry, .. } => {
                         let dec = (content == Content::Delta).then(|| {
                             let f = fs::File::open(&base).unwrap();
-                            csync::delta::Decoder::new(f, bs, entry.size, Vec::new()).unwrap()
+                            csync::blockdelta::Decoder::new(f, bs, entry.size, Vec::new()).unwrap()
                         });
                         stream = Some((content, dec, Vec::new()));
                         None
@@ -192,7 +192,7 @@ fn block_sizes_larger_than_a_frame_make_a_correct_delta() {
     // 2 MiB blocks: valid, larger than a Data frame (the sender used to send
     // empty chunks for ever).
     let bs = 2 << 20;
-    let (size, blocks) = csync::delta::signature(&mut base.as_slice(), bs).unwrap();
+    let (size, blocks) = csync::blockdelta::signature(&mut base.as_slice(), bs).unwrap();
     let (seen, fake) = fake_n2(&mut c, bs, move |id| Msg::SigReply {
         id,
         block_size: bs,

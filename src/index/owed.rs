@@ -1,4 +1,5 @@
-//! The action journal (`action_queue`): commands owed to changes that are
+//! Owed actions (table `action_queue`, named so for existing databases):
+//! commands owed to changes that are
 //! made (or about to be). Rows are written before the change becomes visible
 //! and removed after the command ran, so a crash in between costs a second
 //! run of the command, never a missing one.
@@ -12,7 +13,7 @@ use super::{Index, Result, unix_now};
 
 /// One command owed to one changed entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedAction {
+pub struct OwedAction {
     /// The `exec` string as configured (`%%` not expanded).
     pub command: String,
     /// `logfile`; `None`: the node's log.
@@ -34,21 +35,21 @@ pub struct QueuedAction {
     pub ready: bool,
 }
 
-/// A journalled [`QueuedAction`] with its row id.
+/// A recorded [`OwedAction`] with its row id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedRow {
-    /// Row id: order of queueing.
+pub struct OwedRow {
+    /// Row id: the order they became owed.
     pub id: i64,
     /// What is owed.
-    pub action: QueuedAction,
+    pub action: OwedAction,
     /// The command's shell while it runs (`pid:starttime`); `None`: not started.
     pub running: Option<String>,
     /// Unix seconds.
-    pub queued_at: i64,
+    pub owed_since: i64,
 }
 
 /// Inserts `rows` on `conn` (inside the caller's transaction); returns their ids.
-pub(super) fn insert(conn: &Connection, rows: &[QueuedAction]) -> rusqlite::Result<Vec<i64>> {
+pub(super) fn insert(conn: &Connection, rows: &[OwedAction]) -> rusqlite::Result<Vec<i64>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -76,7 +77,7 @@ pub(super) fn insert(conn: &Connection, rows: &[QueuedAction]) -> rusqlite::Resu
     Ok(ids)
 }
 
-/// Marks journalled rows ready (their change is now made), on `conn` inside
+/// Marks owed rows ready (their change is now made), on `conn` inside
 /// the caller's transaction.
 pub(super) fn set_ready(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
     let mut st = conn.prepare_cached("UPDATE action_queue SET ready = 1 WHERE id = ?1")?;
@@ -86,11 +87,11 @@ pub(super) fn set_ready(conn: &Connection, ids: &[i64]) -> rusqlite::Result<()> 
     Ok(())
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedRow> {
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OwedRow> {
     let bytes_path = |b: Vec<u8>| PathBuf::from(std::ffi::OsStr::from_bytes(&b));
-    Ok(QueuedRow {
+    Ok(OwedRow {
         id: r.get(0)?,
-        action: QueuedAction {
+        action: OwedAction {
             command: r.get(1)?,
             logfile: r.get::<_, Option<Vec<u8>>>(2)?.map(bytes_path),
             timeout_s: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(u32::MAX),
@@ -102,28 +103,28 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedRow> {
             ready: r.get::<_, i64>(9)? != 0,
         },
         running: r.get(10)?,
-        queued_at: r.get(11)?,
+        owed_since: r.get(11)?,
     })
 }
 
 impl Index {
-    /// Journals `rows` in one transaction, durable before this returns
+    /// Records `rows` as owed in one transaction, durable before this returns
     /// (against a crash of the process); returns their ids in order.
     ///
     /// # Errors
-    /// When SQLite fails; then nothing is journalled.
-    pub fn queue_actions(&mut self, rows: &[QueuedAction]) -> Result<Vec<i64>> {
+    /// When SQLite fails; then nothing is recorded.
+    pub fn add_owed(&mut self, rows: &[OwedAction]) -> Result<Vec<i64>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         self.write(|tx| insert(tx, rows))
     }
 
-    /// Every journalled action, in queueing order.
+    /// Every owed action, in the order they became owed.
     ///
     /// # Errors
     /// When SQLite fails.
-    pub fn queued_actions(&self) -> Result<Vec<QueuedRow>> {
+    pub fn owed_actions(&self) -> Result<Vec<OwedRow>> {
         self.query_all(
             "SELECT id, command, logfile, timeout_s, grp, path, real, peer, owner, ready, running, queued_at \
              FROM action_queue ORDER BY id",
@@ -131,12 +132,12 @@ impl Index {
         )
     }
 
-    /// Marks journalled actions ready (their change is made) on their own,
+    /// Marks owed actions ready (their change is made) on their own,
     /// when the commit that should have done it failed.
     ///
     /// # Errors
     /// When SQLite fails.
-    pub fn mark_actions_ready(&mut self, ids: &[i64]) -> Result<()> {
+    pub fn mark_owed_ready(&mut self, ids: &[i64]) -> Result<()> {
         self.write(|tx| set_ready(tx, ids))
     }
 
@@ -144,7 +145,7 @@ impl Index {
     ///
     /// # Errors
     /// When SQLite fails.
-    pub fn mark_actions_running(&mut self, ids: &[i64], token: &str) -> Result<()> {
+    pub fn mark_owed_running(&mut self, ids: &[i64], token: &str) -> Result<()> {
         self.write(|tx| {
             let mut st = tx.prepare_cached("UPDATE action_queue SET running = ?2 WHERE id = ?1")?;
             for id in ids {
@@ -154,12 +155,12 @@ impl Index {
         })
     }
 
-    /// Removes journalled actions (their command ran, or their change was
+    /// Removes owed actions (their command ran, or their change was
     /// not made after all).
     ///
     /// # Errors
     /// When SQLite fails.
-    pub fn unqueue_actions(&mut self, ids: &[i64]) -> Result<()> {
+    pub fn remove_owed(&mut self, ids: &[i64]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -177,8 +178,8 @@ impl Index {
 mod tests {
     use super::*;
 
-    fn row(path: &str, owner: &str) -> QueuedAction {
-        QueuedAction {
+    fn row(path: &str, owner: &str) -> OwedAction {
+        OwedAction {
             command: "echo %%".into(),
             logfile: Some(PathBuf::from("/tmp/log")),
             timeout_s: 60,
@@ -192,16 +193,16 @@ mod tests {
     }
 
     #[test]
-    fn queue_list_unqueue() {
+    fn add_list_remove() {
         let mut idx = Index::open_in_memory().unwrap();
-        let ids = idx.queue_actions(&[row("/a", "1:1"), row("/b", "1:1")]).unwrap();
+        let ids = idx.add_owed(&[row("/a", "1:1"), row("/b", "1:1")]).unwrap();
         assert_eq!(ids.len(), 2);
         assert!(ids[0] < ids[1]);
-        let rows = idx.queued_actions().unwrap();
+        let rows = idx.owed_actions().unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].action, row("/a", "1:1"));
-        idx.unqueue_actions(&ids[..1]).unwrap();
-        let rows = idx.queued_actions().unwrap();
+        idx.remove_owed(&ids[..1]).unwrap();
+        let rows = idx.owed_actions().unwrap();
         assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[1]]);
     }
 
@@ -210,8 +211,8 @@ mod tests {
         let mut idx = Index::open_in_memory().unwrap();
         let mut a = row("/r", "3:3");
         a.ready = false;
-        let ids = idx.queue_actions(&[a]).unwrap();
-        assert!(!idx.queued_actions().unwrap()[0].action.ready);
+        let ids = idx.add_owed(&[a]).unwrap();
+        assert!(!idx.owed_actions().unwrap()[0].action.ready);
         let r = super::super::Received {
             file: None,
             removed: Some(b"/r".to_vec()),
@@ -221,14 +222,14 @@ mod tests {
             actions: ids,
         };
         idx.record_received_batch(&[r]).unwrap();
-        assert!(idx.queued_actions().unwrap()[0].action.ready);
+        assert!(idx.owed_actions().unwrap()[0].action.ready);
     }
 
     #[test]
-    fn journalled_with_a_batch() {
+    fn owed_with_a_batch() {
         let mut idx = Index::open_in_memory().unwrap();
         let batch = super::super::Batch { actions: vec![row("/x", "2:2")], ..Default::default() };
         idx.apply(&batch).unwrap();
-        assert_eq!(idx.queued_actions().unwrap()[0].action.path, b"/x".to_vec());
+        assert_eq!(idx.owed_actions().unwrap()[0].action.path, b"/x".to_vec());
     }
 }

@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::Node;
-use super::remote::GroupKeys;
-use super::wire::{from_wire, version};
+use crate::engine::Node;
+use crate::engine::remote::{GroupKeys, PeerError};
+use crate::engine::wire::{from_wire, version};
 use crate::index::{Mark, Scope};
 use crate::net::client::{self, ClientSettings, Target};
 use crate::proto::Msg;
@@ -29,10 +29,7 @@ pub const MAX_LIST_BYTES: usize = 256 << 20;
 /// `(group, DB-form path)`.
 type GroupPath = (String, Vec<u8>);
 
-/// The `rule` of a `Yield` for an entry the yielding node lacks: the peer
-/// marks it for us (not forced), so a node that lost its files and its
-/// index gets them back from the peers' next runs.
-pub const MISSING: &str = "missing there";
+pub use crate::engine::remote::MISSING;
 
 /// What first contact did.
 #[derive(Debug, Default)]
@@ -47,30 +44,32 @@ pub struct FirstContact {
 ///
 /// # Errors
 /// A sentence saying what went wrong.
-pub async fn list(s: &mut client::Session) -> Result<Listing, String> {
+pub async fn list(s: &mut client::Session) -> Result<Listing, PeerError> {
     let mut out = Listing::new();
     let (mut count, mut bytes) = (0usize, 0usize);
     for (i, g) in s.accepted.clone().iter().enumerate() {
         let id = i as u32 + 1;
-        s.conn.send(&Msg::List { id, group: g.clone() }).await.map_err(|e| e.to_string())?;
+        s.conn.send(&Msg::List { id, group: g.clone() }).await?;
         let entries = out.entry(g.clone()).or_default();
         loop {
-            match s.conn.recv().await.map_err(|e| e.to_string())? {
+            match s.conn.recv().await? {
                 Some(Msg::ListEntry { path, entry, .. }) => {
                     count += 1;
                     bytes += path.len() + entry.target.as_ref().map_or(0, Vec::len);
                     if count > MAX_LIST_ENTRIES || bytes > MAX_LIST_BYTES {
-                        return Err(format!(
+                        return Err(PeerError::TooMuch(format!(
                             "the peer's listing exceeds {MAX_LIST_ENTRIES} entries or {} MiB; refused",
                             MAX_LIST_BYTES >> 20
-                        ));
+                        )));
                     }
                     if let Some(m) = from_wire(&entry) {
                         entries.insert(path, m);
                     }
                 }
                 Some(Msg::ListEnd { .. }) => break,
-                other => return Err(format!("unexpected reply to List: {other:?}")),
+                other => {
+                    return Err(PeerError::Unexpected { to: "List", got: format!("{other:?}") });
+                }
             }
         }
     }
@@ -83,7 +82,7 @@ impl Node {
     ///
     /// # Errors
     /// When the index fails.
-    pub fn new_peers(&self, only: &[String]) -> Result<Vec<String>, super::Error> {
+    pub fn new_peers(&self, only: &[String]) -> Result<Vec<String>, crate::engine::Error> {
         let synced = self.index.synced_peers()?;
         let mut out: Vec<String> = Vec::new();
         for g in &self.groups {
@@ -108,19 +107,19 @@ impl Node {
         peers: &[String],
         settings: &ClientSettings,
         port: u16,
-    ) -> Result<FirstContact, super::Error> {
+    ) -> Result<FirstContact, crate::engine::Error> {
         let mut report = FirstContact::default();
         let jobs: Vec<(Target, GroupKeys)> = peers
             .iter()
-            .filter_map(|p| super::remote::shared_groups(&self.config, p, port))
+            .filter_map(|p| crate::engine::remote::shared_groups(&self.config, p, port))
             .collect();
         if jobs.is_empty() {
             return Ok(report);
         }
         let myname = self.config.myname.clone();
         let settings = Arc::new(settings.clone());
-        let wait = super::remote::action_wait(&self.config);
-        let listings: Vec<(String, Result<Listing, String>)> = std::thread::scope(|s| {
+        let wait = crate::engine::remote::action_wait(&self.config);
+        let listings: Vec<(String, Result<Listing, PeerError>)> = std::thread::scope(|s| {
             let handles: Vec<_> = jobs
                 .into_iter()
                 .map(|(target, groups)| {
@@ -130,16 +129,22 @@ impl Node {
                         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
                         let r = match rt {
                             Ok(rt) => rt.block_on(async {
-                                let mut s = client::connect(&target, &settings, &myname, &groups)
-                                    .await
-                                    .map_err(|e| e.to_string())?;
+                                let mut s =
+                                    client::connect(&target, &settings, &myname, &groups).await?;
                                 let l = list(&mut s).await?;
-                                let _ = s.conn.send(&Msg::Bye).await;
-                                let _ = super::remote::end_of_session(&mut s.conn, wait).await;
+                                // Only read, nothing changed there: an untidy
+                                // end costs nothing but is logged.
+                                let end = async {
+                                    s.conn.send(&Msg::Bye).await?;
+                                    crate::engine::remote::end_of_session(&mut s.conn, wait).await
+                                };
+                                if let Err(e) = end.await {
+                                    tracing::debug!("peer {peer}: ending the listing: {e}");
+                                }
                                 s.conn.shutdown().await;
                                 Ok(l)
                             }),
-                            Err(e) => Err(e.to_string()),
+                            Err(e) => Err(PeerError::Runtime(e)),
                         };
                         (peer, r)
                     })
@@ -153,42 +158,39 @@ impl Node {
             match listing {
                 Ok(l) => {
                     let n = self.reconcile(&peer, &l, &local)?;
-                    let missing = self.missing_here(&peer, &l, &local);
+                    let missing = self.missing_here(&peer, &l, &local)?;
                     if !missing.is_empty() {
                         asks.push((peer.clone(), missing));
                     }
                     report.compared.push((peer, n));
                 }
-                Err(e) => report.failed.push((peer, e)),
+                Err(e) => report.failed.push((peer, e.to_string())),
             }
         }
         // Entries a peer has and this node lacks: ask for them (a node whose
         // files went with its index gets them back from its peers' next run).
         for (peer, missing) in asks {
-            let Some((target, groups)) = super::remote::shared_groups(&self.config, &peer, port)
+            let Some((target, groups)) =
+                crate::engine::remote::shared_groups(&self.config, &peer, port)
             else {
                 continue;
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            let r = rt.map_err(|e| e.to_string()).and_then(|rt| {
+            let r = rt.map_err(PeerError::Runtime).and_then(|rt| {
                 rt.block_on(async {
-                    let mut s = client::connect(&target, &settings, &myname, &groups)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let mut s = client::connect(&target, &settings, &myname, &groups).await?;
                     for (group, path) in missing {
                         let rule = MISSING.to_string();
-                        s.conn
-                            .queue(&Msg::Yield { group, path, rule })
-                            .map_err(|e| e.to_string())?;
+                        s.conn.queue(&Msg::Yield { group, path, rule })?;
                     }
-                    s.conn.send(&Msg::Bye).await.map_err(|e| e.to_string())?;
-                    super::remote::end_of_session(&mut s.conn, wait).await?;
+                    s.conn.send(&Msg::Bye).await?;
+                    crate::engine::remote::end_of_session(&mut s.conn, wait).await?;
                     s.conn.shutdown().await;
-                    Ok::<(), String>(())
+                    Ok::<(), PeerError>(())
                 })
             });
             if let Err(e) = r {
-                report.failed.push((peer, e));
+                report.failed.push((peer, e.to_string()));
             }
         }
         Ok(report)
@@ -201,14 +203,13 @@ impl Node {
         peer: &str,
         listing: &Listing,
         local: &[crate::index::IndexedFile],
-    ) -> Vec<GroupPath> {
+    ) -> Result<Vec<GroupPath>, crate::engine::Error> {
         let mut have: std::collections::HashSet<&[u8]> =
             local.iter().map(|f| f.path.as_slice()).collect();
         // Deleted here and not yet pushed: not missing, gone.
         let deleted: Vec<Vec<u8>> = self
             .index
-            .dirty()
-            .unwrap_or_default()
+            .dirty()?
             .into_iter()
             .filter(|d| d.changes.contains(crate::types::Changes::DELETE))
             .map(|d| d.path)
@@ -219,7 +220,7 @@ impl Node {
             if !ag.push_to.iter().any(|(p, _)| p == peer) {
                 continue;
             }
-            let name = &self.config.groups[ag.index].name;
+            let name = &ag.name;
             let Some(theirs) = listing.get(name) else { continue };
             for path in theirs.keys() {
                 if !have.contains(path.as_slice()) && ag.matcher.is_managed(path) {
@@ -227,7 +228,7 @@ impl Node {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Compares our index with a peer's listing: agreed entries are recorded
@@ -239,13 +240,13 @@ impl Node {
         peer: &str,
         listing: &Listing,
         local: &[crate::index::IndexedFile],
-    ) -> Result<usize, super::Error> {
+    ) -> Result<usize, crate::engine::Error> {
         let ignore = self.ignore_fields();
         let mut agreed: Vec<(Vec<u8>, [u8; 32])> = Vec::new();
         let mut marks: HashMap<Vec<u8>, String> = HashMap::new();
         for ag in &self.groups {
             let Some((_, me)) = ag.push_to.iter().find(|(p, _)| p == peer) else { continue };
-            let name = &self.config.groups[ag.index].name;
+            let name = &ag.name;
             // A group the peer did not accept is not listed: compare nothing.
             let Some(theirs) = listing.get(name) else { continue };
             for f in local.iter().filter(|f| ag.matcher.is_managed(&f.path)) {

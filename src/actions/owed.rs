@@ -1,29 +1,24 @@
-//! Actions across the engine: which changes owe which commands (journalled in
-//! the index before the change is made), running what is owed once per run,
-//! and the daemon's [`Gate`] that lets overlapping sessions share one run.
+//! What changes owe, and running it: [`ActionTable`] says which commands a
+//! change owes (recorded in the index's owed list before the change is
+//! made); [`run_owed`] runs what is owed once per run.
 //!
 //! "Once per run": every distinct command (with its logfile and timeout) runs
-//! once with all the paths journalled for it, and journalled rows are removed
-//! only after their command ended, so a crash re-runs it on the next run.
+//! once with all the paths owed to it, and owed rows are removed only after
+//! their command ended, so a crash re-runs it on the next run.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
 use super::Error;
-use crate::action::{self, Compiled, Job, JobResult};
+use super::command::{self, Compiled, Job, JobResult};
 use crate::config::Config;
-use crate::index::{ActionRun, Index, QueuedAction};
+use crate::index::{ActionRun, Index, OwedAction};
 use crate::pattern::GroupMatcher;
-
-/// How long a daemon session that has finished waits for others still
-/// receiving before it runs the actions anyway (a big upload from one peer
-/// must not hold back another peer's `nginx -s reload` for minutes).
-pub const MAX_WAIT: Duration = Duration::from_secs(10);
+use crate::policy::GroupPolicy;
 
 /// Paths named in one log line; the rest are counted.
 const LOG_PATHS: usize = 32;
@@ -36,33 +31,32 @@ pub struct ActionTable {
 }
 
 impl ActionTable {
-    /// Compiles the actions of every member group that has some.
+    /// Compiles the actions of every member group that has some; the
+    /// groups' path matchers come compiled with their `policies`.
     ///
     /// # Errors
-    /// When a pattern does not compile.
-    pub fn new(config: &Config) -> Result<Self, Error> {
+    /// When an action's pattern does not compile.
+    pub fn new(config: &Config, policies: &[GroupPolicy]) -> Result<Self, Error> {
         let mut groups = Vec::new();
-        for g in config.my_groups().filter(|g| !g.actions.is_empty()) {
-            let pattern_error = |pattern: String, message| Error::Pattern {
-                group: g.name.clone(),
-                pattern,
-                message,
-            };
-            let matcher = GroupMatcher::new(&g.rules).map_err(|(i, m)| {
-                pattern_error(g.rules.get(i).map(|r| r.pattern.clone()).unwrap_or_default(), m)
-            })?;
+        for p in policies {
+            let g = &config.groups[p.index];
+            if g.actions.is_empty() {
+                continue;
+            }
             let mut compiled = Vec::new();
             for a in &g.actions {
-                compiled.push(Compiled::new(a).map_err(|(i, m)| {
-                    pattern_error(a.patterns.get(i).cloned().unwrap_or_default(), m)
+                compiled.push(Compiled::new(a).map_err(|(i, message)| Error::Pattern {
+                    group: g.name.clone(),
+                    pattern: a.patterns.get(i).cloned().unwrap_or_default(),
+                    message,
                 })?);
             }
-            groups.push((g.name.clone(), matcher, compiled));
+            groups.push((g.name.clone(), p.matcher.clone(), compiled));
         }
-        Ok(ActionTable { groups, owner: action::owner_token() })
+        Ok(ActionTable { groups, owner: command::owner_token() })
     }
 
-    /// This process, as the owner of what it journals.
+    /// This process, as the owner of what it records as owed.
     pub fn owner(&self) -> &str {
         &self.owner
     }
@@ -82,8 +76,8 @@ impl ActionTable {
         real: &Path,
         from: Option<&str>,
         ready: bool,
-    ) -> Vec<QueuedAction> {
-        let mut out: Vec<QueuedAction> = Vec::new();
+    ) -> Vec<OwedAction> {
+        let mut out: Vec<OwedAction> = Vec::new();
         for (group, matcher, actions) in &self.groups {
             if !matcher.is_managed(path) {
                 continue;
@@ -96,7 +90,7 @@ impl ActionTable {
                             && q.timeout_s == a.timeout_s
                     });
                     if !dup {
-                        out.push(QueuedAction {
+                        out.push(OwedAction {
                             command: command.clone(),
                             logfile: a.logfile.clone(),
                             timeout_s: a.timeout_s,
@@ -127,7 +121,7 @@ pub struct Ran {
     /// Where its output went: the action's `logfile`, or `None` when that
     /// is csync's log (none configured, or it could not be opened).
     pub logfile: Option<PathBuf>,
-    /// The journal rows it settled.
+    /// The owed rows it settled.
     pub ids: Vec<i64>,
     /// How it went.
     pub result: JobResult,
@@ -159,7 +153,7 @@ pub fn lock_path(index: &Path) -> PathBuf {
 /// order of its first row; serialized with every other runner on this index.
 /// How each command ended is recorded as this node's (`host`): a failure
 /// stays in `--status` until the same command succeeds here.
-/// `tick` runs about every [`action::TICK`] while waiting.
+/// `tick` runs about every [`command::TICK`] while waiting.
 ///
 /// # Errors
 /// When the index or the lock file fails (per-command failures are in the results).
@@ -169,21 +163,21 @@ pub fn run_owed(
     host: &str,
     tick: &mut dyn FnMut(),
 ) -> Result<Vec<Ran>, Error> {
-    let _lock = action::RunLock::acquire(&lock_path(index.path()), tick)
-        .map_err(|e| Error::Actions(format!("{}: {e}", lock_path(index.path()).display())))?;
-    let rows = index.queued_actions()?;
+    let _lock = command::RunLock::acquire(&lock_path(index.path()), tick)
+        .map_err(|e| Error::Lock(format!("{}: {e}", lock_path(index.path()).display())))?;
+    let rows = index.owed_actions()?;
     let mut jobs: Vec<(Job, String, Vec<i64>)> = Vec::new();
     // Paths already given to each job (thousands of files may match).
     let mut given: Vec<HashSet<PathBuf>> = Vec::new();
     for r in rows {
         let a = &r.action;
         let mine = a.owner == owner;
-        if (mine && !a.ready) || (!mine && action::owner_alive(&a.owner)) {
+        if (mine && !a.ready) || (!mine && command::owner_alive(&a.owner)) {
             continue;
         }
         if !mine
             && let Some(token) = &r.running
-            && action::kill_leftover(token)
+            && command::kill_leftover(token)
         {
             // Its process died, the command did not: it is run again below,
             // and must not finish (or misbehave) next to its second run.
@@ -206,7 +200,7 @@ pub fn run_owed(
         });
         let (job, _, ids) = &mut jobs[i];
         if given[i].insert(a.real.clone()) {
-            if action::uses_paths(&job.command) && planted_symlink(index, &a.path, &a.real) {
+            if command::uses_paths(&job.command) && planted_symlink(index, &a.path, &a.real) {
                 warn!(
                     "action '{}': not passing {}: it is a symlink here but was not received \
                      or checked as one",
@@ -225,20 +219,20 @@ pub fn run_owed(
         let first = ran.len();
         for part in split_for_argv(job) {
             let mut started = |token: &str| {
-                if let Err(e) = index.mark_actions_running(&ids, token) {
+                if let Err(e) = index.mark_owed_running(&ids, token) {
                     warn!("recording the running action '{}': {e}", part.command);
                 }
             };
-            let result = action::execute(&part, &mut started, tick);
+            let result = command::execute(&part, &mut started, tick);
             log_result(&group, &part, &result);
-            not_started |= matches!(result.status, action::Status::NotStarted(_));
+            not_started |= matches!(result.status, command::Status::NotStarted(_));
             // Output that could not go to the logfile went to csync's log.
             let logfile = if result.logfile_error.is_some() { None } else { part.logfile };
             let (command, paths) = (part.command, part.paths);
             let group = group.clone();
             ran.push(Ran { group, command, paths, logfile, ids: ids.clone(), result });
         }
-        // Recorded before the journal rows go: a crash in between runs the
+        // Recorded before the owed rows go: a crash in between runs the
         // command again, which records its outcome then. A failure to record
         // is no reason to run the command again.
         let runs: Vec<ActionRun> = ran[first..].iter().map(Ran::to_run).collect();
@@ -248,7 +242,7 @@ pub fn run_owed(
         // Only now: a crash while it ran runs it again next time. A command
         // that could not even start stays owed (and is reported each run).
         if !not_started {
-            index.unqueue_actions(&ids)?;
+            index.remove_owed(&ids)?;
         }
     }
     Ok(ran)
@@ -276,7 +270,7 @@ const ARGV_BUDGET: usize = 512 * 1024;
 /// once whatever the number of paths.
 fn split_for_argv(job: Job) -> Vec<Job> {
     let total: usize = job.paths.iter().map(|p| p.as_os_str().len() + 1).sum();
-    if total <= ARGV_BUDGET || !action::uses_paths(&job.command) {
+    if total <= ARGV_BUDGET || !command::uses_paths(&job.command) {
         return vec![job];
     }
     let empty = job.clone_without_paths();
@@ -323,127 +317,12 @@ fn log_result(group: &str, job: &Job, r: &JobResult) {
     }
 }
 
-/// Makes a daemon's overlapping sessions share their action runs: a session
-/// that journalled actions waits, at its end, until no other session is
-/// still applying changes (or [`MAX_WAIT`] passed), and then one run covers
-/// them all. Runs never overlap.
-#[derive(Debug)]
-pub struct Gate {
-    index_path: PathBuf,
-    busy: Duration,
-    owner: String,
-    host: String,
-    state: Mutex<GateState>,
-    cv: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct GateState {
-    /// Sessions that journalled actions and have not ended.
-    writers: usize,
-    running: bool,
-    /// Runs started and finished so far (runs are numbered from 1).
-    started: u64,
-    done: u64,
-    /// Recent runs, for the sessions that wait on them.
-    history: VecDeque<(u64, Arc<Vec<Ran>>)>,
-}
-
-impl Gate {
-    /// A gate for the index at `index_path`, running as `owner` on the node
-    /// named `host` (whose failed actions it records).
-    pub fn new(index_path: PathBuf, busy: Duration, owner: String, host: String) -> Gate {
-        Gate { index_path, busy, owner, host, state: Mutex::default(), cv: Condvar::new() }
-    }
-
-    /// A session is about to journal its first action.
-    pub fn enter(&self) {
-        self.state.lock().expect("gate poisoned").writers += 1;
-    }
-
-    /// A session that [`Gate::enter`]ed ends owing nothing (or died).
-    pub fn exit(&self) {
-        let mut st = self.state.lock().expect("gate poisoned");
-        st.writers = st.writers.saturating_sub(1);
-        self.cv.notify_all();
-    }
-
-    /// A session that [`Gate::enter`]ed has ended (its changes recorded):
-    /// returns once a run that started after this point has finished, with
-    /// the commands that covered its journal rows `ids`. `tick` runs about
-    /// every [`action::TICK`] meanwhile.
-    pub fn leave(&self, ids: &[i64], tick: &mut dyn FnMut()) -> Vec<Ran> {
-        let mut st = self.state.lock().expect("gate poisoned");
-        st.writers = st.writers.saturating_sub(1);
-        let ticket = st.started;
-        let since = Instant::now();
-        loop {
-            if st.done > ticket {
-                let mine: HashSet<i64> = ids.iter().copied().collect();
-                let mut out = Vec::new();
-                for (_, runs) in &st.history {
-                    let touching = runs.iter().filter(|r| r.ids.iter().any(|i| mine.contains(i)));
-                    out.extend(touching.cloned());
-                }
-                return out;
-            }
-            if !st.running && (st.writers == 0 || since.elapsed() >= MAX_WAIT) {
-                st.running = true;
-                st.started += 1;
-                let n = st.started;
-                drop(st);
-                // A panic in a run must not leave `running` set for ever.
-                let run = std::panic::AssertUnwindSafe(|| self.run(tick));
-                let ran = std::panic::catch_unwind(run).unwrap_or_else(|_| {
-                    warn!("running actions panicked; what is owed stays journalled");
-                    Vec::new()
-                });
-                st = self.state.lock().expect("gate poisoned");
-                st.running = false;
-                st.done = n;
-                st.history.push_back((n, Arc::new(ran)));
-                while st.history.len() > 64 {
-                    st.history.pop_front();
-                }
-                self.cv.notify_all();
-                continue;
-            }
-            let (g, _) = self.cv.wait_timeout(st, action::TICK).expect("gate poisoned");
-            drop(g);
-            tick();
-            st = self.state.lock().expect("gate poisoned");
-        }
-    }
-
-    /// Runs what is owed now (at daemon start: what a killed daemon left),
-    /// in turn with the sessions.
-    pub fn run_now(&self) {
-        // Results are logged by the run; nobody waits for them here.
-        self.enter();
-        self.leave(&[], &mut || {});
-    }
-
-    fn run(&self, tick: &mut dyn FnMut()) -> Vec<Ran> {
-        let r = Index::open(&self.index_path, self.busy)
-            .map_err(Error::from)
-            .and_then(|mut idx| run_owed(&mut idx, &self.owner, &self.host, tick));
-        let ran = r.unwrap_or_else(|e| {
-            warn!("running actions: {e}");
-            Vec::new()
-        });
-        for f in ran.iter().filter(|r| !r.result.status.ok()) {
-            warn!("action '{}' (group {}) failed: {}", f.command, f.group, f.result.status);
-        }
-        ran
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn queued(idx: &mut Index, owner: &str, cmd: &str, real: &str, ready: bool) -> i64 {
-        let a = QueuedAction {
+    fn owe(idx: &mut Index, owner: &str, cmd: &str, real: &str, ready: bool) -> i64 {
+        let a = OwedAction {
             command: cmd.into(),
             logfile: None,
             timeout_s: 20,
@@ -454,29 +333,29 @@ mod tests {
             owner: owner.into(),
             ready,
         };
-        idx.queue_actions(&[a]).unwrap()[0]
+        idx.add_owed(&[a]).unwrap()[0]
     }
 
     #[test]
     fn each_command_once_with_all_its_paths_and_orphans_adopted() {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(5)).unwrap();
-        let me = action::owner_token();
+        let me = command::owner_token();
         let out = dir.path().join("out");
         let cmd = format!("echo run %% >> {}", out.display());
-        queued(&mut idx, &me, &cmd, "/a", true);
-        queued(&mut idx, &me, &cmd, "/b", true);
-        queued(&mut idx, "999999999:1", &cmd, "/c", true); // a dead process's
-        queued(&mut idx, &me, &cmd, "/a", true); // the same path twice
-        let waiting = queued(&mut idx, &me, &cmd, "/d", false); // still being applied
+        owe(&mut idx, &me, &cmd, "/a", true);
+        owe(&mut idx, &me, &cmd, "/b", true);
+        owe(&mut idx, "999999999:1", &cmd, "/c", true); // a dead process's
+        owe(&mut idx, &me, &cmd, "/a", true); // the same path twice
+        let waiting = owe(&mut idx, &me, &cmd, "/d", false); // still being applied
         let ran = run_owed(&mut idx, &me, "n", &mut || {}).unwrap();
         assert_eq!(ran.len(), 1);
         assert!(ran[0].result.status.ok());
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "run /a /b /c\n");
-        let left: Vec<i64> = idx.queued_actions().unwrap().iter().map(|r| r.id).collect();
+        let left: Vec<i64> = idx.owed_actions().unwrap().iter().map(|r| r.id).collect();
         assert_eq!(left, vec![waiting]);
         // Nothing owed: nothing runs.
-        idx.unqueue_actions(&[waiting]).unwrap();
+        idx.remove_owed(&[waiting]).unwrap();
         assert!(run_owed(&mut idx, &me, "n", &mut || {}).unwrap().is_empty());
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "run /a /b /c\n");
     }
@@ -485,11 +364,11 @@ mod tests {
     fn a_failed_command_is_recorded_until_it_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(5)).unwrap();
-        let me = action::owner_token();
+        let me = command::owner_token();
         let flag = dir.path().join("fixed");
         let cmd = format!("test -e {}", flag.display());
         for _ in 0..2 {
-            queued(&mut idx, &me, &cmd, "/a", true);
+            owe(&mut idx, &me, &cmd, "/a", true);
             let ran = run_owed(&mut idx, &me, "n", &mut || {}).unwrap();
             assert!(!ran[0].result.status.ok());
         }
@@ -498,7 +377,7 @@ mod tests {
         assert_eq!((f[0].host.as_str(), f[0].command.as_str()), ("n", cmd.as_str()));
         assert_eq!((f[0].failures, f[0].status.as_str()), (2, "exit status 1"));
         std::fs::write(&flag, "").unwrap();
-        queued(&mut idx, &me, &cmd, "/a", true);
+        owe(&mut idx, &me, &cmd, "/a", true);
         assert!(run_owed(&mut idx, &me, "n", &mut || {}).unwrap()[0].result.status.ok());
         assert!(idx.action_failures().unwrap().is_empty());
     }
@@ -522,43 +401,19 @@ mod tests {
         for p in &parts {
             let size: usize = p.paths.iter().map(|x| x.as_os_str().len() + 1).sum();
             assert!(size <= ARGV_BUDGET);
-            let r = action::execute(p, &mut |_| {}, &mut || {});
+            let r = command::execute(p, &mut |_| {}, &mut || {});
             assert!(r.status.ok(), "{:?}", r.status);
         }
         // Without '%%' no path is passed, however many there are.
-        let r = action::execute(&job("test $# -eq 0"), &mut |_| {}, &mut || {});
+        let r = command::execute(&job("test $# -eq 0"), &mut |_| {}, &mut || {});
         assert!(r.status.ok(), "{:?}", r.status);
-    }
-
-    #[test]
-    fn gate_runs_once_after_the_last_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("i.db");
-        let mut idx = Index::open(&db, Duration::from_secs(5)).unwrap();
-        let me = action::owner_token();
-        let out = dir.path().join("out");
-        let cmd = format!("echo run %% >> {}", out.display());
-        let gate = Arc::new(Gate::new(db.clone(), Duration::from_secs(5), me.clone(), "n".into()));
-        gate.enter();
-        gate.enter();
-        let a = queued(&mut idx, &me, &cmd, "/a", true);
-        let g2 = gate.clone();
-        let first = std::thread::spawn(move || g2.leave(&[a], &mut || {}));
-        // The first session waits for the second, which is still applying.
-        let b = queued(&mut idx, &me, &cmd, "/b", true);
-        let ran = gate.leave(&[b], &mut || {});
-        let ran_first = first.join().unwrap();
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "run /a /b\n");
-        assert_eq!(ran.len(), 1);
-        assert_eq!(ran_first.len(), 1);
-        assert_eq!(ran_first[0].ids, ran[0].ids);
     }
 
     #[test]
     fn a_symlink_planted_after_the_change_is_not_passed() {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(5)).unwrap();
-        let me = action::owner_token();
+        let me = command::owner_token();
         let out = dir.path().join("out");
         let cmd = format!("echo run %% >> {}", out.display());
         let at = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
@@ -571,7 +426,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/shadow", at("planted")).unwrap();
         std::fs::write(at("plain"), b"x").unwrap();
         for p in ["link", "planted", "plain", "gone"] {
-            queued(&mut idx, &me, &cmd, &at(p), true);
+            owe(&mut idx, &me, &cmd, &at(p), true);
         }
         let ran = run_owed(&mut idx, &me, "n1", &mut || {}).unwrap();
         assert!(ran[0].result.status.ok());
@@ -579,7 +434,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&out).unwrap(), want);
         // Without '%%' nothing is passed anyway: the command still runs.
         let plain = format!("echo plain $# >> {}", out.display());
-        queued(&mut idx, &me, &plain, &at("planted"), true);
+        owe(&mut idx, &me, &plain, &at("planted"), true);
         let ran = run_owed(&mut idx, &me, "n1", &mut || {}).unwrap();
         assert_eq!(ran.len(), 1);
     }

@@ -1,4 +1,5 @@
-//! The one piece of shell syntax csync writes: `%%` in an action's `exec`.
+//! The `%%` rewriter: the one piece of shell syntax csync writes (`%%` in an
+//! action's `exec`). A leaf, used by the config check and by [`crate::actions`].
 //!
 //! csync2 pasted the changed file names into the command text. Here every
 //! `%%` becomes a reference to the positional parameters, and the paths are

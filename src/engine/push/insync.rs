@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use super::Node;
-use super::wire::version;
+use crate::engine::Node;
+use crate::engine::remote::PeerError;
+use crate::engine::wire::version;
 use crate::index::Scope;
 use crate::net::client::{self, ClientSettings};
 use crate::proto::{Msg, Outcome};
@@ -56,7 +57,7 @@ impl Node {
         scope: Scope<'_>,
         diffs: bool,
         mark: bool,
-    ) -> Result<InSyncReport, super::Error> {
+    ) -> Result<InSyncReport, crate::engine::Error> {
         let mut report = InSyncReport::default();
         let ignore = self.ignore_fields();
         let mut all_peers: Vec<String> = Vec::new();
@@ -68,10 +69,10 @@ impl Node {
             }
         }
         // Receive-only nodes push nothing, but may still test.
-        for g in self.config.my_groups() {
-            for h in g.peers(&self.config.myname) {
-                if !all_peers.contains(&h.name) && (peers.is_empty() || peers.contains(&h.name)) {
-                    all_peers.push(h.name.clone());
+        for g in &self.groups {
+            for h in g.hosts.iter().filter(|h| **h != self.config.myname) {
+                if !all_peers.contains(h) && (peers.is_empty() || peers.contains(h)) {
+                    all_peers.push(h.clone());
                 }
             }
         }
@@ -81,42 +82,44 @@ impl Node {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| super::Error::Runtime(e.to_string()))?;
+            .map_err(crate::engine::Error::Runtime)?;
         for peer in all_peers {
-            let Some((target, groups)) = super::remote::shared_groups(&self.config, &peer, port)
+            let Some((target, groups)) =
+                crate::engine::remote::shared_groups(&self.config, &peer, port)
             else {
                 continue;
             };
             let r = rt.block_on(async {
-                let mut s = client::connect(&target, settings, &self.config.myname, &groups)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut s =
+                    client::connect(&target, settings, &self.config.myname, &groups).await?;
                 if s.accepted.is_empty() {
                     // Nothing to compare, and the peer has ended the session:
                     // say why, in words, instead of reporting everything in sync.
                     let why: Vec<String> = s
                         .refused
                         .iter()
-                        .map(|(g, c)| super::remote::refusal(&self.config, g, *c))
+                        .map(|(g, c)| crate::engine::remote::refusal(&self.config, g, *c))
                         .collect();
                     if why.is_empty() {
-                        return Err("the peer accepted none of our groups".into());
+                        return Err(PeerError::NoGroup(
+                            "the peer accepted none of our groups".into(),
+                        ));
                     }
-                    return Err(why.join("; "));
+                    return Err(PeerError::NoGroup(why.join("; ")));
                 }
                 let remote = super::first_contact::list(&mut s).await?;
-                Ok::<_, String>((s, remote))
+                Ok::<_, PeerError>((s, remote))
             });
             let (mut session, remote) = match r {
                 Ok(x) => x,
                 Err(e) => {
-                    report.failed.push((peer, e));
+                    report.failed.push((peer, e.to_string()));
                     continue;
                 }
             };
             let mut broken = None;
             'groups: for (group, theirs) in remote {
-                let Some(ag) = self.groups.iter().find(|g| self.group(g).name == group) else {
+                let Some(ag) = self.groups.iter().find(|g| g.name == group) else {
                     continue;
                 };
                 let mine: BTreeMap<Vec<u8>, &Meta> = local
@@ -173,11 +176,16 @@ impl Node {
                 report.failed.push((peer, e));
                 continue;
             }
-            rt.block_on(async {
-                let _ = session.conn.send(&Msg::Bye).await;
-                let wait = super::remote::action_wait(&self.config);
-                let _ = super::remote::end_of_session(&mut session.conn, wait).await;
+            // Only read, nothing changed there: an untidy end costs nothing
+            // but is logged.
+            let end = rt.block_on(async {
+                session.conn.send(&Msg::Bye).await?;
+                let wait = crate::engine::remote::action_wait(&self.config);
+                crate::engine::remote::end_of_session(&mut session.conn, wait).await
             });
+            if let Err(e) = end {
+                tracing::debug!("peer {peer}: ending the in-sync test: {e}");
+            }
         }
         if mark {
             let differ = report

@@ -2,7 +2,7 @@
 //!
 //! csync2 spliced the changed file names into the `sh -c` text, unquoted, so a
 //! file named `x; reboot` ran `reboot` on every peer. Here the names are
-//! arguments: every `%%` in the command becomes `"$@"` (see [`crate::shell`]),
+//! arguments: every `%%` in the command becomes `"$@"` (see [`crate::rewrite`]),
 //! and the paths are passed after `sh -c SCRIPT csync-action`. The shell never
 //! parses a file name.
 //!
@@ -10,7 +10,7 @@
 //! output appended to the `logfile` (or captured for the node's log), and the
 //! whole group is killed when it outlives its timeout.
 //!
-//! This module knows nothing of the index: the engine journals what is owed,
+//! This module knows nothing of the index: the owed list ([`super::owed`]) records what is owed,
 //! groups it into [`Job`]s and calls [`execute`].
 
 use std::fmt;
@@ -81,7 +81,7 @@ impl Compiled {
 
 /// True when `command` takes the changed paths (it has a `%%` to rewrite).
 pub fn uses_paths(command: &str) -> bool {
-    crate::shell::expand_paths(command).map_or(true, |s| s != command)
+    crate::rewrite::expand_paths(command).map_or(true, |s| s != command)
 }
 
 /// One command to run once, for all the paths that triggered it.
@@ -179,7 +179,7 @@ pub fn execute(job: &Job, started: &mut dyn FnMut(&str), tick: &mut dyn FnMut())
         Some((Ok(a), Ok(b))) => (Stdio::from(a), Stdio::from(b)),
         _ => (Stdio::null(), Stdio::null()),
     };
-    let script = match crate::shell::expand_paths(&job.command) {
+    let script = match crate::rewrite::expand_paths(&job.command) {
         Ok(s) => s,
         Err(e) => {
             let status = Status::NotStarted(e);
@@ -279,7 +279,7 @@ fn wait(mut child: std::process::Child, timeout: Duration, tick: &mut dyn FnMut(
     }
 }
 
-/// The process a journalled action belongs to: `pid:starttime`. The start
+/// The process an owed action belongs to: `pid:starttime`. The start
 /// time tells a live owner from a dead one whose pid was reused.
 pub fn owner_token() -> String {
     process_token(std::process::id())
@@ -306,7 +306,7 @@ pub fn kill_leftover(token: &str) -> bool {
 
 /// True when the process behind `token` still runs (its actions are its own
 /// business); false when it is gone, or dead and not yet reaped, and its
-/// journalled actions are orphans.
+/// owed actions are orphans.
 pub fn owner_alive(token: &str) -> bool {
     let Some((pid, t)) = token.split_once(':') else { return false };
     let (Ok(pid), Ok(t)) = (pid.parse::<u32>(), t.parse::<u64>()) else { return false };

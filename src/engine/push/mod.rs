@@ -1,0 +1,157 @@
+//! `-u`: push every dirty entry to its peer. All peers at once (one thread and
+//! one connection each); requests pipelined on each connection (the writer
+//! never waits for replies); large files as block deltas when the peer has an
+//! older version. A dirty mark is cleared only after the peer confirmed a
+//! durable apply, and only if no newer mark arrived meanwhile.
+//!
+//! - [`plan`]: pure: dirty rows → per-peer items, the mass-delete guard.
+//! - [`session`]: one peer's session (send, retry, `Yield`, `Bye`).
+//! - [`replies`]: what each reply means; the per-path and per-peer report.
+//! - [`first_contact`]: peers never synced with are compared before the push.
+//! - [`insync`]: `-T`, the in-sync test, which lists peers the same way.
+//!
+//! Arrows point down only: this module → `plan`, `session` → `replies` →
+//! `engine::{remote, conflict, wire}`; `remote` knows nothing of the push.
+
+pub mod first_contact;
+pub mod insync;
+mod plan;
+pub mod replies;
+mod session;
+
+use std::sync::Arc;
+
+use super::Node;
+pub use crate::engine::remote::RemoteAction;
+use crate::net::client::{ClientSettings, Target};
+pub use replies::{PathResult, PeerReport, UpdateReport};
+pub use session::SessionError;
+
+/// What to push.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateOptions {
+    /// Only these peers (`-P`); empty: all.
+    pub peers: Vec<String>,
+    /// Only these DB paths (and with the flag, what lies below them).
+    pub paths: Vec<(Vec<u8>, bool)>,
+    /// `-d`: say what would be pushed, connect nowhere, change nothing.
+    pub dry_run: bool,
+}
+
+impl Node {
+    /// Pushes what is dirty. Per-peer and per-path problems are in the report;
+    /// only an index failure is an error.
+    ///
+    /// # Errors
+    /// When the index fails.
+    pub fn update(
+        &mut self,
+        opts: &UpdateOptions,
+        settings: &ClientSettings,
+        port: u16,
+    ) -> Result<UpdateReport, crate::engine::Error> {
+        let mut report = UpdateReport::default();
+        let ignore = self.config.ignore;
+        // Peers never synced with are compared first (PRODUCT 4.2); one that
+        // cannot be listed is reported once and not pushed to this run.
+        let fresh = if opts.dry_run { Vec::new() } else { self.new_peers(&opts.peers)? };
+        let contact = self.first_contact(&fresh, settings, port)?;
+        for (peer, e) in &contact.failed {
+            report.peers.push(PeerReport {
+                peer: peer.clone(),
+                error: Some(e.clone()),
+                ..PeerReport::default()
+            });
+        }
+        let unreachable: Vec<String> = contact.failed.iter().map(|(p, _)| p.clone()).collect();
+        let rows = self.index.dirty()?;
+        let roots = self.roots()?;
+        report.guarded = plan::guarded_roots(&rows, &roots, plan::root_gone);
+        let guarded: Vec<Vec<u8>> = report.guarded.iter().map(|(r, _)| r.clone()).collect();
+        let lookup = plan::IndexLookup {
+            index: &self.index,
+            pre: if rows.len() > plan::PRELOAD_ABOVE {
+                Some(plan::Preloaded::read(&self.index)?)
+            } else {
+                None
+            },
+        };
+        let filter = plan::Filter {
+            peers: &opts.peers,
+            paths: &opts.paths,
+            unreachable: &unreachable,
+            guarded: &guarded,
+        };
+        let peers = plan::plan(&rows, &filter, &self.config, &self.groups, &roots, &lookup)?;
+        if opts.dry_run {
+            report.planned = plan::describe(&peers);
+            return Ok(report);
+        }
+        let myname = self.config.myname.clone();
+        let wait = crate::engine::remote::action_wait(&self.config);
+        let jobs: Vec<(Target, crate::engine::remote::GroupKeys, Vec<plan::Item>)> = peers
+            .into_iter()
+            .filter_map(|(peer, items)| {
+                let (target, groups) =
+                    crate::engine::remote::shared_groups(&self.config, &peer, port)?;
+                Some((target, groups, items))
+            })
+            .collect();
+        let settings = Arc::new(settings.clone());
+        let results: Vec<PeerReport> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(target, groups, items)| {
+                    let settings = settings.clone();
+                    let myname = myname.clone();
+                    s.spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                        let peer = target.name.clone();
+                        crate::progress::start(&peer, items.len());
+                        match rt {
+                            Ok(rt) => rt.block_on(session::push_peer(
+                                &target, &settings, &myname, &groups, items, ignore, wait,
+                            )),
+                            Err(e) => PeerReport {
+                                peer,
+                                error: Some(e.to_string()),
+                                ..PeerReport::default()
+                            },
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("peer thread panicked")).collect()
+        });
+        for mut r in results {
+            r.explain_refusals(&self.config);
+            self.record(&r)?;
+            report.peers.push(r);
+        }
+        for r in &report.peers {
+            self.index.record_contact(&r.peer, r.error.as_deref().map_or(Ok(()), Err))?;
+        }
+        // Under -G only some groups were compared: the peer stays new for
+        // the others.
+        let all_groups = self.groups.len() == self.config.my_groups().count();
+        for (peer, _) in contact.compared.iter().filter(|_| all_groups) {
+            if !report.peers.iter().any(|r| r.peer == *peer && r.error.is_some()) {
+                self.index.set_peer_synced(peer)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stores what a peer confirmed: marks cleared, peer states, conflicts.
+    fn record(&mut self, r: &PeerReport) -> Result<(), crate::engine::Error> {
+        self.index.record_pushed(&r.pushed)?;
+        for (path, resolution) in &r.conflicts {
+            self.index.record_conflict(path, &r.peer, resolution, None)?;
+        }
+        // Failed actions stay in `--status` here until the peer reports the
+        // same command working in a later session (or they are acknowledged).
+        let runs: Vec<_> = r.actions.iter().map(RemoteAction::to_run).collect();
+        self.index.record_action_runs(&r.peer, &runs)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,575 @@
+//! One peer's push session: connect, send every planned item (pipelined:
+//! the writer never waits for replies; large files as block deltas), hand
+//! each reply to [`super::replies`], retry what the replies ask for, tell the
+//! peer which conflicts it won (`Yield`), and end with `Bye`, collecting the
+//! actions the peer ran.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::plan::Item;
+use super::replies::{PathResult, PeerReport, on_outcome};
+use crate::blockdelta;
+use crate::engine::wire::to_wire;
+use crate::net::client::{self, ClientSettings, Target};
+use crate::net::conn::{Conn, ConnError};
+use crate::proto::{Content, ErrorCode, Msg};
+use crate::types::{Changes, FileKind, IgnoreFields, Meta};
+
+/// Why a session with a peer broke off (per-path failures are in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Reading or writing the connection failed.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// The peer answered a request this node never sent.
+    #[error("reply for an unknown request {0}")]
+    UnknownReply(u32),
+    /// The peer ended the session with an error (its words, escaped).
+    #[error("{code} ({message})")]
+    Refused {
+        /// The peer's code.
+        code: ErrorCode,
+        /// The peer's message, escaped.
+        message: String,
+    },
+    /// A message that is no reply here.
+    #[error("unexpected reply 0x{0:02x}")]
+    Unexpected(u8),
+    /// Another reply than the one the request calls for.
+    #[error("expected {expected}, got {got}")]
+    Expected {
+        /// What was expected.
+        expected: &'static str,
+        /// What came, as debug text.
+        got: String,
+    },
+    /// The connection closed before every reply came.
+    #[error("the peer closed the connection")]
+    Closed,
+    /// The block delta could not start (the peer's signature does not fit).
+    #[error("{0}")]
+    Delta(std::io::Error),
+    /// The local file could not be read for a delta.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The path, for humans.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Pushes `items` to one peer and reports how each ended.
+pub(super) async fn push_peer(
+    target: &Target,
+    settings: &ClientSettings,
+    myname: &str,
+    groups: &[(String, Vec<u8>)],
+    items: Vec<Item>,
+    ignore: IgnoreFields,
+    wait: std::time::Duration,
+) -> PeerReport {
+    let mut report = PeerReport { peer: target.name.clone(), ..PeerReport::default() };
+    let session = match client::connect(target, settings, myname, groups).await {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            return report;
+        }
+    };
+    let (usable, refused): (Vec<Item>, Vec<Item>) =
+        items.into_iter().partition(|it| session.accepted.contains(&it.group));
+    for r in session.refused.iter().filter(|(g, _)| refused.iter().any(|it| it.group == *g)) {
+        report.refused.push(r.clone());
+    }
+    if session.accepted.is_empty() {
+        // The peer ends a session in which it accepted no group: no Bye.
+        return report;
+    }
+    let (mut rd, mut wr) = session.conn.split();
+    let mut queue = usable;
+    let mut next_id = 1u32;
+    for _pass in 0..4 {
+        if queue.is_empty() {
+            break;
+        }
+        let (small, big): (Vec<Item>, Vec<Item>) =
+            queue.into_iter().partition(|it| !wants_delta(it));
+        let mut retry = Vec::new();
+        if let Err(e) =
+            pipeline(&mut rd, &mut wr, small, &mut next_id, ignore, &mut report, &mut retry).await
+        {
+            report.error = Some(e.to_string());
+            break;
+        }
+        for it in big {
+            if let Err(e) =
+                push_delta(&mut rd, &mut wr, it, &mut next_id, ignore, &mut report, &mut retry)
+                    .await
+            {
+                report.error = Some(e.to_string());
+                break;
+            }
+        }
+        if report.error.is_some() {
+            break;
+        }
+        queue = retry;
+    }
+    if report.error.is_none() {
+        for (group, path, rule) in std::mem::take(&mut report.yields) {
+            if let Err(e) = wr.queue(&Msg::Yield { group, path, rule }) {
+                report.error = Some(e.to_string());
+            }
+        }
+        if let Err(e) = wr.send(&Msg::Bye).await {
+            // What the session's end then reads says why, in the report.
+            tracing::debug!("peer {}: sending Bye: {e}", report.peer);
+        }
+        // The peer runs its actions before the ByeAck, telling us how they went.
+        match crate::engine::remote::end_of_session(&mut rd, wait).await {
+            Ok(actions) => {
+                report.actions = actions;
+                // The peer has handled our `Yield`s: its marks towards us
+                // now carry those paths, ours can go.
+                let yielded = std::mem::take(&mut report.yielded);
+                report.pushed.extend(yielded);
+            }
+            Err(why) => {
+                // Every change was confirmed; what is unknown is whether the
+                // peer's actions ran (its journal re-runs them later).
+                report.error = Some(format!(
+                    "the session did not end cleanly after the last change ({why}); \
+                     the peer runs any actions it owes on its next run"
+                ));
+            }
+        }
+    }
+    wr.shutdown().await;
+    report
+}
+
+fn wants_delta(it: &Item) -> bool {
+    it.peer_has_old
+        && !it.forced
+        && it
+            .local
+            .as_ref()
+            .is_some_and(|m| m.kind == FileKind::File && m.size >= blockdelta::DELTA_MIN)
+        && it.changes.contains(Changes::CONTENT)
+}
+
+/// An entry as it travels, saying which host made this version.
+fn with_origin(m: &Meta, it: &Item) -> crate::proto::WireEntry {
+    let mut w = to_wire(m);
+    w.origin = Some(it.origin.clone());
+    w
+}
+
+/// The mtime of the local directory holding the item (the receiver gives its
+/// copy of that directory the same time after applying the item).
+fn parent_mtime(it: &Item) -> Option<i64> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = it.real.as_ref()?.parent()?;
+    let md = std::fs::symlink_metadata(parent).ok()?;
+    md.is_dir().then(|| md.mtime() * 1_000_000_000 + md.mtime_nsec())
+}
+
+/// The request for an item (the content, if any, follows separately).
+fn request(it: &Item, id: u32) -> (Msg, Content) {
+    match &it.local {
+        None => (
+            Msg::Delete {
+                id,
+                group: it.group.clone(),
+                path: it.path.clone(),
+                base: it.base,
+                force: it.forced,
+                parent_mtime: parent_mtime(it),
+            },
+            Content::None,
+        ),
+        Some(m) => {
+            let content = if m.kind != FileKind::File {
+                Content::None
+            } else {
+                let meta_only =
+                    Changes::NEW.0 | Changes::CONTENT.0 | Changes::TYPE.0 | Changes::MARKED.0;
+                if it.changes.0 & meta_only == 0
+                    && !it.need_content
+                    && !it.forced
+                    && it.peer_has_old
+                {
+                    Content::None
+                } else {
+                    Content::Whole
+                }
+            };
+            (
+                Msg::Push {
+                    id,
+                    group: it.group.clone(),
+                    path: it.path.clone(),
+                    entry: with_origin(m, it),
+                    base: it.base,
+                    force: it.forced,
+                    content,
+                    parent_mtime: parent_mtime(it),
+                },
+                content,
+            )
+        }
+    }
+}
+
+/// Opens an item's content: without following symlinks below its include
+/// root, and only if it is still the inode the check hashed. Whatever a local
+/// user put at the path since (a symlink to a file only root may read, another
+/// file) is never sent; the path fails this run and the next check sees it.
+fn open_content(it: &Item) -> Result<std::fs::File, String> {
+    let (Some((root, rel)), Some(m)) = (&it.source, &it.local) else {
+        return Err("not below an include root here; not sent".into());
+    };
+    let expect = crate::scan::Expected { dev: None, ino: m.ino };
+    crate::scan::open_checked(root, rel, expect).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            "vanished since it was checked; not sent, checked again on the next run".into()
+        } else {
+            e.to_string()
+        }
+    })
+}
+
+/// Streams a file's content on stream `id`: `Data` frames, then `DataEnd`
+/// with the hash of what was actually read. Returns the bytes sent.
+///
+/// At most `size` bytes (the size the request declared) are read: a file that
+/// grew since the check would only be refused by the receiver, and what was
+/// checked is what is sent (the next check sees the growth).
+async fn send_file<W: AsyncWrite + Unpin>(
+    wr: &mut Conn<W>,
+    id: u32,
+    f: std::fs::File,
+    size: u64,
+) -> Result<u64, SessionError> {
+    let mut h = blake3::Hasher::new();
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut f = f.take(size);
+    // A read error still ends the stream: the peer then rejects it by hash
+    // and the mark stays for the next run.
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Err(e) => {
+                tracing::warn!("stream {id}: reading the content failed after {sent} bytes: {e}");
+                break;
+            }
+            Ok(n) => n,
+        };
+        h.update(&buf[..n]);
+        wr.send_data(id, &buf[..n]).await?;
+        sent += n as u64;
+        crate::progress::sent(n);
+    }
+    wr.queue(&Msg::DataEnd { stream: id, hash: *h.finalize().as_bytes() })?;
+    Ok(sent)
+}
+
+/// Sends every item without waiting for replies, while a second future reads
+/// the replies as they come.
+#[allow(clippy::too_many_arguments)]
+async fn pipeline<R, W>(
+    rd: &mut Conn<R>,
+    wr: &mut Conn<W>,
+    items: Vec<Item>,
+    next_id: &mut u32,
+    ignore: IgnoreFields,
+    report: &mut PeerReport,
+    retry: &mut Vec<Item>,
+) -> Result<(), SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if items.is_empty() {
+        return Ok(());
+    }
+    // With each item, why it was not sent (its content could not be opened
+    // safely): no request went out, so no reply will come.
+    let (reg_tx, mut reg_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(u32, Item, Option<String>)>();
+    let first = *next_id;
+    *next_id += items.len() as u32;
+    let writer = async move {
+        let mut bytes = 0u64;
+        for (k, it) in items.into_iter().enumerate() {
+            let id = first + k as u32;
+            let (msg, content) = request(&it, id);
+            let file = if content == Content::Whole {
+                match open_content(&it) {
+                    Ok(f) => Some(f),
+                    Err(why) => {
+                        // Fails only once the reader gave up (it reports why).
+                        let _ = reg_tx.send((id, it, Some(why)));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            wr.queue(&msg)?;
+            if let Some(f) = file {
+                let size = it.local.as_ref().map_or(0, |m| m.size);
+                bytes += send_file(wr, id, f, size).await?;
+            }
+            // Fails only once the reader gave up (it reports why).
+            let _ = reg_tx.send((id, it, None));
+        }
+        drop(reg_tx);
+        wr.flush().await?;
+        Ok::<u64, SessionError>(bytes)
+    };
+    let reader = async {
+        let mut inflight: HashMap<u32, Item> = HashMap::new();
+        let mut open = true;
+        loop {
+            if inflight.is_empty() && !open {
+                return Ok::<(), SessionError>(());
+            }
+            tokio::select! {
+                biased;
+                reg = reg_rx.recv(), if open => match reg {
+                    Some((id, it, None)) => { inflight.insert(id, it); }
+                    Some((_, it, Some(why))) => report.paths.push((it.path, PathResult::Failed(why))),
+                    None => open = false,
+                },
+                m = rd.recv(), if !inflight.is_empty() => match m {
+                    Ok(Some(Msg::Ack { id, outcome })) => {
+                        let Some(it) = inflight.remove(&id) else {
+                            return Err(SessionError::UnknownReply(id));
+                        };
+                        on_outcome(it, outcome, ignore, report, retry);
+                    }
+                    Ok(Some(Msg::Error { code, message })) => {
+                        return Err(SessionError::Refused { code, message: crate::paths::escape(&message) });
+                    }
+                    Ok(Some(other)) => return Err(SessionError::Unexpected(other.type_byte())),
+                    Ok(None) => return Err(SessionError::Closed),
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+    };
+    let (w, r) = tokio::join!(writer, reader);
+    report.bytes += w?;
+    r
+}
+
+/// A large file the peer has an older version of: ask for its block
+/// signature, then send only the blocks that differ.
+#[allow(clippy::too_many_arguments)]
+async fn push_delta<R, W>(
+    rd: &mut Conn<R>,
+    wr: &mut Conn<W>,
+    mut it: Item,
+    next_id: &mut u32,
+    ignore: IgnoreFields,
+    report: &mut PeerReport,
+    retry: &mut Vec<Item>,
+) -> Result<(), SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let id = *next_id;
+    *next_id += 1;
+    wr.send(&Msg::Sig { id, group: it.group.clone(), path: it.path.clone() }).await?;
+    let (block_size, size, blocks) = match rd.recv().await? {
+        Some(Msg::SigReply { id: rid, block_size, size, blocks }) if rid == id => {
+            // A signature the delta rules do not allow (a buggy or hostile
+            // peer: a block size that would make the encoder allocate or loop
+            // without bound, a block count that does not match the size) is
+            // treated as no signature: the whole file goes instead.
+            match blockdelta::check_signature(block_size, size, blocks.len()) {
+                Ok(()) => (block_size, size, blocks),
+                Err(why) => {
+                    tracing::warn!(
+                        "peer {}: invalid delta signature for {} ({why}); pushing the whole file",
+                        report.peer,
+                        crate::paths::display(&it.path)
+                    );
+                    (block_size, size, Vec::new())
+                }
+            }
+        }
+        other => {
+            return Err(SessionError::Expected {
+                expected: "a signature",
+                got: format!("{other:?}"),
+            });
+        }
+    };
+    let file = open_content(&it).ok();
+    let (Some(file), false) = (file, blocks.is_empty()) else {
+        // Nothing to diff against: whole file after all.
+        it.need_content = true;
+        it.peer_has_old = false;
+        return pipeline(rd, wr, vec![it], next_id, ignore, report, retry).await;
+    };
+    let id = *next_id;
+    *next_id += 1;
+    let Some(m) = &it.local else { return Ok(()) };
+    wr.queue(&Msg::Push {
+        id,
+        group: it.group.clone(),
+        path: it.path.clone(),
+        entry: with_origin(m, &it),
+        base: it.base,
+        force: it.forced,
+        content: Content::Delta,
+        parent_mtime: parent_mtime(&it),
+    })?;
+    let src = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut enc =
+        blockdelta::Encoder::new(src, block_size, size, blocks).map_err(SessionError::Delta)?;
+    loop {
+        match enc.next_chunk() {
+            Ok(Some(chunk)) => {
+                crate::progress::sent(chunk.len());
+                wr.send_data(id, &chunk).await?
+            }
+            Ok(None) => break,
+            Err(source) => {
+                return Err(SessionError::Read { path: crate::paths::display(&it.path), source });
+            }
+        }
+    }
+    report.bytes += enc.literal_bytes;
+    wr.send(&Msg::DataEnd { stream: id, hash: enc.source_hash() }).await?;
+    match rd.recv().await? {
+        Some(Msg::Ack { id: rid, outcome }) if rid == id => {
+            on_outcome(it, outcome, ignore, report, retry);
+            Ok(())
+        }
+        other => Err(SessionError::Expected { expected: "an ack", got: format!("{other:?}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AutoMethod;
+    use crate::engine::push::replies::tests::{item, meta};
+    use crate::proto::Outcome;
+
+    #[test]
+    fn a_metadata_change_travels_without_content_when_the_peer_has_the_old_one() {
+        let mut it = item(AutoMethod::None);
+        it.changes = Changes::MODE;
+        assert_eq!(request(&it, 1).1, Content::None);
+        // Unless the peer asked for it, the push is forced, or the peer may lack it.
+        for change in [
+            |i: &mut Item| i.need_content = true,
+            |i: &mut Item| i.forced = true,
+            |i: &mut Item| i.peer_has_old = false,
+            |i: &mut Item| i.changes = Changes::CONTENT,
+        ] {
+            let mut it = item(AutoMethod::None);
+            it.changes = Changes::MODE;
+            change(&mut it);
+            assert_eq!(request(&it, 1).1, Content::Whole);
+        }
+    }
+
+    #[test]
+    fn a_delete_is_a_delete_request_and_directories_carry_no_content() {
+        let mut it = item(AutoMethod::None);
+        it.local = None;
+        assert!(matches!(request(&it, 7), (Msg::Delete { id: 7, .. }, Content::None)));
+        it.local = Some(meta(FileKind::Dir, 1));
+        let (msg, content) = request(&it, 8);
+        assert_eq!(content, Content::None);
+        let Msg::Push { entry, .. } = msg else { panic!("{msg:?}") };
+        assert_eq!(entry.origin.as_deref(), Some("me"), "the version says who made it");
+    }
+
+    #[test]
+    fn only_large_content_changes_with_an_older_version_there_go_as_deltas() {
+        let mut it = item(AutoMethod::None);
+        it.local.as_mut().unwrap().size = blockdelta::DELTA_MIN;
+        assert!(wants_delta(&it));
+        it.forced = true;
+        assert!(!wants_delta(&it), "a forced push replaces whatever is there");
+        let mut small = item(AutoMethod::None);
+        small.local.as_mut().unwrap().size = blockdelta::DELTA_MIN - 1;
+        assert!(!wants_delta(&small));
+        let mut new = item(AutoMethod::None);
+        new.local.as_mut().unwrap().size = blockdelta::DELTA_MIN;
+        new.peer_has_old = false;
+        assert!(!wants_delta(&new));
+    }
+
+    #[tokio::test]
+    async fn requests_are_pipelined_and_each_reply_is_handled_as_it_comes() {
+        use std::time::Duration;
+        let t = Duration::from_secs(30);
+        // Two one-way pipes: ours to the peer, the peer's to us.
+        let (to_peer, peer_in) = tokio::io::duplex(1 << 16);
+        let (peer_out, from_peer) = tokio::io::duplex(1 << 16);
+        let (mut wr, mut rd) = (Conn::new(to_peer, t), Conn::new(from_peer, t));
+        let peer = tokio::spawn(async move {
+            let (mut pin, mut pout) = (Conn::new(peer_in, t), Conn::new(peer_out, t));
+            // Both requests arrive before any reply is sent.
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                match pin.recv().await.unwrap().unwrap() {
+                    Msg::Delete { id, .. } | Msg::Push { id, .. } => ids.push(id),
+                    other => panic!("{other:?}"),
+                }
+            }
+            pout.send(&Msg::Ack { id: ids[1], outcome: Outcome::ContentNeeded }).await.unwrap();
+            pout.send(&Msg::Ack { id: ids[0], outcome: Outcome::Applied }).await.unwrap();
+        });
+        let mut gone = item(AutoMethod::None);
+        gone.local = None;
+        gone.path = b"/srv/gone".to_vec();
+        let mut touched = item(AutoMethod::None);
+        touched.changes = Changes::MODE;
+        let mut report = PeerReport { peer: "peer".into(), ..PeerReport::default() };
+        let (mut next_id, mut retry) = (1, Vec::new());
+        let ign = IgnoreFields::default();
+        pipeline(&mut rd, &mut wr, vec![gone, touched], &mut next_id, ign, &mut report, &mut retry)
+            .await
+            .unwrap();
+        peer.await.unwrap();
+        assert_eq!(next_id, 3);
+        assert_eq!(report.paths, vec![(b"/srv/gone".to_vec(), PathResult::Done)]);
+        assert_eq!(retry.len(), 1, "the metadata-only push is retried with content");
+        assert!(retry[0].need_content);
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_no_request_ends_the_session() {
+        use std::time::Duration;
+        let t = Duration::from_secs(30);
+        let (to_peer, _peer_in) = tokio::io::duplex(1 << 16);
+        let (peer_out, from_peer) = tokio::io::duplex(1 << 16);
+        let (mut wr, mut rd) = (Conn::new(to_peer, t), Conn::new(from_peer, t));
+        let mut pout = Conn::new(peer_out, t);
+        pout.send(&Msg::Ack { id: 99, outcome: Outcome::Applied }).await.unwrap();
+        let mut it = item(AutoMethod::None);
+        it.local = None;
+        let mut report = PeerReport::default();
+        let (mut next_id, mut retry) = (1, Vec::new());
+        let ign = IgnoreFields::default();
+        let err = pipeline(&mut rd, &mut wr, vec![it], &mut next_id, ign, &mut report, &mut retry)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SessionError::UnknownReply(99)), "{err}");
+        assert_eq!(err.to_string(), "reply for an unknown request 99");
+    }
+}

@@ -1,0 +1,164 @@
+//! Applying a peer's `Delete`: authorize it, compare it with the state here
+//! (a delete of a version we changed since is a conflict), keep what it
+//! removes, and remove it; the directory is made durable with the batch.
+
+use super::Receiver;
+use super::keep::{self, At};
+use super::push::outcome_of;
+use super::roots::real_of;
+use crate::apply;
+use crate::engine::wire::version;
+use crate::proto::{ErrorCode, Outcome};
+use crate::types::{Changes, FileKind};
+
+impl Receiver {
+    /// A `Delete`: authorize, compare, keep what it removes, and remove it
+    /// (durable with the batch, before the ack).
+    pub(super) fn delete(
+        &mut self,
+        id: u32,
+        group: &str,
+        path: Vec<u8>,
+        base: Option<[u8; 32]>,
+        force: bool,
+        parent_mtime: Option<i64>,
+    ) -> Outcome {
+        let (gi, root, rel) = match self.session.resolve(group, &path) {
+            Ok(x) => x,
+            Err((code, message)) => {
+                self.session.refused(&path, &format!("delete: {message}"));
+                return Outcome::Failed { code, message };
+            }
+        };
+        let (cur, local_change) = match self.current(&root, &rel, &path) {
+            Ok(c) => c,
+            Err(apply::Error::ParentMissing(_)) => (None, Changes::default()),
+            Err(e) => return outcome_of(e),
+        };
+        if rel.is_empty() {
+            self.session.refused(&path, "refusing to delete /");
+            return Outcome::Failed {
+                code: ErrorCode::PathRefused,
+                message: "refusing to delete /".into(),
+            };
+        }
+        if let Some(why) = self.session.roots().refusal(&root, &rel, cur.as_ref(), None) {
+            self.session.refused(&path, &format!("delete: {why}"));
+            return Outcome::Failed { code: ErrorCode::PathRefused, message: why };
+        }
+        let Some(cur) = cur else {
+            self.batch.defer(None, Some(path.clone()), None, None, Vec::new());
+            return Outcome::InSync;
+        };
+        let cur_v = version(&cur, self.session.ignore);
+        if !force && base != Some(cur_v) {
+            if local_change.is_real() {
+                self.record_local(gi, &path, &real_of(&root, &rel), Some(&cur), local_change);
+            }
+            self.answered.insert(path.clone(), None);
+            return Outcome::Conflict(Some(self.wire_with_origin(&path, &cur)));
+        }
+        // As for a push: our own version the sender never had gives way
+        // (forced, or after yielding a conflict), and is kept.
+        let never_had =
+            self.index.peer_version(&path, &self.session.peer).ok().flatten() != Some(Some(cur_v));
+        let lost = if (force && base != Some(cur_v)) || (base == Some(cur_v) && never_had) {
+            let peer = self.session.peer.clone();
+            let at = At { root: &root, rel: &rel, path: &path };
+            keep::lose(&self.session, &self.index, gi, at, &cur, None, &peer)
+        } else {
+            None
+        };
+        let actions = match self.owed.record(
+            &mut self.index,
+            Some(id),
+            &path,
+            &real_of(&root, &rel),
+            false,
+        ) {
+            Ok(ids) => ids,
+            Err(o) => return o,
+        };
+        if cur.kind == FileKind::File {
+            let backup = self.session.groups[gi].backup.as_ref();
+            keep::back_up(backup, At { root: &root, rel: &rel, path: &path });
+        }
+        match apply::delete_unsynced(&root, &rel, parent_mtime) {
+            Ok(dir) => {
+                // Durable with the batch, before the ack.
+                self.batch.dirty_dir(dir);
+                if let Some((why, kept)) = &lost {
+                    let peer = &self.session.peer;
+                    keep::note_conflict(&mut self.index, peer, &path, why, kept.as_deref());
+                }
+                self.batch.defer(None, Some(path.clone()), None, None, actions);
+                Outcome::Applied
+            }
+            Err(e) => {
+                self.owed.not_made(&actions);
+                outcome_of(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::receive::tests::{Node, push_whole};
+    use crate::engine::wire::version;
+    use crate::proto::{ErrorCode, Msg, Outcome};
+    use crate::types::IgnoreFields;
+
+    fn delete(id: u32, path: &[u8], base: Option<[u8; 32]>, force: bool) -> Msg {
+        Msg::Delete { id, group: "g".into(), path: path.to_vec(), base, force, parent_mtime: None }
+    }
+
+    #[test]
+    fn a_delete_of_the_version_we_agree_on_removes_it() {
+        let mut n = Node::new("");
+        let p = n.path("f");
+        n.send(push_whole(1, &p, b"x"));
+        let ours = n.rx.index.file(&p).unwrap().unwrap();
+        let base = version(&ours, IgnoreFields::default());
+        let replies = n.send(vec![delete(2, &p, Some(base), false)]);
+        assert_eq!(replies, vec![Msg::Ack { id: 2, outcome: Outcome::Applied }]);
+        assert!(!n.srv.join("f").exists());
+        assert_eq!(n.rx.index.file(&p).unwrap(), None);
+        // Already gone: in sync.
+        let again = n.send(vec![delete(3, &p, Some(base), false)]);
+        assert_eq!(again, vec![Msg::Ack { id: 3, outcome: Outcome::InSync }]);
+    }
+
+    #[test]
+    fn a_delete_of_a_version_changed_here_is_a_conflict_unless_forced() {
+        let mut n = Node::new("");
+        let p = n.path("f");
+        std::fs::write(n.srv.join("f"), b"mine").unwrap();
+        let replies = n.send(vec![delete(1, &p, Some([9; 32]), false)]);
+        assert!(matches!(&replies[..], [Msg::Ack { id: 1, outcome: Outcome::Conflict(Some(_)) }]));
+        assert!(n.srv.join("f").exists());
+        // Forced (`csync -f` there): our version goes, and is kept.
+        let replies = n.send(vec![delete(2, &p, Some([9; 32]), true)]);
+        assert_eq!(replies, vec![Msg::Ack { id: 2, outcome: Outcome::Applied }]);
+        assert!(!n.srv.join("f").exists());
+        let kept = n.rx.index.conflicts().unwrap()[0].kept.clone().unwrap();
+        let kept = std::path::PathBuf::from(String::from_utf8(kept).unwrap());
+        assert!(kept.starts_with(n.dir.path().join("a.conflicts")), "{}", kept.display());
+        assert_eq!(std::fs::read(kept).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn an_include_root_is_never_deleted() {
+        let mut n = Node::new("");
+        let root = n.srv.clone().into_os_string().into_encoded_bytes();
+        let replies = n.send(vec![delete(1, &root, None, true)]);
+        match &replies[..] {
+            [Msg::Ack { id: 1, outcome: Outcome::Failed { code, message } }] => {
+                assert_eq!(*code, ErrorCode::PathRefused);
+                assert!(message.contains("it is not deleted"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(n.srv.is_dir());
+    }
+}

@@ -1,0 +1,94 @@
+//! Tests of `index/mod.rs` (kept apart so the module itself stays readable).
+
+use super::*;
+use crate::types::FileKind;
+
+fn meta(size: u64) -> Meta {
+    Meta {
+        kind: FileKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size,
+        mtime_ns: 1_700_000_000_123_456_789,
+        ino: u64::MAX - 3,
+        ctime_ns: 5,
+        rdev: 0,
+        target: None,
+        hash: Some([7; 32]),
+    }
+}
+
+fn file(p: &str, size: u64) -> IndexedFile {
+    IndexedFile { path: p.as_bytes().to_vec(), meta: meta(size) }
+}
+
+#[test]
+fn migrations_apply_once_and_record_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("sub/n1.db");
+    let idx = Index::open(&p, Duration::from_secs(1)).unwrap();
+    assert_eq!(idx.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    drop(idx);
+    let idx = Index::open(&p, Duration::from_secs(1)).unwrap();
+    assert_eq!(idx.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let mode: String = idx.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn refuses_foreign_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("other.db");
+    let c = Connection::open(&p).unwrap();
+    c.pragma_update(None, "application_id", 42).unwrap();
+    drop(c);
+    let err = Index::open(&p, Duration::from_secs(1)).unwrap_err();
+    assert!(err.to_string().contains("not a csync index"), "{err}");
+}
+
+#[test]
+fn round_trips_rows_in_byte_order_and_scopes_subtrees() {
+    let mut idx = Index::open_in_memory().unwrap();
+    let batch = Batch {
+        upserts: vec![file("%p%/a", 1), file("%p%/a.txt", 2), file("%p%/a/b", 3), file("%p%", 0)],
+        ..Batch::default()
+    };
+    idx.apply(&batch).unwrap();
+    let all: Vec<_> = idx.files(Scope::All).unwrap();
+    let names: Vec<_> = all.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
+    assert_eq!(names, ["%p%", "%p%/a", "%p%/a.txt", "%p%/a/b"]);
+    assert_eq!(all[1].meta, meta(1));
+    let sub = idx.files(Scope::Path { path: b"%p%/a", recursive: true }).unwrap();
+    let names: Vec<_> = sub.iter().map(|f| String::from_utf8_lossy(&f.path).into_owned()).collect();
+    assert_eq!(names, ["%p%/a", "%p%/a/b"]);
+    let one = idx.files(Scope::Path { path: b"%p%/a", recursive: false }).unwrap();
+    assert_eq!(one.len(), 1);
+}
+
+#[test]
+fn marks_accumulate_changes_and_keep_force() {
+    let mut idx = Index::open_in_memory().unwrap();
+    let m = |changes, forced| Mark {
+        path: b"/x",
+        peer: "n2",
+        myname: "n1",
+        changes,
+        forced,
+        base: Base::Absent,
+    };
+    idx.mark(&[m(Changes::CONTENT, true)]).unwrap();
+    idx.mark(&[m(Changes::MODE, false)]).unwrap();
+    let rows = idx.dirty().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].changes, Changes::CONTENT | Changes::MODE);
+    assert!(rows[0].forced);
+}
+
+#[test]
+fn below_is_component_wise() {
+    assert!(is_below(b"/a/b", b"/a"));
+    assert!(!is_below(b"/ab", b"/a"));
+    assert!(!is_below(b"/a", b"/a"));
+    assert!(is_below(b"/a", b"/"));
+}

@@ -1,0 +1,196 @@
+//! Reading what a walk found: the metadata csync tracks, content hashes,
+//! and opening a file for reading only if it is still what was seen (no
+//! symlink followed on the way).
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use rustix::fd::OwnedFd;
+use rustix::fs::{self as rfs, OFlags};
+
+use crate::types::{FileKind, Meta};
+
+/// The metadata csync tracks, from an `lstat` result (no hash, no link target).
+pub fn meta_of(md: &Metadata) -> Meta {
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        FileKind::File
+    } else if ft.is_dir() {
+        FileKind::Dir
+    } else if ft.is_symlink() {
+        FileKind::Symlink
+    } else if ft.is_fifo() {
+        FileKind::Fifo
+    } else if ft.is_char_device() {
+        FileKind::CharDevice
+    } else if ft.is_block_device() {
+        FileKind::BlockDevice
+    } else {
+        FileKind::Socket
+    };
+    let is_dev = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
+    Meta {
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        size: if kind == FileKind::File { md.size() } else { 0 },
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        ino: md.ino(),
+        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        rdev: if is_dev { md.rdev() } else { 0 },
+        target: None,
+        hash: None,
+    }
+}
+
+/// BLAKE3 of a file's content, read in 64 KiB chunks (as fast as mmap here, and
+/// never holds a large file in memory).
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn hash_reader(f: &mut impl Read) -> io::Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+/// The file a walk (or the index) saw at a path: content is read only from
+/// that inode. `dev: None` when only the inode number is known (the index
+/// does not keep device numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// `st_dev`, if known.
+    pub dev: Option<u64>,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+/// The error for a path that is no longer the regular file that was seen: it
+/// is never read, and the next check sees what is there now.
+fn changed(why: &str) -> io::Error {
+    io::Error::other(format!(
+        "changed since it was checked ({why}); not read, checked again on the next run"
+    ))
+}
+
+/// Opens the regular file at `root/rel` for reading without following a
+/// symlink anywhere below `root`, and only if it is still the inode that was
+/// seen (`expect`).
+///
+/// `root` is an include root (its path is the config's and trusted: symlinks
+/// in it are followed); every component of `rel` is opened relative to the
+/// previous one with `O_NOFOLLOW`, so a user who can write below the root
+/// cannot swap in a symlink (to a file only root may read) between the walk's
+/// `lstat` and this open and have that file hashed or sent. An empty `rel`
+/// means the root itself is the file (`include /etc/hosts;`): its parent
+/// directory is trusted, the file is opened in it with `O_NOFOLLOW`.
+///
+/// # Errors
+/// `NotFound` when it vanished; another error when it is now a symlink, a
+/// directory, a fifo or a different file (a per-path message: skip it this
+/// run), or cannot be opened.
+pub fn open_checked(root: &Path, rel: &[u8], expect: Expected) -> io::Result<File> {
+    let (dir, name) = open_parent_below(root, rel)?;
+    // O_NONBLOCK: should a fifo have been swapped in, do not hang on it (the
+    // type check below then refuses it). O_NOCTTY: nor adopt a terminal.
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rfs::openat(&dir, name, flags, rfs::Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => return Err(changed("now a symlink")),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rfs::fstat(&fd)?;
+    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+        return Err(changed("no longer a regular file"));
+    }
+    if st.st_ino != expect.ino || expect.dev.is_some_and(|d| d != st.st_dev) {
+        return Err(changed("now another file"));
+    }
+    rfs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(File::from(fd))
+}
+
+/// The directory holding `path` (opened through [`crate::confined`]: only
+/// symlinks root controls are followed on the way) and `path`'s last
+/// component (empty for `/`).
+pub(super) fn in_trusted_parent(path: &Path) -> io::Result<(OwnedFd, &[u8])> {
+    let (parent, name) = match (path.parent(), path.file_name()) {
+        (Some(p), Some(n)) => (p, n.as_bytes()),
+        _ => (path, &b""[..]),
+    };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let fd = crate::confined::open_dir(parent).map_err(|e| match e {
+        crate::confined::Error::Missing => io::Error::from(io::ErrorKind::NotFound),
+        crate::confined::Error::Untrusted => io::Error::other(format!(
+            "{}: a symlink on the way that root does not control; not read",
+            parent.display()
+        )),
+        crate::confined::Error::Io(e) => e,
+    })?;
+    Ok((fd, name))
+}
+
+/// The directory holding `root/rel` and the last component: `root` is
+/// opened as given (trusted), every directory of `rel` below it with
+/// `O_NOFOLLOW`. An empty `rel` names `root` itself, in its (trusted) parent.
+pub(super) fn open_parent_below<'a>(
+    root: &'a Path,
+    rel: &'a [u8],
+) -> io::Result<(OwnedFd, &'a [u8])> {
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let (dir, name): (OwnedFd, &[u8]) = if rel.is_empty() {
+        in_trusted_parent(root)?
+    } else {
+        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+        let (dirs, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&rel[..0], rel),
+        };
+        let mut fd = match in_trusted_parent(root)? {
+            (parent, b"") => parent,
+            (parent, name) => {
+                match rfs::openat(&parent, name, dir_flags | OFlags::NOFOLLOW, rfs::Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                        return Err(changed("the include root is now a symlink or a file"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if !dirs.is_empty() {
+            for comp in dirs.split(|&b| b == b'/') {
+                if comp.is_empty() || comp == b"." || comp == b".." {
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "unclean path"));
+                }
+                fd = match rfs::openat(&fd, comp, dir_flags | OFlags::NOFOLLOW, rfs::Mode::empty())
+                {
+                    Ok(fd) => fd,
+                    Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                        return Err(changed("a directory above it is now a symlink or a file"));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            }
+        }
+        (fd, name)
+    };
+    if name.is_empty() || name == b"." || name == b".." {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "unclean path"));
+    }
+    Ok((dir, name))
+}
