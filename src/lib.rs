@@ -13,8 +13,8 @@
 //! ```text
 //! cli, fuzzing                   command line, output, exit codes; fuzz entry points
 //! listener                       -i/-ii: sockets, limits, signals, reload
-//! watch                          --watch: inotify, bursts of changes, retries
-//! engine, import_csync2          check, push, receive, run, first contact, -T; csync2 state
+//! watch, import_csync2           --watch: inotify, bursts, retries; --import-csync2
+//! engine                         check, push, receive, run, first contact, -T
 //! actions, net                   owed commands and running them; TLS, sessions
 //! index, scan, apply, blockdelta SQLite state; the walk; writes into trees; deltas
 //! policy, keygen                 the compiled group policy; group key files
