@@ -7,8 +7,11 @@ mod json;
 mod man;
 mod migrate;
 mod output;
+mod peers;
 mod progress;
 mod report;
+mod serve;
+mod status;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,6 +52,9 @@ macro_rules! fail {
     }};
 }
 pub(crate) use fail;
+
+use peers::{client_settings, in_sync_test, ping};
+use serve::{serve, serving, watch};
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -216,11 +222,11 @@ pub fn run(args: &Args) -> Exit {
         Mode::List => output::list(&node, args.json),
         Mode::Status => {
             let format = match (args.prometheus, args.json) {
-                (true, _) => output::Format::Prometheus,
-                (false, true) => output::Format::Json,
-                (false, false) => output::Format::Text,
+                (true, _) => status::Format::Prometheus,
+                (false, true) => status::Format::Json,
+                (false, false) => status::Format::Text,
             };
-            output::status(&node, format, &sysdir)
+            status::status(&node, format, &sysdir)
         }
         Mode::AckConflicts => {
             let paths: Vec<Vec<u8>> =
@@ -443,273 +449,6 @@ fn node_checks(config: &Config, sysdir: &Path) -> (Exit, Vec<(bool, String)>) {
         }
     }
     (exit, findings)
-}
-
-fn serve(
-    args: &Args,
-    config: &Config,
-    sysdir: &Path,
-    activated: Vec<std::net::TcpListener>,
-) -> Exit {
-    let (service, settings) = match serving(args, config, sysdir, None) {
-        Ok(s) => s,
-        Err(e) => return fail!("{e}"),
-    };
-    if args.serve >= 2 {
-        // Actions a killed daemon journalled but never ran: this is their next run.
-        let gate = service.gate();
-        let _ =
-            std::thread::Builder::new().name("csync-actions".into()).spawn(move || gate.run_now());
-    }
-    let mut after_session = None;
-    if args.watch {
-        if args.serve < 2 {
-            return fail!("--watch goes with -ii (or alone), not with -i");
-        }
-        let node = match open_node(args, config.clone()) {
-            Ok(n) => n,
-            Err(e) => return e,
-        };
-        let (wake, woken) = match crate::watch::Wake::pair() {
-            Ok(p) => p,
-            Err(e) => return fail!("cannot start the watcher: {e}"),
-        };
-        after_session = Some(wake);
-        let (args, sysdir, gate) = (args.clone(), sysdir.to_path_buf(), service.gate());
-        let spawned = std::thread::Builder::new().name("csync-watch".into()).spawn(move || {
-            // The listener is of no use to a cluster that believes this node
-            // watches: a watcher that cannot run ends the process.
-            if watch(node, &args, &sysdir, Some((gate, woken))) != Exit::Ok {
-                std::process::exit(1);
-            }
-        });
-        if let Err(e) = spawned {
-            return fail!("cannot start the watcher: {e}");
-        }
-    }
-    let result = if args.serve >= 2 {
-        let opts = crate::listener::Options {
-            port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
-            bind_name: args.node.clone(),
-            after_session,
-        };
-        let first = crate::listener::Serving { authority: service.clone(), settings };
-        // SIGHUP: the config and identity as they are on disk now; the new
-        // service shares the old one's action gate.
-        let (args, sysdir) = (args.clone(), sysdir.to_path_buf());
-        let mut previous = service;
-        let reload: crate::listener::Reload = Box::new(move || {
-            let config = load_config_text(&args, &sysdir)?;
-            let (service, settings) = serving(&args, &config, &sysdir, Some(&previous))?;
-            previous = service.clone();
-            Ok(crate::listener::Serving { authority: service, settings })
-        });
-        crate::listener::run_standalone(config, first, reload, &opts, activated)
-    } else {
-        crate::listener::run_inetd(service, settings)
-    };
-    match result {
-        Ok(()) => Exit::Ok,
-        // In -i mode stdout is the connection: errors go to the log only.
-        Err(e) if args.serve == 1 => {
-            tracing::warn!("{e}");
-            Exit::Error
-        }
-        Err(e) => fail!("{e}"),
-    }
-}
-
-/// `--watch`: runs the watcher on `node` until the process ends; `gate` is
-/// the listener's (`-ii --watch`).
-fn watch(
-    node: Node,
-    args: &Args,
-    sysdir: &Path,
-    listener: Option<(std::sync::Arc<crate::actions::Gate>, std::os::unix::net::UnixStream)>,
-) -> Exit {
-    let client = match client_settings(args, sysdir) {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let push = engine::PushRequest {
-        peers: args.peers.iter().map(|p| p.to_lowercase()).collect(),
-        client: Some(client),
-        port: args.port.unwrap_or(crate::net::DEFAULT_PORT),
-        ..Default::default()
-    };
-    let mut opts = crate::watch::Options::new(
-        Duration::from_millis(args.watch_delay.max(1)),
-        Duration::from_secs(args.full_check_every.max(1)),
-        push,
-    );
-    let woken = listener.map(|(gate, woken)| {
-        opts.gate = Some(gate);
-        woken
-    });
-    match crate::watch::run(node, &opts, woken) {
-        Ok(()) => Exit::Ok,
-        Err(e) => fail!("watch: {e}"),
-    }
-}
-
-/// What the listener serves with, from `config` and the identity in
-/// `sysdir`; after `previous` (SIGHUP), sharing its action gate.
-fn serving(
-    args: &Args,
-    config: &Config,
-    sysdir: &Path,
-    previous: Option<&crate::engine::receive::Service>,
-) -> Result<
-    (std::sync::Arc<crate::engine::receive::Service>, crate::net::server::ServerSettings),
-    String,
-> {
-    use crate::net::SettingsError;
-    let mut settings = crate::net::server::ServerSettings::load(
-        sysdir,
-        secs(args.timeout),
-        secs(args.idle_timeout),
-    )
-    .map_err(|e| match e {
-        SettingsError::Identity(e) => format!("identity: {e} (create one with: csync --new-ca DIR; csync --new-cert NAME --ca DIR --out {})", sysdir.display()),
-        SettingsError::Tls(e) => e.to_string(),
-    })?;
-    settings.session_limit = secs(args.session_timeout);
-    let db = paths::index_file(
-        args.database.as_deref(),
-        paths::config_database(config).as_deref(),
-        &config.myname,
-        args.cfgname.as_deref(),
-    );
-    // Fail at start, not at the first push, if the index cannot be opened.
-    Index::open(&db, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    let busy = Duration::from_secs(u64::from(config.lock_timeout.unwrap_or(30)));
-    let config = std::sync::Arc::new(config.clone());
-    let service = match previous {
-        Some(p) => p.renewed(config, db, busy).map_err(|e| e.to_string())?,
-        None => {
-            crate::engine::receive::Service::new(config, db, busy).map_err(|e| e.to_string())?
-        }
-    };
-    Ok((std::sync::Arc::new(service), settings))
-}
-
-fn ping(args: &Args, config: &Config, sysdir: &Path) -> Exit {
-    let peer = args.ping.as_deref().expect("mode says --ping was given").to_lowercase();
-    let settings = match client_settings(args, sysdir) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let port = args.port.unwrap_or(crate::net::DEFAULT_PORT);
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail!("cannot start the runtime: {e}"),
-    };
-    let result = rt.block_on(crate::engine::remote::ping(config, &settings, &peer, port));
-    let cert = json::certificate(sysdir);
-    if let Some(w) = json::expiry_warning(&cert) {
-        eprintln!("csync: {w}");
-    }
-    if args.json {
-        let refusal = |g: &str, c| crate::engine::remote::refusal(config, g, c);
-        let doc = match &result {
-            Ok(r) => json::ping(&peer, Ok(r), refusal, cert),
-            Err(e) => json::ping(&peer, Err(e.to_string()), refusal, cert),
-        };
-        let ok = doc["ok"].as_bool() == Some(true);
-        let exit = output::emit_json(&doc);
-        return if ok { exit } else { Exit::Error };
-    }
-    match result {
-        Ok(r) => {
-            let mut out = format!(
-                "{} ({}): protocol {}, certificate verified for '{}'\n",
-                peer, r.remote, r.version, r.peer
-            );
-            for g in &r.accepted {
-                out.push_str(&format!("  group {g}: key verified both ways\n"));
-            }
-            for (g, code) in &r.refused {
-                out.push_str(&format!("  group {g}: refused: {code}\n"));
-            }
-            if !r.accepted.is_empty() {
-                out.push_str(&format!(
-                    "  setup {:.1} ms, round trip {:.2} ms, clock offset {:+.3} s\n",
-                    r.setup.as_secs_f64() * 1e3,
-                    r.rtt.as_secs_f64() * 1e3,
-                    r.offset_ns as f64 / 1e9
-                ));
-            }
-            print!("{out}");
-            for (g, code) in &r.refused {
-                eprintln!(
-                    "csync: peer {peer}: {}",
-                    crate::engine::remote::refusal(config, g, *code)
-                );
-            }
-            if r.refused.is_empty() && !r.accepted.is_empty() { Exit::Ok } else { Exit::Error }
-        }
-        Err(e) => fail!("peer {peer}: {e}"),
-    }
-}
-
-fn client_settings(args: &Args, sysdir: &Path) -> Result<crate::net::client::ClientSettings, Exit> {
-    use crate::net::client::{ClientSettings, SettingsError};
-    ClientSettings::load(sysdir, secs(args.timeout), secs(args.idle_timeout)).map_err(|e| match e {
-        SettingsError::Identity(e) => identity_error(&e, sysdir),
-        SettingsError::Tls(e) => fail!("{e}"),
-    })
-}
-
-fn in_sync_test(node: &mut Node, args: &Args, sysdir: &Path) -> Exit {
-    let settings = match client_settings(args, sysdir) {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    let target = match args.paths.first() {
-        Some(p) => match node.db_form_of(p) {
-            Some((db, _)) => Some(db),
-            // An ancestor of include roots (`csync -T /`): all of them.
-            None if !node.arg_forms(p, true).is_empty() => None,
-            None => return fail!("{}: not managed by any group", p.display()),
-        },
-        None => None,
-    };
-    let scope = match &target {
-        Some(db) => crate::index::Scope::Path { path: db, recursive: true },
-        None => crate::index::Scope::All,
-    };
-    let peers: Vec<String> = args.peers.iter().map(|p| p.to_lowercase()).collect();
-    let port = args.port.unwrap_or(crate::net::DEFAULT_PORT);
-    let report = match node.in_sync_test(&settings, port, &peers, scope, args.test >= 2, args.init)
-    {
-        Ok(r) => r,
-        Err(e) => return fail!("{e}"),
-    };
-    let me = node.config.myname.clone();
-    if args.json {
-        let exit = output::emit_json(&json::in_sync(&report));
-        if exit != Exit::Ok || !report.failed.is_empty() {
-            return Exit::Error;
-        }
-        return if report.differences.is_empty() { Exit::Nothing } else { Exit::Ok };
-    }
-    let mut out = std::io::stdout().lock();
-    for d in &report.differences {
-        let _ = writeln!(out, "{}\t{me}\t{}\t{}", d.kind, d.peer, paths::display(&d.path));
-        if let Some(diff) = &d.diff {
-            let _ = out.write_all(diff);
-        }
-    }
-    for (peer, why) in &report.failed {
-        eprintln!("csync: peer {peer}: {why}");
-    }
-    if !report.failed.is_empty() {
-        Exit::Error
-    } else if report.differences.is_empty() {
-        Exit::Nothing
-    } else {
-        Exit::Ok
-    }
 }
 
 fn output_bytes(b: &[u8]) -> Exit {
