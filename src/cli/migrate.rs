@@ -157,7 +157,7 @@ pub(super) fn compare(config: Config, args: &Args) -> Exit {
 /// `-iii`: csync2's single-connection listener (its test suite starts one
 /// per sync): binds the port, serves the first connection, exits.
 pub(super) fn serve_once(args: &Args, config: &Config, sysdir: &Path) -> Exit {
-    let (service, settings) = match super::serving(args, config, sysdir, None) {
+    let (service, settings) = match super::serve::serving(args, config, sysdir, None) {
         Ok(s) => s,
         Err(e) => return fail!("{e}"),
     };
