@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{ArgAction, Parser};
 
 const AFTER_HELP: &str = "\
@@ -234,6 +235,8 @@ pub struct Args {
         value_name = "DB",
         num_args = 0..=1,
         default_missing_value = "",
+        // PathBuf's own parser refuses the empty "no DB given" value.
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from),
         help_heading = "Modes"
     )]
     pub import_csync2: Option<PathBuf>,
