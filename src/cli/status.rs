@@ -115,8 +115,13 @@ pub fn status(node: &Node, format: Format, sysdir: &Path) -> Exit {
                         String::new()
                     };
                     let oldest = st.oldest_mark.unwrap_or(now);
+                    // How far behind the peer is: what it last took, not only what waits.
+                    let last =
+                        st.last_ok_at.map_or("never pushed to successfully".to_string(), |at| {
+                            format!("last successful push at {}", utc_text(at))
+                        });
                     s.push_str(&format!(
-                        "peer {p}: {} entries pending{forced}, oldest {} s ago\n",
+                        "peer {p}: {} entries pending{forced}, oldest {} s ago; {last}\n",
                         st.pending,
                         (now - oldest).max(0)
                     ));
