@@ -199,9 +199,13 @@ pub fn run(args: &Args) -> Exit {
         Err(exit) => return exit,
     };
     match mode {
-        Mode::Check { update: false } => report::sync_run(&mut node, args, &sysdir, true, false),
-        Mode::Sync | Mode::Check { update: true } => {
-            report::sync_run(&mut node, args, &sysdir, true, true)
+        Mode::Check { update: false } | Mode::Sync | Mode::Check { update: true } => {
+            let update = mode != Mode::Check { update: false };
+            let exit = report::sync_run(&mut node, args, &sysdir, true, update);
+            match args.paths_fd {
+                Some(fd) => worst(exit, migrate::dump_dirs(&node, args, fd)),
+                None => exit,
+            }
         }
         Mode::Update => report::sync_run(&mut node, args, &sysdir, false, true),
         Mode::Watch => serve::watch(node, args, &sysdir, None),
