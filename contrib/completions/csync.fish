@@ -19,7 +19,7 @@ complete -c csync -s P -d 'Only these peers (comma-separated)' -r
 complete -c csync -s G -d 'Only these groups (comma-separated)' -r
 complete -c csync -l config -d 'Use this config file (overrides -C and the system dir)' -r -F
 complete -c csync -s s -d 'csync2\'s `-s FILE` (timestamps into FILE): nothing to do' -r -F
-complete -c csync -s W -d 'csync2\'s `-W FD`: NUL-separated paths to check, read from file descriptor FD' -r
+complete -c csync -s W -d 'csync2\'s `-W FD`: after a check, the checked directories, NUL-terminated, to FD' -r
 complete -c csync -l import-csync2 -d 'Import a csync2 2.0 database (default /var/lib/csync2/<node>[_NAME].db3, only read): its agreed and dirty state becomes this index\'s' -r -F
 complete -c csync -l days -d 'Validity in days of what --new-ca / --new-cert create' -r
 complete -c csync -l completions -d 'Print a completion script for SHELL and exit (used by packaging)' -r -f -a "bash\t''
