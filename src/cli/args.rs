@@ -184,7 +184,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Output one JSON document on stdout (listings, -x/-u/-c and -T reports,
-    /// --status, --ping, --check-config, --explain); see doc/json-schema.md.
+    /// --status, --ping, --check-config, --explain, --import-csync2); see
+    /// doc/json-schema.md.
     #[arg(long)]
     pub json: bool,
     /// Accepted for csync2 compatibility (-l: log to syslog); csync logs to stderr.

@@ -231,17 +231,36 @@ pub(super) fn import(node: &mut Node, args: &Args) -> Exit {
     for e in &r.errors {
         eprintln!("csync: {e}");
     }
-    println!(
-        "imported {}: {} entries scanned; {} agreed with peers ({}), nothing to send for them; \
-         {} dirty marks from csync2, {} changed and {} deleted since its last check",
-        db.display(),
-        r.scanned,
-        r.agreed,
-        if r.peers.is_empty() { "none".to_string() } else { r.peers.join(", ") },
-        r.dirty,
-        r.changed,
-        r.deleted
-    );
+    let exit = if r.errors.is_empty() { Exit::Ok } else { Exit::Error };
+    let printed = if args.json {
+        super::output::emit_json(&serde_json::json!({
+            "db": db.display().to_string(),
+            "scanned": r.scanned,
+            "agreed": r.agreed,
+            "peers": r.peers,
+            "dirty": r.dirty,
+            "changed": r.changed,
+            "deleted": r.deleted,
+            "unknown_base": r.unknown_base,
+            "errors": r.errors,
+        }))
+    } else {
+        super::output_bytes(
+            format!(
+                "imported {}: {} entries scanned; {} agreed with peers ({}), nothing to send \
+                 for them; {} dirty marks from csync2, {} changed and {} deleted since its \
+                 last check\n",
+                db.display(),
+                r.scanned,
+                r.agreed,
+                if r.peers.is_empty() { "none".to_string() } else { r.peers.join(", ") },
+                r.dirty,
+                r.changed,
+                r.deleted
+            )
+            .as_bytes(),
+        )
+    };
     if r.unknown_base > 0 {
         eprintln!(
             "csync: warning: {} entries csync2 had not pushed (or that changed since its \
@@ -252,7 +271,7 @@ pub(super) fn import(node: &mut Node, args: &Args) -> Exit {
             r.unknown_base
         );
     }
-    if r.errors.is_empty() { Exit::Ok } else { Exit::Error }
+    super::worst(exit, printed)
 }
 
 #[cfg(test)]
