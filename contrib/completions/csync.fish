@@ -19,7 +19,7 @@ complete -c csync -s P -d 'Only these peers (comma-separated)' -r
 complete -c csync -s G -d 'Only these groups (comma-separated)' -r
 complete -c csync -l config -d 'Use this config file (overrides -C and the system dir)' -r -F
 complete -c csync -s s -d 'csync2\'s `-s FILE` (timestamps into FILE): nothing to do' -r -F
-complete -c csync -s W -d 'csync2\'s `-W FD`: NUL-separated paths to check, read from file descriptor FD' -r
+complete -c csync -s W -d 'csync2\'s `-W FD`: after a check, the checked directories, NUL-terminated, to FD' -r
 complete -c csync -l import-csync2 -d 'Import a csync2 2.0 database (default /var/lib/csync2/<node>[_NAME].db3, only read): its agreed and dirty state becomes this index\'s' -r -F
 complete -c csync -l days -d 'Validity in days of what --new-ca / --new-cert create' -r
 complete -c csync -l completions -d 'Print a completion script for SHELL and exit (used by packaging)' -r -f -a "bash\t''
@@ -45,7 +45,7 @@ complete -c csync -s r -d 'Recurse into directories given as PATHs'
 complete -c csync -s I -d 'Init run: record the current state without marking anything dirty'
 complete -c csync -s d -d 'Dry run: say what would be sent, change nothing anywhere'
 complete -c csync -s v -d 'More detail (-v, -vv, -vvv); silent on success by default'
-complete -c csync -l json -d 'Output one JSON document on stdout (listings, -x/-u/-c and -T reports, --status, --ping, --check-config, --explain); see doc/json-schema.md'
+complete -c csync -l json -d 'Output one JSON document on stdout (listings, -x/-u/-c and -T reports, --status, --ping, --check-config, --explain, --import-csync2); see doc/json-schema.md'
 complete -c csync -s l -d 'Accepted for csync2 compatibility (-l: log to syslog); csync logs to stderr'
 complete -c csync -l help -d 'Print help'
 complete -c csync -s h -d 'csync2\'s `-h` (add hints; alone: print help). See the letters below'

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{ArgAction, Parser};
 
 const AFTER_HELP: &str = "\
@@ -24,7 +25,8 @@ csync2's other letters, accepted so scripts and units keep working:
   -o [-r] PATH  print the managed paths below PATH (-P: of groups with those peers)
   -iii          serve exactly one connection on the port, then exit (a first
                 contact with a new peer takes two: use -ii for that one)
-  -W FD         with -c/-x: also check the NUL-separated paths read from FD
+  -W FD         with -c/-x: write the managed directories the check recursed
+                into (-r PATH, or every root) to FD, each NUL-terminated
   -F            with -m: the marks are forced (as -f); elsewhere ignored
   -U, -X        with -TI: csync marks differences for every peer (-U's one-peer
                 limit is not needed: a peer that has the version costs nothing);
@@ -182,7 +184,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Output one JSON document on stdout (listings, -x/-u/-c and -T reports,
-    /// --status, --ping, --check-config, --explain); see doc/json-schema.md.
+    /// --status, --ping, --check-config, --explain, --import-csync2); see
+    /// doc/json-schema.md.
     #[arg(long)]
     pub json: bool,
     /// Accepted for csync2 compatibility (-l: log to syslog); csync logs to stderr.
@@ -224,7 +227,7 @@ pub struct Args {
     /// csync2's `-F` (new dirty marks are forced).
     #[arg(short = 'F', hide = true)]
     pub forced_marks: bool,
-    /// csync2's `-W FD`: NUL-separated paths to check, read from file descriptor FD.
+    /// csync2's `-W FD`: after a check, the checked directories, NUL-terminated, to FD.
     #[arg(short = 'W', value_name = "FD", hide = true)]
     pub paths_fd: Option<u32>,
     /// Import a csync2 2.0 database (default /var/lib/csync2/<node>[_NAME].db3,
@@ -234,6 +237,8 @@ pub struct Args {
         value_name = "DB",
         num_args = 0..=1,
         default_missing_value = "",
+        // PathBuf's own parser refuses the empty "no DB given" value.
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from),
         help_heading = "Modes"
     )]
     pub import_csync2: Option<PathBuf>,

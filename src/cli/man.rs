@@ -21,12 +21,14 @@ const SYNOPSIS: &str = r#".SH SYNOPSIS
 \fBcsync \-M\fR|\fB\-L\fR|\fB\-R\fR [\fB\-\-json\fR]
 \fBcsync \-T\fR[\fBT\fR|\fBI\fR] [\fB\-\-json\fR] [\fIPATH\fR]
 \fBcsync \-i\fR|\fB\-ii\fR [\fB\-p\fR \fIPORT\fR]
+\fBcsync\fR [\fB\-ii\fR] \fB\-\-watch\fR [\fB\-\-watch\-delay\fR \fIMS\fR] [\fB\-\-full\-check\-every\fR \fISECS\fR]
 \fBcsync \-\-status\fR [\fB\-\-json\fR|\fB\-\-prometheus\fR]
 \fBcsync \-\-ping\fR \fIPEER\fR [\fB\-\-json\fR]
 \fBcsync \-\-check\-config\fR|\fB\-\-explain\fR \fIPATH\fR [\fB\-\-json\fR]
 \fBcsync \-k\fR \fIFILE\fR
-\fBcsync \-\-new\-ca\fR \fIDIR\fR
-\fBcsync \-\-new\-cert\fR \fINAME\fR \fB\-\-ca\fR \fIDIR\fR \fB\-\-out\fR \fIDIR\fR
+\fBcsync \-\-new\-ca\fR \fIDIR\fR [\fB\-\-days\fR \fIN\fR]
+\fBcsync \-\-new\-cert\fR \fINAME\fR \fB\-\-ca\fR \fIDIR\fR \fB\-\-out\fR \fIDIR\fR [\fB\-\-days\fR \fIN\fR]
+\fBcsync \-\-import\-csync2\fR [\fIDB\fR]
 .fi
 "#;
 
@@ -49,7 +51,13 @@ losing version is kept and listed by \fBcsync \-\-status\fR. Actions run
 commands (a reload, a cache purge) on the hosts whose files changed.
 .PP
 Each node runs a listener for its peers: \fBcsync \-ii\fR as a daemon, or
-\fBcsync \-i\fR per connection from inetd or a systemd socket.
+\fBcsync \-i\fR per connection from inetd or a systemd socket. With
+\fB\-\-watch\fR it also watches the include roots (inotify) and pushes each
+burst of changes within about a second, without cron.
+.PP
+csync2's other letters (\fB\-h \-H \-S \-o \-W \-F \-U \-X \-B \-A \-t \-s \-l
+\-iii\fR) are accepted so scripts keep working; \fBcsync \-\-help\fR says what
+each does here, the README's "Migrating from csync2" why.
 .PP
 csync is silent on success. Errors go to stderr as one line each,
 \fBcsync: ...\fR; logs never go to stdout. With \fB\-\-json\fR, reporting
@@ -124,7 +132,8 @@ created mode 0600.
 .TP
 .I /lib/systemd/system/csync\-sync.timer
 Runs \fBcsync \-x\fR on a schedule; \fIcsync\-daemon.service\fR,
-\fIcsync.socket\fR and \fIcsync@.service\fR run the listener.
+\fIcsync.socket\fR and \fIcsync@.service\fR run the listener;
+\fIcsync\-watch.service\fR runs \fBcsync \-ii \-\-watch\fR (listener and watcher).
 .SH ENVIRONMENT
 .TP
 .B CSYNC2_SYSTEM_DIR

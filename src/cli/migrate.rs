@@ -9,13 +9,13 @@ use super::{Args, Exit, fail};
 use crate::config::Config;
 use crate::engine::Node;
 use crate::index::Scope;
+use crate::types::FileKind;
 
 /// Rewrites csync2's argument forms into csync's: `-T NAME PEER [PATH]` and
-/// `-S NAME PEER` (this node's name, then the peer), and `-W FD` (more paths
-/// to check, NUL-separated, read from a file descriptor).
+/// `-S NAME PEER` (this node's name, then the peer).
 ///
 /// # Errors
-/// When NAME contradicts `-N`, or FD cannot be read.
+/// When NAME contradicts `-N`.
 pub(super) fn normalize(mut args: Args) -> Result<Args, String> {
     let bare = |p: &PathBuf| {
         let s = p.as_os_str().as_encoded_bytes();
@@ -43,19 +43,6 @@ pub(super) fn normalize(mut args: Args) -> Result<Args, String> {
         }
         args.peers = vec![peer];
     }
-    if let Some(fd) = args.paths_fd {
-        // /proc/self/fd: the descriptor csync2's caller opened for us, read
-        // without unsafe code.
-        let proc = PathBuf::from(format!("/proc/self/fd/{fd}"));
-        let data = std::fs::read(&proc).map_err(|e| format!("-W {fd}: {e}"))?;
-        use std::os::unix::ffi::OsStrExt;
-        for p in data.split(|&b| b == 0).filter(|p| !p.is_empty()) {
-            args.paths.push(PathBuf::from(std::ffi::OsStr::from_bytes(p)));
-        }
-        if args.paths.is_empty() {
-            return Err(format!("-W {fd}: no paths to check"));
-        }
-    }
     Ok(args)
 }
 
@@ -74,6 +61,39 @@ pub(super) fn hint(args: &Args) -> Exit {
         );
     }
     Exit::Ok
+}
+
+/// `-W FD` after a check (`-c`, `-x`): as csync2, the managed directories
+/// the check recursed into (below the paths given with `-r`; every root
+/// without paths), each NUL-terminated, written to the descriptor FD the caller
+/// opened (`3>dirs`, a pipe).
+pub(super) fn dump_dirs(node: &Node, args: &Args, fd: u32) -> Exit {
+    use std::os::unix::ffi::OsStrExt;
+    let files = match node.index.files(Scope::All) {
+        Ok(f) => f,
+        Err(e) => return fail!("{e}"),
+    };
+    let under: Vec<PathBuf> = args.paths.iter().map(|p| crate::paths::absolute(p)).collect();
+    let mut out = Vec::new();
+    for f in files.iter().filter(|f| f.meta.kind == FileKind::Dir && node.is_managed(&f.path)) {
+        let Some(real) = crate::paths::real_path(&node.config, &f.path) else { continue };
+        // csync2 wrote them while recursing: not for a path checked alone.
+        let checked =
+            under.is_empty() || (args.recursive && under.iter().any(|u| real.starts_with(u)));
+        if checked {
+            out.extend_from_slice(real.as_os_str().as_bytes());
+            out.push(0);
+        }
+    }
+    // /proc/self/fd: the descriptor csync2's caller opened for us, written
+    // without unsafe code; append, so a file the shell opened keeps its place.
+    let proc = format!("/proc/self/fd/{fd}");
+    let written =
+        std::fs::OpenOptions::new().append(true).open(&proc).and_then(|mut w| w.write_all(&out));
+    match written {
+        Ok(()) => Exit::Ok,
+        Err(e) => fail!("-W {fd}: {e}"),
+    }
 }
 
 /// `-H`: csync2's hint list, always empty here.
@@ -157,7 +177,7 @@ pub(super) fn compare(config: Config, args: &Args) -> Exit {
 /// `-iii`: csync2's single-connection listener (its test suite starts one
 /// per sync): binds the port, serves the first connection, exits.
 pub(super) fn serve_once(args: &Args, config: &Config, sysdir: &Path) -> Exit {
-    let (service, settings) = match super::serving(args, config, sysdir, None) {
+    let (service, settings) = match super::serve::serving(args, config, sysdir, None) {
         Ok(s) => s,
         Err(e) => return fail!("{e}"),
     };
@@ -211,17 +231,36 @@ pub(super) fn import(node: &mut Node, args: &Args) -> Exit {
     for e in &r.errors {
         eprintln!("csync: {e}");
     }
-    println!(
-        "imported {}: {} entries scanned; {} agreed with peers ({}), nothing to send for them; \
-         {} dirty marks from csync2, {} changed and {} deleted since its last check",
-        db.display(),
-        r.scanned,
-        r.agreed,
-        if r.peers.is_empty() { "none".to_string() } else { r.peers.join(", ") },
-        r.dirty,
-        r.changed,
-        r.deleted
-    );
+    let exit = if r.errors.is_empty() { Exit::Ok } else { Exit::Error };
+    let printed = if args.json {
+        super::output::emit_json(&serde_json::json!({
+            "db": db.display().to_string(),
+            "scanned": r.scanned,
+            "agreed": r.agreed,
+            "peers": r.peers,
+            "dirty": r.dirty,
+            "changed": r.changed,
+            "deleted": r.deleted,
+            "unknown_base": r.unknown_base,
+            "errors": r.errors,
+        }))
+    } else {
+        super::output_bytes(
+            format!(
+                "imported {}: {} entries scanned; {} agreed with peers ({}), nothing to send \
+                 for them; {} dirty marks from csync2, {} changed and {} deleted since its \
+                 last check\n",
+                db.display(),
+                r.scanned,
+                r.agreed,
+                if r.peers.is_empty() { "none".to_string() } else { r.peers.join(", ") },
+                r.dirty,
+                r.changed,
+                r.deleted
+            )
+            .as_bytes(),
+        )
+    };
     if r.unknown_base > 0 {
         eprintln!(
             "csync: warning: {} entries csync2 had not pushed (or that changed since its \
@@ -232,7 +271,7 @@ pub(super) fn import(node: &mut Node, args: &Args) -> Exit {
             r.unknown_base
         );
     }
-    if r.errors.is_empty() { Exit::Ok } else { Exit::Error }
+    super::worst(exit, printed)
 }
 
 #[cfg(test)]

@@ -54,7 +54,6 @@ macro_rules! fail {
 pub(crate) use fail;
 
 use peers::{client_settings, in_sync_test, ping};
-use serve::{serve, serving, watch};
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -191,7 +190,7 @@ pub fn run(args: &Args) -> Exit {
             return output::explain(&config, p, args.json);
         }
         Mode::Serve if args.serve >= 3 => return migrate::serve_once(args, &config, &sysdir),
-        Mode::Serve => return serve(args, &config, &sysdir, activated),
+        Mode::Serve => return serve::serve(args, &config, &sysdir, activated),
         Mode::ListHints => return migrate::list_hints(),
         Mode::Compare => return migrate::compare(config, args),
         Mode::Ping => return ping(args, &config, &sysdir),
@@ -203,12 +202,16 @@ pub fn run(args: &Args) -> Exit {
         Err(exit) => return exit,
     };
     match mode {
-        Mode::Check { update: false } => report::sync_run(&mut node, args, &sysdir, true, false),
-        Mode::Sync | Mode::Check { update: true } => {
-            report::sync_run(&mut node, args, &sysdir, true, true)
+        Mode::Check { update: false } | Mode::Sync | Mode::Check { update: true } => {
+            let update = mode != Mode::Check { update: false };
+            let exit = report::sync_run(&mut node, args, &sysdir, true, update);
+            match args.paths_fd {
+                Some(fd) => worst(exit, migrate::dump_dirs(&node, args, fd)),
+                None => exit,
+            }
         }
         Mode::Update => report::sync_run(&mut node, args, &sysdir, false, true),
-        Mode::Watch => watch(node, args, &sysdir, None),
+        Mode::Watch => serve::watch(node, args, &sysdir, None),
         Mode::Test => {
             let t = in_sync_test(&mut node, args, &sysdir);
             worst(t, report::actions_only(&mut node, args))

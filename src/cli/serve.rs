@@ -1,5 +1,5 @@
-//! `-i`/`-ii` (and with `--watch`): what the listener serves with, built
-//! from the config and the identity, and how it starts.
+//! `-i`, `-ii` and `--watch`: the listener that serves peers, the watcher
+//! that pushes this node's changes, and the two together in one process.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use crate::engine::{self, Node};
 use crate::index::Index;
 use crate::paths;
 
+/// `-i` / `-ii` (with `--watch`: the watcher beside it): serves peers until
+/// the connection (`-i`) or the process (`-ii`) ends.
 pub(super) fn serve(
     args: &Args,
     config: &Config,

@@ -1,6 +1,6 @@
-//! `--status`: what this node still owes and what needs a person, from
-//! [`crate::engine::Node::status`], printed for a person, as JSON, or for
-//! Prometheus.
+//! `--status` and `--prometheus`: what a node owes its peers, the conflicts it
+//! met, the actions that failed, and when its certificate expires; for a
+//! person, as JSON, or for node_exporter's textfile collector.
 
 use std::path::Path;
 
@@ -115,8 +115,13 @@ pub fn status(node: &Node, format: Format, sysdir: &Path) -> Exit {
                         String::new()
                     };
                     let oldest = st.oldest_mark.unwrap_or(now);
+                    // How far behind the peer is: what it last took, not only what waits.
+                    let last =
+                        st.last_ok_at.map_or("never pushed to successfully".to_string(), |at| {
+                            format!("last successful push at {}", utc_text(at))
+                        });
                     s.push_str(&format!(
-                        "peer {p}: {} entries pending{forced}, oldest {} s ago\n",
+                        "peer {p}: {} entries pending{forced}, oldest {} s ago; {last}\n",
                         st.pending,
                         (now - oldest).max(0)
                     ));

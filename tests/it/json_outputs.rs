@@ -304,3 +304,31 @@ fn a_push_shows_progress_on_a_terminal_and_nothing_elsewhere() {
     assert!(text.ends_with("\r\x1b[K"), "the line is erased at the end: {text:?}");
     assert_eq!(std::fs::read(net.root("n2").join("big")).unwrap(), changed);
 }
+
+/// `--import-csync2 --json` prints its counts as one JSON document (it
+/// printed its sentence whatever `--json` said).
+#[test]
+fn the_csync2_import_reports_in_json() {
+    let net = Net::new("the_csync2_import_reports_in_json", &["n1", "n2"], CFG);
+    let f = net.root("n1").join("f");
+    std::fs::write(&f, b"one\n").unwrap();
+    let db = net.path("n1.db3");
+    let c2 = rusqlite::Connection::open(&db).unwrap();
+    c2.execute_batch(
+        "CREATE TABLE file (filename, checktxt, UNIQUE (filename) ON CONFLICT REPLACE);
+         CREATE TABLE dirty (filename, forced, myname, peername,
+                             UNIQUE (filename, peername) ON CONFLICT IGNORE);",
+    )
+    .unwrap();
+    let name = f.to_str().unwrap();
+    c2.execute("INSERT INTO file VALUES (?1, 'v1%3Atype=reg')", [name]).unwrap();
+    c2.execute("INSERT INTO dirty VALUES (?1, 0, 'n1', 'n2')", [name]).unwrap();
+    drop(c2);
+    let (v, code) =
+        checked(&net, "n1", &["--import-csync2", db.to_str().unwrap(), "--json"], "import");
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["db"], db.to_str().unwrap());
+    // The root and f, neither as csync2 recorded them: marked for the peer.
+    assert_eq!((v["scanned"].as_u64(), v["changed"].as_u64()), (Some(2), Some(2)), "{v}");
+    assert_eq!(v["peers"], serde_json::json!(["n2"]), "{v}");
+}

@@ -3,6 +3,8 @@
 mod net_util;
 mod util;
 
+/// Issues 13 and 14 tried as an administrator: regressions found.
+mod acceptance;
 /// Actions: once per run, paths as arguments, timeouts, the journal.
 mod actions;
 /// Backups: N generations of what a peer replaced or deleted.

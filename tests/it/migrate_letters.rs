@@ -111,29 +111,58 @@ fn dash_o_prints_managed_paths() {
     assert!(!env.db_file("n1").exists(), "-o touched the index");
 }
 
-/// `-W FD`: NUL-separated paths to check, read from a descriptor.
+/// `-W FD`: as csync2, a check writes the managed directories it recursed
+/// into to FD, NUL-terminated (csync read paths from FD instead, and hung
+/// on a pipe or a terminal: `csync -W 1 -x | cat`).
 #[test]
-fn dash_w_reads_paths_from_a_descriptor() {
+fn dash_w_writes_the_checked_directories_to_a_descriptor() {
     let env = env();
     env.write("n1", "b/g", b"g\n");
     let list = env.dir.path().join("list");
-    let f = env.root("n1").join("a/f");
-    fs::write(&list, format!("{}\0", f.display())).unwrap();
-    let out = StdCommand::new("sh")
-        .arg("-c")
-        .arg("exec \"$0\" \"$@\" 3<\"$LIST\"")
-        .arg(bin())
-        .args(["-N", "n1", "-D"])
-        .arg(env.db_dir("n1"))
-        .args(["-c", "-W", "3"])
-        .env("CSYNC2_SYSTEM_DIR", env.etc())
-        .env("LIST", &list)
-        .output()
-        .unwrap();
+    let root = env.root("n1");
+    let run = |args: &[&str]| {
+        StdCommand::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" \"$@\" 3>\"$LIST\"")
+            .arg(bin())
+            .args(["-N", "n1", "-D"])
+            .arg(env.db_dir("n1"))
+            .args(args)
+            .env("CSYNC2_SYSTEM_DIR", env.etc())
+            .env("LIST", &list)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let listed = || {
+        let data = fs::read(&list).unwrap();
+        assert_eq!(data.last(), Some(&0), "NUL-terminated: {data:?}");
+        let mut v: Vec<String> = data
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8(p.to_vec()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let out = run(&["-c", "-W", "3"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let rows = env.file_rows("n1");
-    assert!(rows.contains(&"%p%/a/f".to_string()), "{rows:?}");
-    assert!(!rows.contains(&"%p%/b/g".to_string()), "checked more than the list: {rows:?}");
+    let d = |rel: &str| root.join(rel).display().to_string().trim_end_matches('/').to_string();
+    // Managed directories only (skip/ is excluded), of every group: n1 also
+    // holds group other's root.
+    let n3 = env.root("n3").display().to_string().trim_end_matches('/').to_string();
+    assert_eq!(listed(), [d(""), d("a"), d("b"), n3]);
+    let out = run(&["-cr", "-W", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = root.join("a");
+    let out = run(&["-cr", "-W", "3", a.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(listed(), [d("a")]);
+    // A pipe or a terminal as FD does not block: nothing is read from it.
+    let out = env.csync("n1").args(["-c", "-W", "1"]).timeout(Duration::from_secs(20)).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.ends_with(b"\0"), "{:?}", out.stdout);
     env.csync("n1").args(["-c", "-W", "99"]).assert().code(1).stderr(contains("-W 99"));
 }
 
