@@ -178,7 +178,23 @@ pub fn run(mut node: Node, opts: &Options, woken: Option<UnixStream>) -> Result<
         };
         if let Some(scope) = scope {
             let retrying = matches!(scope, Scope::PushOnly);
-            let After { pending, recheck } = perform(&mut node, opts, scope);
+            // Events that arrive while the run checks: their paths are being
+            // written again (e.g. truncated by the next rewrite) and must not
+            // be pushed as the check read them. They stay in `seen` for the
+            // next burst.
+            let mut fresh = |node: &Node| -> Vec<PathBuf> {
+                let level = |p: &[u8]| node.level(p);
+                if let Err(e) = watcher.read(&level, &mut seen) {
+                    warn!("watch: inotify: {e}");
+                }
+                seen.iter()
+                    .filter_map(|s| match s {
+                        Seen::Path(p, t) if *t != Touch::Tree => Some(p.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let After { pending, recheck } = perform(&mut node, opts, scope, &mut fresh);
             let now = Instant::now();
             for p in recheck {
                 let stamp = debounce::stamp(&p);
@@ -265,7 +281,12 @@ struct After {
 }
 
 /// One run; says what is left to do.
-fn perform(node: &mut Node, opts: &Options, scope: Scope) -> After {
+fn perform(
+    node: &mut Node,
+    opts: &Options,
+    scope: Scope,
+    fresh: &mut dyn FnMut(&Node) -> Vec<PathBuf>,
+) -> After {
     let t = Instant::now();
     let (what, check) = match scope {
         Scope::Full => (
@@ -310,10 +331,25 @@ fn perform(node: &mut Node, opts: &Options, scope: Scope) -> After {
     // The check first: a file written to while it was being read must not
     // be pushed as it was then (half-written); its close brings it again.
     let checked = node.run(&RunRequest { check, push: None, actions: false });
-    let moved = match (&checked.check, targeted) {
+    let mut moved = match (&checked.check, targeted) {
         (Some(Ok(r)), true) => moved_since_check(node, r),
         _ => Vec::new(),
     };
+    if let Some(Ok(r)) = &checked.check {
+        // A file truncated for its next rewrite before the check read it
+        // looks whole and still (0 bytes): only its event says otherwise.
+        let touched: std::collections::HashSet<PathBuf> = fresh(node).into_iter().collect();
+        if !touched.is_empty() {
+            for (db, _) in &r.changed {
+                if let Some(real) = crate::paths::real_path(&node.config, db)
+                    && touched.contains(&real)
+                    && !moved.contains(&real)
+                {
+                    moved.push(real);
+                }
+            }
+        }
+    }
     let mut push = opts.push.clone();
     let mut recheck: Vec<PathBuf> = Vec::new();
     if !moved.is_empty() {
