@@ -238,6 +238,20 @@ pub fn new_cert_for(
     params.not_before = rcgen::date_time_ymd(year_from_now(-1), 1, 1);
     let (y, m, d) = date_in(days);
     params.not_after = rcgen::date_time_ymd(y, m, d);
+    // A certificate outliving its CA stops working with the CA anyway:
+    // end it with the CA, and say so, rather than promise what it cannot.
+    if let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes())
+        && let Ok(ca) = pem.parse_x509()
+        && ca.validity().not_after.to_datetime() < params.not_after
+    {
+        let end = ca.validity().not_after.to_datetime();
+        tracing::warn!(
+            "the CA in {} expires on {}, before the {days} days asked: the certificate ends then too (renew the CA, see README)",
+            ca_dir.display(),
+            end.date()
+        );
+        params.not_after = end;
+    }
     let cert = params.signed_by(&key, &issuer)?;
     write_new(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_new(&cert_path, cert.pem().as_bytes(), 0o644)?;

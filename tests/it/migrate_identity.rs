@@ -206,7 +206,16 @@ fn days_sets_the_validity() {
     };
     run(&["--new-ca", "ca", "--days", "30"]);
     run(&["--new-cert", "n1", "--ca", "ca", "--out", "n1", "--days", "10"]);
-    run(&["--new-cert", "n2", "--ca", "ca", "--out", "n2"]);
+    // Longer than its CA: ends with the CA, and says so.
+    let out = StdCommand::new(bin())
+        .args(["--new-cert", "n2", "--ca", "ca", "--out", "n2"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the certificate ends then too"));
+    run(&["--new-ca", "ca10"]);
+    run(&["--new-cert", "n3", "--ca", "ca10", "--out", "n3"]);
     let expires_within = |file: &str, days: u64| {
         let out = StdCommand::new("openssl")
             .args(["x509", "-noout", "-checkend", &(days * 86_400).to_string(), "-in", file])
@@ -222,9 +231,13 @@ fn days_sets_the_validity() {
         !expires_within("n1/csync2_ssl_cert.pem", 9)
             && expires_within("n1/csync2_ssl_cert.pem", 11)
     );
+    assert!(
+        !expires_within("n2/csync2_ssl_cert.pem", 29)
+            && expires_within("n2/csync2_ssl_cert.pem", 31)
+    );
     // The default: ten years for a node.
-    assert!(!expires_within("n2/csync2_ssl_cert.pem", 3640));
-    assert!(expires_within("n2/csync2_ssl_cert.pem", 3660));
+    assert!(!expires_within("n3/csync2_ssl_cert.pem", 3640));
+    assert!(expires_within("n3/csync2_ssl_cert.pem", 3660));
     for bad in ["0", "-1", "x"] {
         let out = StdCommand::new(bin())
             .args(["--new-ca", "ca2", "--days", bad])
