@@ -147,6 +147,9 @@ pub struct Received {
     pub origin: Option<String>,
     /// Owed actions of this change (rows already recorded), now ready to run.
     pub actions: Vec<i64>,
+    /// Marks for other peers recorded with it: a conflict's winner that
+    /// replaced this node's own change, which those peers may hold.
+    pub forward: Vec<OwnedMark>,
 }
 
 /// The result of one confirmed push, for [`Index::record_pushed`].

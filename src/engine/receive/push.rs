@@ -47,6 +47,9 @@ pub(super) struct Pending {
     /// Content bytes the entry's declared size still allows (whole-file
     /// streams): a sender may not grow a file beyond what it announced.
     pub(super) allowed: u64,
+    /// Marks passing this version on to the other peers (a conflict's
+    /// winner replacing our own change, see [`Receiver::forward_marks`]).
+    pub(super) forward: Vec<crate::index::OwnedMark>,
 }
 
 impl Receiver {
@@ -148,6 +151,11 @@ impl Receiver {
             }
             _ => None,
         };
+        let forward = if !same && base == cur_v && self.yielded_to(&path, Some(new_v)) {
+            self.forward_marks(gi, &path)
+        } else {
+            Vec::new()
+        };
         let ae = apply::Entry {
             kind: new.kind,
             mode: new.mode,
@@ -171,6 +179,7 @@ impl Receiver {
             actions: Vec::new(),
             lost,
             allowed: new.size,
+            forward,
         });
         if same {
             // Identical already: no conflict, no content needed.
@@ -316,6 +325,7 @@ impl Receiver {
                 let f = IndexedFile { path: p.path.clone(), meta };
                 let (v, o) = (Some(p.new_version), Some(p.origin.clone()));
                 self.batch.defer(Some(f), None, v, o, p.actions.clone());
+                self.batch.forward(p.forward.clone());
                 Outcome::Applied
             }
             Ok(None) => {
