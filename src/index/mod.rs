@@ -508,6 +508,20 @@ impl Index {
         it.map(|r| r.map_err(&sql)).collect()
     }
 
+    /// When the mark of `path` for `peer` was made (unix seconds; `None`:
+    /// not marked).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn marked_at(&self, path: &[u8], peer: &str) -> Result<Option<i64>> {
+        let sql = self.sql();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT marked_at FROM dirty WHERE path = ?1 AND peer = ?2")
+            .map_err(&sql)?;
+        st.query_row(params![path, peer], |r| r.get(0)).optional().map_err(&sql)
+    }
+
     /// Every dirty row, ordered by peer then path.
     ///
     /// # Errors

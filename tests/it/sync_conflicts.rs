@@ -228,3 +228,35 @@ fn a_delete_that_loses_to_a_received_copy_is_undone_everywhere() {
     assert_eq!(fs::read(kept).unwrap(), A);
     c.assert_converged();
 }
+
+/// n1 deletes `a/f` while n2 edits it (its mtime `edit`), both check, then
+/// `first` pushes before the other. Under `younger` the delete is dated when
+/// n1 saw it, by both nodes: one winner, whichever node pushes first.
+fn edit_against_delete(test: &str, edit: SystemTime, first: &str) -> Cluster {
+    let c = based(test);
+    fs::remove_file(c.root("n1").join("a/f")).unwrap();
+    c.write("n2", "a/f", B);
+    set_mtime(&c, "n2", edit);
+    for n in ["n1", "n2"] {
+        let (code, o, e) = c.run(n, &["-cr"]);
+        assert_eq!(code, 0, "{o}{e}");
+    }
+    let second = if first == "n1" { "n2" } else { "n1" };
+    let _ = x_to(&c, first, second);
+    let _ = x_to(&c, second, first);
+    settle(&c, 4);
+    c
+}
+
+#[test]
+fn an_edit_against_a_simultaneous_delete_has_one_winner_whoever_pushes_first() {
+    let hour = Duration::from_secs(3600);
+    for first in ["n1", "n2"] {
+        // The edit is an hour old: the delete (now) is younger and wins.
+        let c = edit_against_delete(&format!("old_edit_{first}"), hour_ago(), first);
+        assert_winner(&c, None, "n2", Some(B));
+        // The edit is an hour ahead: it wins and the file comes back.
+        let c = edit_against_delete(&format!("new_edit_{first}"), now() + hour, first);
+        assert_winner(&c, Some(B), "n1", None);
+    }
+}

@@ -187,6 +187,20 @@ impl Receiver {
             .collect()
     }
 
+    /// Our delete of `path`, not yet pushed to this peer, as a conflict
+    /// answer shows it: an entry of no kind (`wire::DELETED`) dated when we
+    /// marked it, the time our own push of it would give it. Both sides then
+    /// date it alike and agree on the winner (a sender dating the peer's
+    /// delete 0 and its own by its mark could both win). `None` when no
+    /// delete of ours is pending there (received, or long pushed): undated.
+    pub(super) fn deleted_wire(&self, path: &[u8]) -> Option<WireEntry> {
+        let at = self.index.marked_at(path, &self.session.peer).ok().flatten()?;
+        Some(crate::engine::wire::deleted(
+            at.saturating_mul(1_000_000_000),
+            &self.session.config.myname,
+        ))
+    }
+
     /// Our state of `path` as the wire shows it, with the host that made it.
     pub(super) fn wire_with_origin(&self, path: &[u8], m: &Meta) -> WireEntry {
         let mut w = to_wire(m);

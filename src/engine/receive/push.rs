@@ -136,7 +136,11 @@ impl Receiver {
             // The sender's version, should it yield: our push must then find
             // that version there to be a plain fast-forward.
             self.answered.insert(path.clone(), Some(new_v));
-            return Some(Outcome::Conflict(cur.as_ref().map(|c| self.wire_with_origin(&path, c))));
+            let ours = match &cur {
+                Some(c) => Some(self.wire_with_origin(&path, c)),
+                None => self.deleted_wire(&path),
+            };
+            return Some(Outcome::Conflict(ours));
         }
         // Our own version, which the sender never had, gives way: forced by a
         // person, or (a fast-forward from the version the sender yielded
