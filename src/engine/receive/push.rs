@@ -155,11 +155,15 @@ impl Receiver {
             }
             _ => None,
         };
-        let forward = if !same && base == cur_v && self.yielded_to(&path, Some(new_v)) {
-            self.forward_marks(gi, &path)
-        } else {
-            Vec::new()
-        };
+        // Only a winner its sender did not make: a sender pushes its own
+        // changes to every peer itself.
+        let made_by_sender = entry.origin.as_deref().is_none_or(|o| o == self.session.peer);
+        let forward =
+            if !same && base == cur_v && !made_by_sender && self.yielded_to(&path, Some(new_v)) {
+                self.forward_marks(gi, &path)
+            } else {
+                Vec::new()
+            };
         let ae = apply::Entry {
             kind: new.kind,
             mode: new.mode,
