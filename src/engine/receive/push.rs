@@ -522,6 +522,31 @@ mod tests {
     }
 
     #[test]
+    fn a_winner_we_yielded_to_goes_on_to_the_other_peers_unless_its_sender_made_it() {
+        for (maker, marked) in [("c", vec!["c"]), ("b", vec![])] {
+            let mut n = Node::new("host c;");
+            let p = n.path("f");
+            let mut msgs = push_whole(1, &p, b"winner");
+            let Msg::Push { entry, .. } = &mut msgs[0] else { panic!() };
+            entry.origin = Some(maker.into());
+            let v = version(&from_wire(entry).unwrap(), n.rx.session.ignore);
+            // We yielded to it: the push recorded that b holds it.
+            let seen = crate::index::Pushed {
+                path: p.clone(),
+                peer: "b".into(),
+                clear_gen: None,
+                version: Some(Some(v)),
+            };
+            n.rx.index.record_pushed(&[seen]).unwrap();
+            let acks = n.send(msgs);
+            assert_eq!(acks, vec![Msg::Ack { id: 1, outcome: Outcome::Applied }]);
+            let dirty = n.rx.index.dirty().unwrap();
+            let peers: Vec<&str> = dirty.iter().map(|d| d.peer.as_str()).collect();
+            assert_eq!(peers, marked, "made by {maker}");
+        }
+    }
+
+    #[test]
     fn an_identical_entry_is_in_sync_without_content() {
         let mut n = Node::new("");
         let p = n.path("f");
