@@ -21,6 +21,27 @@ pub fn to_wire(m: &Meta) -> WireEntry {
     }
 }
 
+/// The kind code of an entry that is not there: a conflict answer for a
+/// path the receiver deleted, dated by `mtime_ns` (no file kind uses it;
+/// a node that does not know it reads an unknown kind, an undated delete).
+pub const DELETED: u8 = 0;
+
+/// A delete seen at `at_ns`, made by `origin`, as a conflict answer.
+pub fn deleted(at_ns: i64, origin: &str) -> WireEntry {
+    WireEntry {
+        kind: DELETED,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime_ns: at_ns,
+        rdev: 0,
+        target: None,
+        hash: None,
+        origin: Some(origin.to_string()),
+    }
+}
+
 /// A received entry, or `None` for an unknown kind.
 pub fn from_wire(w: &WireEntry) -> Option<Meta> {
     Some(Meta {

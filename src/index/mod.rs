@@ -147,6 +147,9 @@ pub struct Received {
     pub origin: Option<String>,
     /// Owed actions of this change (rows already recorded), now ready to run.
     pub actions: Vec<i64>,
+    /// Marks for other peers recorded with it: a conflict's winner that
+    /// replaced this node's own change, which those peers may hold.
+    pub forward: Vec<OwnedMark>,
 }
 
 /// The result of one confirmed push, for [`Index::record_pushed`].
@@ -503,6 +506,20 @@ impl Index {
         let mut st = self.conn.prepare_cached(query).map_err(&sql)?;
         let it = st.query_map([], row).map_err(&sql)?;
         it.map(|r| r.map_err(&sql)).collect()
+    }
+
+    /// When the mark of `path` for `peer` was made (unix seconds; `None`:
+    /// not marked).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn marked_at(&self, path: &[u8], peer: &str) -> Result<Option<i64>> {
+        let sql = self.sql();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT marked_at FROM dirty WHERE path = ?1 AND peer = ?2")
+            .map_err(&sql)?;
+        st.query_row(params![path, peer], |r| r.get(0)).optional().map_err(&sql)
     }
 
     /// Every dirty row, ordered by peer then path.

@@ -220,6 +220,7 @@ mod tests {
             version: None,
             origin: None,
             actions: ids,
+            forward: Vec::new(),
         };
         idx.record_received_batch(&[r]).unwrap();
         assert!(idx.owed_actions().unwrap()[0].action.ready);

@@ -101,6 +101,7 @@ impl Index {
             version,
             origin: origin.map(str::to_string),
             actions: Vec::new(),
+            forward: Vec::new(),
         };
         self.record_received_batch(std::slice::from_ref(&r))
     }
@@ -135,6 +136,8 @@ impl Index {
                     "INSERT OR REPLACE INTO peer_state (path, peer, version) VALUES (?1, ?2, ?3)",
                 )
                 .map_err(sql)?;
+            let mut mark = tx.prepare_cached(rows::UPSERT_DIRTY).map_err(sql)?;
+            let now = unix_now();
             for r in batch {
                 owed::set_ready(&tx, &r.actions).map_err(sql)?;
                 let p: &[u8] = match (&r.file, &r.removed) {
@@ -162,6 +165,18 @@ impl Index {
                 state
                     .execute(params![p, r.peer, r.version.as_ref().map(|h| h.as_slice())])
                     .map_err(sql)?;
+                for m in &r.forward {
+                    mark.execute(params![
+                        m.path,
+                        m.peer,
+                        m.myname,
+                        m.forced as i64,
+                        i64::from(m.changes.0),
+                        now,
+                        m.base.to_sql()
+                    ])
+                    .map_err(sql)?;
+                }
             }
         }
         tx.commit().map_err(sql)

@@ -113,12 +113,18 @@ pub(super) const UPSERT_FILE: &str = "INSERT OR REPLACE INTO file \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// A new mark ORs its changes into an existing one; force is sticky; the first
-/// mark's time is kept so `--status` can tell how long a peer has been behind.
+/// mark's time is kept so `--status` can tell how long a peer has been behind,
+/// except by a delete (changes bit 128, `Changes::DELETE`): the time is then
+/// when the delete was seen, the date the conflict rules give a delete. Every
+/// peer's mark of one delete then carries the same date (the first marks of
+/// an earlier change could differ per peer, and a delete dated by them could
+/// win against one peer and lose against another).
 pub(super) const UPSERT_DIRTY: &str = "INSERT INTO dirty (path, peer, myname, forced, changes, marked_at, base) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
      ON CONFLICT (path, peer) DO UPDATE SET myname = excluded.myname, \
      forced = max(forced, excluded.forced), changes = changes | excluded.changes, gen = gen + 1, \
-     base = coalesce(base, excluded.base)";
+     base = coalesce(base, excluded.base), \
+     marked_at = CASE WHEN excluded.changes & 128 THEN excluded.marked_at ELSE marked_at END";
 
 pub(super) fn file_from_row(r: &Row<'_>) -> rusqlite::Result<IndexedFile> {
     let kind: i64 = r.get(1)?;

@@ -86,6 +86,27 @@ fn marks_accumulate_changes_and_keep_force() {
 }
 
 #[test]
+fn a_delete_dates_its_mark_and_other_changes_keep_the_first_time() {
+    let mut idx = Index::open_in_memory().unwrap();
+    let m = |changes| Mark {
+        path: b"/x",
+        peer: "n2",
+        myname: "n1",
+        changes,
+        forced: false,
+        base: Base::Absent,
+    };
+    idx.mark(&[m(Changes::CONTENT)]).unwrap();
+    idx.conn.execute("UPDATE dirty SET marked_at = 5", []).unwrap();
+    idx.mark(&[m(Changes::MODE)]).unwrap();
+    assert_eq!(idx.marked_at(b"/x", "n2").unwrap(), Some(5), "the first change's time");
+    idx.mark(&[m(Changes::DELETE)]).unwrap();
+    let at = idx.marked_at(b"/x", "n2").unwrap().unwrap();
+    assert!(at >= unix_now() - 5, "dated when the delete was seen: {at}");
+    assert_eq!(idx.marked_at(b"/x", "n3").unwrap(), None);
+}
+
+#[test]
 fn below_is_component_wise() {
     assert!(is_below(b"/a/b", b"/a"));
     assert!(!is_below(b"/ab", b"/a"));

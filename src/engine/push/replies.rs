@@ -5,7 +5,7 @@
 use super::plan::Item;
 use crate::engine::conflict::{Decision, Side, decide};
 use crate::engine::remote::RemoteAction;
-use crate::engine::wire::{from_wire, version};
+use crate::engine::wire::{DELETED, from_wire, version};
 use crate::index::{Pushed, Resolution};
 use crate::proto::{ErrorCode, Outcome};
 use crate::types::{Changes, FileKind, IgnoreFields};
@@ -149,7 +149,12 @@ pub(super) fn on_outcome(
                 host: &report.peer,
                 position: pos(&their_origin),
                 receive_only: it.peer_receive_only,
-                time_ns: their.as_ref().map_or(0, |m| m.mtime_ns),
+                // A delete there is dated as its maker dates it when it
+                // pushes it (`wire::DELETED`); an undated one is 0.
+                time_ns: their.as_ref().map_or_else(
+                    || theirs.as_ref().filter(|w| w.kind == DELETED).map_or(0, |w| w.mtime_ns),
+                    |m| m.mtime_ns,
+                ),
                 size: their.as_ref().map_or(-1, |m| m.size as i64),
             };
             match decide(it.rule, me, peer) {
@@ -358,6 +363,25 @@ pub(super) mod tests {
         assert_eq!(r.paths[0].1, PathResult::Unresolved);
         assert_eq!(r.conflicts[0].1, Resolution::Unresolved);
         assert_eq!(r.problems().count(), 1);
+    }
+
+    #[test]
+    fn a_delete_there_is_dated_as_its_maker_dates_it() {
+        let ign = IgnoreFields::default();
+        let deleted = |at| Outcome::Conflict(Some(crate::engine::wire::deleted(at, "peer")));
+        // Our edit (mtime 100) against the peer's delete marked at 500: lost.
+        let (mut r, mut retry) = (report(), Vec::new());
+        on_outcome(item(AutoMethod::Younger), deleted(500), ign, &mut r, &mut retry);
+        assert!(retry.is_empty() && matches!(r.paths[0].1, PathResult::Lost(_)));
+        assert_eq!(r.yielded[0].version, Some(None), "the peer holds no version");
+        // Marked at 50: our edit is younger and wins.
+        let (mut r, mut retry) = (report(), Vec::new());
+        on_outcome(item(AutoMethod::Younger), deleted(50), ign, &mut r, &mut retry);
+        assert!(retry[0].forced && r.paths.is_empty());
+        // Undated (an older peer): 0, as before.
+        let (mut r, mut retry) = (report(), Vec::new());
+        on_outcome(item(AutoMethod::Older), Outcome::Conflict(None), ign, &mut r, &mut retry);
+        assert!(matches!(r.paths[0].1, PathResult::Lost(_)));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use tracing::warn;
 
 use crate::apply;
-use crate::index::{Index, IndexedFile, Received};
+use crate::index::{Index, IndexedFile, OwnedMark, Received};
 use crate::proto::{ErrorCode, Msg, Outcome};
 use crate::types::Meta;
 
@@ -76,7 +76,15 @@ impl<P> Batch<P> {
             file.as_ref().map(|f| f.path.clone()).or_else(|| removed.clone()).unwrap_or_default();
         self.paths.insert(path);
         let peer = self.peer.clone();
-        self.pending.push(Received { file, removed, peer, version, origin, actions });
+        let forward = Vec::new();
+        self.pending.push(Received { file, removed, peer, version, origin, actions, forward });
+    }
+
+    /// Marks for other peers, recorded with the entry queued last.
+    pub(super) fn forward(&mut self, marks: Vec<OwnedMark>) {
+        if let Some(r) = self.pending.last_mut() {
+            r.forward.extend(marks);
+        }
     }
 
     /// A file of `path` is written under its temporary name: it becomes

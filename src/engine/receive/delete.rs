@@ -69,6 +69,11 @@ impl Receiver {
         } else {
             None
         };
+        let forward = if base == Some(cur_v) && self.yielded_to(&path, None) {
+            self.forward_marks(gi, &path)
+        } else {
+            Vec::new()
+        };
         let actions = match self.owed.record(
             &mut self.index,
             Some(id),
@@ -92,6 +97,7 @@ impl Receiver {
                     keep::note_conflict(&mut self.index, peer, &path, why, kept.as_deref());
                 }
                 self.batch.defer(None, Some(path.clone()), None, None, actions);
+                self.batch.forward(forward);
                 Outcome::Applied
             }
             Err(e) => {

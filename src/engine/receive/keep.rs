@@ -275,6 +275,7 @@ mod tests {
             version: Some([1; 32]),
             origin: Some("c".into()),
             actions: Vec::new(),
+            forward: Vec::new(),
         };
         index.record_received_batch(&[f]).unwrap();
         assert_eq!(lose(&s, &index, 0, here, &cur, None, "b"), None);

@@ -154,6 +154,53 @@ impl Receiver {
         }
     }
 
+    /// True when the peer pushes `new` (`None`: a delete) as the winner of a
+    /// conflict this node yielded: our push met its version `new`, our rule
+    /// gave it the win, and we recorded that the peer holds it (see
+    /// `report.yielded` of the push). Its fast-forward from our version
+    /// then replaces a change of ours that other peers may have applied.
+    pub(super) fn yielded_to(&self, path: &[u8], new: Option<[u8; 32]>) -> bool {
+        self.index.peer_version(path, &self.session.peer).ok().flatten() == Some(new)
+    }
+
+    /// Marks `path` for every other peer of group `gi`: the winner of a
+    /// conflict this node lost reaches the peers that may hold the loser.
+    /// A node forwards only its own changes otherwise (no echo); this is
+    /// the exception that keeps a third node from keeping the loser when
+    /// the winner was held by a node that did not make it (it pushes it to
+    /// the loser alone). Based on what each peer was last known to have:
+    /// a plain fast-forward where it holds our lost change, in sync where it
+    /// holds the winner already, the rule again where it changed meanwhile.
+    pub(super) fn forward_marks(&self, gi: usize, path: &[u8]) -> Vec<OwnedMark> {
+        let g = &self.session.groups[gi];
+        g.push_to
+            .iter()
+            .filter(|(peer, _)| *peer != self.session.peer)
+            .map(|(peer, me)| OwnedMark {
+                path: path.to_vec(),
+                peer: peer.clone(),
+                myname: me.clone(),
+                changes: Changes::MARKED,
+                forced: false,
+                base: Base::Unknown,
+            })
+            .collect()
+    }
+
+    /// Our delete of `path`, not yet pushed to this peer, as a conflict
+    /// answer shows it: an entry of no kind (`wire::DELETED`) dated when we
+    /// marked it, the time our own push of it would give it. Both sides then
+    /// date it alike and agree on the winner (a sender dating the peer's
+    /// delete 0 and its own by its mark could both win). `None` when no
+    /// delete of ours is pending there (received, or long pushed): undated.
+    pub(super) fn deleted_wire(&self, path: &[u8]) -> Option<WireEntry> {
+        let at = self.index.marked_at(path, &self.session.peer).ok().flatten()?;
+        Some(crate::engine::wire::deleted(
+            at.saturating_mul(1_000_000_000),
+            &self.session.config.myname,
+        ))
+    }
+
     /// Our state of `path` as the wire shows it, with the host that made it.
     pub(super) fn wire_with_origin(&self, path: &[u8], m: &Meta) -> WireEntry {
         let mut w = to_wire(m);

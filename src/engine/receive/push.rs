@@ -47,6 +47,9 @@ pub(super) struct Pending {
     /// Content bytes the entry's declared size still allows (whole-file
     /// streams): a sender may not grow a file beyond what it announced.
     pub(super) allowed: u64,
+    /// Marks passing this version on to the other peers (a conflict's
+    /// winner replacing our own change, see [`Receiver::forward_marks`]).
+    pub(super) forward: Vec<crate::index::OwnedMark>,
 }
 
 impl Receiver {
@@ -133,7 +136,11 @@ impl Receiver {
             // The sender's version, should it yield: our push must then find
             // that version there to be a plain fast-forward.
             self.answered.insert(path.clone(), Some(new_v));
-            return Some(Outcome::Conflict(cur.as_ref().map(|c| self.wire_with_origin(&path, c))));
+            let ours = match &cur {
+                Some(c) => Some(self.wire_with_origin(&path, c)),
+                None => self.deleted_wire(&path),
+            };
+            return Some(Outcome::Conflict(ours));
         }
         // Our own version, which the sender never had, gives way: forced by a
         // person, or (a fast-forward from the version the sender yielded
@@ -148,6 +155,15 @@ impl Receiver {
             }
             _ => None,
         };
+        // Only a winner its sender did not make: a sender pushes its own
+        // changes to every peer itself.
+        let made_by_sender = entry.origin.as_deref().is_none_or(|o| o == self.session.peer);
+        let forward =
+            if !same && base == cur_v && !made_by_sender && self.yielded_to(&path, Some(new_v)) {
+                self.forward_marks(gi, &path)
+            } else {
+                Vec::new()
+            };
         let ae = apply::Entry {
             kind: new.kind,
             mode: new.mode,
@@ -171,6 +187,7 @@ impl Receiver {
             actions: Vec::new(),
             lost,
             allowed: new.size,
+            forward,
         });
         if same {
             // Identical already: no conflict, no content needed.
@@ -316,6 +333,7 @@ impl Receiver {
                 let f = IndexedFile { path: p.path.clone(), meta };
                 let (v, o) = (Some(p.new_version), Some(p.origin.clone()));
                 self.batch.defer(Some(f), None, v, o, p.actions.clone());
+                self.batch.forward(p.forward.clone());
                 Outcome::Applied
             }
             Ok(None) => {
@@ -501,6 +519,31 @@ mod tests {
         // Our own change is recorded, to be pushed to b on our next run.
         let dirty = n.rx.index.dirty().unwrap();
         assert_eq!((dirty.len(), dirty[0].peer.as_str()), (1, "b"));
+    }
+
+    #[test]
+    fn a_winner_we_yielded_to_goes_on_to_the_other_peers_unless_its_sender_made_it() {
+        for (maker, marked) in [("c", vec!["c"]), ("b", vec![])] {
+            let mut n = Node::new("host c;");
+            let p = n.path("f");
+            let mut msgs = push_whole(1, &p, b"winner");
+            let Msg::Push { entry, .. } = &mut msgs[0] else { panic!() };
+            entry.origin = Some(maker.into());
+            let v = version(&from_wire(entry).unwrap(), n.rx.session.ignore);
+            // We yielded to it: the push recorded that b holds it.
+            let seen = crate::index::Pushed {
+                path: p.clone(),
+                peer: "b".into(),
+                clear_gen: None,
+                version: Some(Some(v)),
+            };
+            n.rx.index.record_pushed(&[seen]).unwrap();
+            let acks = n.send(msgs);
+            assert_eq!(acks, vec![Msg::Ack { id: 1, outcome: Outcome::Applied }]);
+            let dirty = n.rx.index.dirty().unwrap();
+            let peers: Vec<&str> = dirty.iter().map(|d| d.peer.as_str()).collect();
+            assert_eq!(peers, marked, "made by {maker}");
+        }
     }
 
     #[test]
