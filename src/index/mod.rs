@@ -5,6 +5,7 @@
 //! hand it rows and marks in domain terms. Every multi-row change runs in one
 //! transaction, so a crash leaves either the old or the new state.
 
+mod chunks;
 mod failures;
 mod owed;
 mod peers;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use chunks::DirtyCursor;
 pub use failures::{ActionFailure, ActionRun};
 pub use owed::{OwedAction, OwedRow};
 pub use peers::PeerContact;

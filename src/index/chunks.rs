@@ -1,0 +1,156 @@
+//! Dirty rows read a chunk at a time, for the push: a 100,000-file initial
+//! sync to several peers must not hold every row (and every planned item)
+//! for every peer in memory at once.
+
+use std::collections::HashMap;
+
+use rusqlite::params;
+
+use super::{Index, Result, rows};
+use crate::types::{Changes, Meta};
+
+/// Where a chunked read of one peer's dirty rows stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirtyCursor {
+    /// Rows whose path has no `file` row (deletes), deepest first
+    /// (descending path order), below this path.
+    Deletes(Vec<u8>),
+    /// Rows whose path has a `file` row, ascending, above this path.
+    Present(Vec<u8>),
+    /// Everything was read.
+    Done,
+}
+
+impl DirtyCursor {
+    /// The first chunk: deletes first. DB paths start with `/` or `%`, so
+    /// every one of them sorts below `0xff`.
+    pub fn start() -> DirtyCursor {
+        DirtyCursor::Deletes(vec![0xff])
+    }
+}
+
+const CHUNK_COLS: &str =
+    "d.path, d.peer, d.myname, d.forced, d.changes, d.marked_at, d.gen, d.base";
+
+impl Index {
+    /// The peers that have dirty rows, in name order, with how many each.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn dirty_peers(&self) -> Result<Vec<(String, usize)>> {
+        self.query_all("SELECT peer, count(*) FROM dirty GROUP BY peer ORDER BY peer", |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as usize))
+        })
+    }
+
+    /// Unforced deletes still to push (what the mass-delete guard counts).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn dirty_deletes(&self) -> Result<Vec<super::DirtyRow>> {
+        let sql = self.sql();
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CHUNK_COLS} FROM dirty d WHERE d.forced = 0 AND (d.changes & ?1) != 0"
+            ))
+            .map_err(&sql)?;
+        let it =
+            st.query_map([i64::from(Changes::DELETE.0)], rows::dirty_from_row).map_err(&sql)?;
+        it.map(|r| r.map_err(&sql)).collect()
+    }
+
+    /// Up to `limit` of `peer`'s dirty rows from `cursor` on, and where the
+    /// next chunk starts. Deletes come first (deepest first), then the rest
+    /// (parents first): the order the push needs.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn dirty_chunk(
+        &self,
+        peer: &str,
+        cursor: &DirtyCursor,
+        limit: usize,
+    ) -> Result<(Vec<super::DirtyRow>, DirtyCursor)> {
+        let sql = self.sql();
+        let (query, after) = match cursor {
+            DirtyCursor::Deletes(below) => (
+                format!(
+                    "SELECT {CHUNK_COLS} FROM dirty d WHERE d.peer = ?1 AND d.path < ?2 \
+                     AND NOT EXISTS (SELECT 1 FROM file f WHERE f.path = d.path) \
+                     ORDER BY d.path DESC LIMIT ?3"
+                ),
+                below,
+            ),
+            DirtyCursor::Present(above) => (
+                format!(
+                    "SELECT {CHUNK_COLS} FROM dirty d WHERE d.peer = ?1 AND d.path > ?2 \
+                     AND EXISTS (SELECT 1 FROM file f WHERE f.path = d.path) \
+                     ORDER BY d.path LIMIT ?3"
+                ),
+                above,
+            ),
+            DirtyCursor::Done => return Ok((Vec::new(), DirtyCursor::Done)),
+        };
+        let mut st = self.conn.prepare_cached(&query).map_err(&sql)?;
+        let it =
+            st.query_map(params![peer, after, limit as i64], rows::dirty_from_row).map_err(&sql)?;
+        let out: Vec<super::DirtyRow> = it.map(|r| r.map_err(&sql)).collect::<Result<_>>()?;
+        let next = match (cursor, out.last()) {
+            (DirtyCursor::Deletes(_), Some(last)) if out.len() == limit => {
+                DirtyCursor::Deletes(last.path.clone())
+            }
+            (DirtyCursor::Deletes(_), _) => DirtyCursor::Present(Vec::new()),
+            (DirtyCursor::Present(_), Some(last)) if out.len() == limit => {
+                DirtyCursor::Present(last.path.clone())
+            }
+            _ => DirtyCursor::Done,
+        };
+        Ok((out, next))
+    }
+
+    /// The file states and origins of `peer`'s dirty rows with paths from
+    /// `lo` to `hi` (inclusive): what planning one chunk looks up, read in
+    /// two queries instead of two per row.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    #[allow(clippy::type_complexity)]
+    pub fn chunk_states(
+        &self,
+        peer: &str,
+        lo: &[u8],
+        hi: &[u8],
+    ) -> Result<(HashMap<Vec<u8>, Meta>, HashMap<Vec<u8>, String>)> {
+        let sql = self.sql();
+        let mut files = HashMap::new();
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM file WHERE path IN \
+                 (SELECT path FROM dirty WHERE peer = ?1 AND path BETWEEN ?2 AND ?3)",
+                rows::FILE_COLS
+            ))
+            .map_err(&sql)?;
+        for f in st.query_map(params![peer, lo, hi], rows::file_from_row).map_err(&sql)? {
+            let f = f.map_err(&sql)?;
+            files.insert(f.path, f.meta);
+        }
+        let mut origins = HashMap::new();
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, node FROM origin WHERE path IN \
+                 (SELECT path FROM dirty WHERE peer = ?1 AND path BETWEEN ?2 AND ?3)",
+            )
+            .map_err(&sql)?;
+        let it = st
+            .query_map(params![peer, lo, hi], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
+            .map_err(&sql)?;
+        for o in it {
+            let (p, n) = o.map_err(&sql)?;
+            origins.insert(p, n);
+        }
+        Ok((files, origins))
+    }
+}
