@@ -33,6 +33,44 @@ const CHUNK_COLS: &str =
     "d.path, d.peer, d.myname, d.forced, d.changes, d.marked_at, d.gen, d.base";
 
 impl Index {
+    /// Opens a transaction that [`Index::apply_part`] adds to, so that a
+    /// check of 100,000 entries stores them (and their marks) in one
+    /// transaction without holding every row in memory first.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn begin_parts(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN").map_err(self.sql())
+    }
+
+    /// Writes one part of a batch inside the transaction [`Index::begin_parts`]
+    /// opened; nothing is visible to others before [`Index::commit_parts`].
+    ///
+    /// # Errors
+    /// When SQLite fails: then call [`Index::rollback_parts`].
+    pub fn apply_part(&mut self, batch: &super::Batch) -> Result<()> {
+        super::write_batch(&self.conn, batch).map_err(self.sql())
+    }
+
+    /// Commits what the parts wrote.
+    ///
+    /// # Errors
+    /// When SQLite fails (then nothing of the parts is stored).
+    pub fn commit_parts(&mut self) -> Result<()> {
+        let r = self.conn.execute_batch("COMMIT").map_err(self.sql());
+        if r.is_err() {
+            self.rollback_parts();
+        }
+        r
+    }
+
+    /// Drops what the parts wrote (after a failure).
+    pub fn rollback_parts(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
     /// The peers that have dirty rows, in name order, with how many each.
     ///
     /// # Errors
@@ -57,6 +95,20 @@ impl Index {
             .map_err(&sql)?;
         let it =
             st.query_map([i64::from(Changes::DELETE.0)], rows::dirty_from_row).map_err(&sql)?;
+        it.map(|r| r.map_err(&sql)).collect()
+    }
+
+    /// The paths with a delete still to push to some peer.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn dirty_delete_paths(&self) -> Result<Vec<Vec<u8>>> {
+        let sql = self.sql();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT DISTINCT path FROM dirty WHERE (changes & ?1) != 0")
+            .map_err(&sql)?;
+        let it = st.query_map([i64::from(Changes::DELETE.0)], |r| r.get(0)).map_err(&sql)?;
         it.map(|r| r.map_err(&sql)).collect()
     }
 
