@@ -90,13 +90,8 @@ impl Node {
             report.planned = plan::describe(&peers);
             return Ok(report);
         }
-        let planner = feed::Planner {
-            index: &self.index,
-            filter,
-            config: &self.config,
-            groups: &self.groups,
-            roots: &roots,
-        };
+        let planner =
+            feed::Planner { filter, config: &self.config, groups: &self.groups, roots: &roots };
         // Each peer's first chunk is planned here: a peer with nothing to
         // push (every row filtered out) gets no session, as before.
         let mut jobs = Vec::new();
@@ -107,7 +102,7 @@ impl Node {
                 continue;
             }
             let mut cursor = crate::index::DirtyCursor::start();
-            let Some(first) = planner.next(&peer, &mut cursor)? else { continue };
+            let Some(first) = planner.next(&self.index, &peer, &mut cursor)? else { continue };
             let Some((target, groups)) =
                 crate::engine::remote::shared_groups(&self.config, &peer, port)
             else {
@@ -118,7 +113,7 @@ impl Node {
         let myname = self.config.myname.clone();
         let wait = crate::engine::remote::action_wait(&self.config);
         let settings = Arc::new(settings.clone());
-        let (demand_tx, demand_rx) = std::sync::mpsc::channel::<usize>();
+        let (demand_tx, demand_rx) = std::sync::mpsc::channel::<feed::ToPlanner>();
         let (results, planned): (Vec<PeerReport>, Result<(), crate::index::Error>) =
             std::thread::scope(|s| {
                 let mut cursors = Vec::new();
@@ -138,9 +133,15 @@ impl Node {
                             let peer = target.name.clone();
                             crate::progress::start(&peer, count);
                             match rt {
-                                Ok(rt) => rt.block_on(session::push_peer(
-                                    &target, &settings, &myname, &groups, feed, ignore, wait,
-                                )),
+                                Ok(rt) => {
+                                    let mut r = rt.block_on(session::push_peer(
+                                        &target, &settings, &myname, &groups, feed, ignore, wait,
+                                    ));
+                                    // The planner's loop ends once every
+                                    // session let go of its sender.
+                                    r.recorder = None;
+                                    r
+                                }
                                 Err(e) => PeerReport {
                                     peer,
                                     error: Some(e.to_string()),
@@ -154,10 +155,23 @@ impl Node {
                 // A session took a chunk: plan its next one. The loop ends
                 // when every session has ended (their demand senders gone).
                 let mut planned = Ok(());
-                while let Ok(slot) = demand_rx.recv() {
+                let index = &mut self.index;
+                while let Ok(msg) = demand_rx.recv() {
+                    let slot = match msg {
+                        feed::ToPlanner::Demand(slot) => slot,
+                        feed::ToPlanner::Pushed(done) => {
+                            if planned.is_ok()
+                                && let Err(e) = index.record_pushed(&done)
+                            {
+                                planned = Err(e);
+                                cursors.iter_mut().for_each(|c| c.2 = None);
+                            }
+                            continue;
+                        }
+                    };
                     let (peer, cursor, tx) = &mut cursors[slot];
                     let Some(sender) = tx else { continue };
-                    match planner.next(peer, cursor) {
+                    match planner.next(index, peer, cursor) {
                         Ok(Some(items)) => {
                             if sender.send(items).is_err() {
                                 *tx = None;

@@ -73,7 +73,11 @@ pub(super) async fn push_peer(
     ignore: IgnoreFields,
     wait: std::time::Duration,
 ) -> PeerReport {
-    let mut report = PeerReport { peer: target.name.clone(), ..PeerReport::default() };
+    let mut report = PeerReport {
+        peer: target.name.clone(),
+        recorder: Some(feed.recorder()),
+        ..PeerReport::default()
+    };
     let session = match client::connect(target, settings, myname, groups).await {
         Ok(s) => s,
         Err(e) => {
