@@ -206,3 +206,94 @@ impl Index {
         Ok((files, origins))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::index::{Batch, IndexedFile, Mark};
+    use crate::types::{Base, FileKind};
+
+    fn meta() -> Meta {
+        Meta {
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 1,
+            mtime_ns: 1,
+            ino: 1,
+            ctime_ns: 1,
+            rdev: 0,
+            target: None,
+            hash: Some([7; 32]),
+        }
+    }
+
+    #[test]
+    fn chunks_give_deletes_deepest_first_then_the_rest_parents_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(1)).unwrap();
+        let present = ["/r/a", "/r/a/b", "/r/c", "/r/d"];
+        let batch = Batch {
+            upserts: present
+                .iter()
+                .map(|p| IndexedFile { path: p.as_bytes().to_vec(), meta: meta() })
+                .collect(),
+            ..Batch::default()
+        };
+        idx.apply(&batch).unwrap();
+        let gone = ["/r/x", "/r/x/y", "/r/x/y/z"];
+        let mark = |p: &'static str, peer: &'static str| Mark {
+            path: p.as_bytes(),
+            peer,
+            myname: "me",
+            changes: Changes::NEW,
+            forced: false,
+            base: Base::Absent,
+        };
+        let mut marks: Vec<Mark<'_>> = present.iter().chain(&gone).map(|p| mark(p, "b")).collect();
+        marks.push(mark("/r/c", "other"));
+        idx.mark(&marks).unwrap();
+        let mut cursor = DirtyCursor::start();
+        let mut seen = Vec::new();
+        let mut chunks = 0;
+        while cursor != DirtyCursor::Done {
+            let (rows, next) = idx.dirty_chunk("b", &cursor, 2).unwrap();
+            assert!(rows.len() <= 2);
+            assert!(rows.iter().all(|r| r.peer == "b"));
+            seen.extend(rows.into_iter().map(|r| String::from_utf8(r.path).unwrap()));
+            cursor = next;
+            chunks += 1;
+            assert!(chunks < 10, "the cursor always moves on");
+        }
+        assert_eq!(seen, ["/r/x/y/z", "/r/x/y", "/r/x", "/r/a", "/r/a/b", "/r/c", "/r/d"]);
+        let (files, origins) = idx.chunk_states("b", b"/r/a/b", b"/r/d").unwrap();
+        let mut got: Vec<_> = files.keys().map(|p| String::from_utf8(p.clone()).unwrap()).collect();
+        got.sort();
+        assert_eq!(got, ["/r/a/b", "/r/c", "/r/d"]);
+        assert!(origins.is_empty());
+        assert_eq!(idx.dirty_peers().unwrap(), [("b".to_string(), 7), ("other".to_string(), 1)]);
+    }
+
+    #[test]
+    fn parts_are_stored_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(1)).unwrap();
+        let part = |p: &str| Batch {
+            upserts: vec![IndexedFile { path: p.as_bytes().to_vec(), meta: meta() }],
+            ..Batch::default()
+        };
+        idx.begin_parts().unwrap();
+        idx.apply_part(&part("/r/a")).unwrap();
+        idx.apply_part(&part("/r/b")).unwrap();
+        idx.rollback_parts();
+        assert!(idx.file(b"/r/a").unwrap().is_none(), "rolled back");
+        idx.begin_parts().unwrap();
+        idx.apply_part(&part("/r/a")).unwrap();
+        idx.apply_part(&part("/r/b")).unwrap();
+        idx.commit_parts().unwrap();
+        assert!(idx.file(b"/r/a").unwrap().is_some() && idx.file(b"/r/b").unwrap().is_some());
+    }
+}
