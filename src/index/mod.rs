@@ -5,6 +5,7 @@
 //! hand it rows and marks in domain terms. Every multi-row change runs in one
 //! transaction, so a crash leaves either the old or the new state.
 
+mod chunks;
 mod failures;
 mod owed;
 mod peers;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use chunks::DirtyCursor;
 pub use failures::{ActionFailure, ActionRun};
 pub use owed::{OwedAction, OwedRow};
 pub use peers::PeerContact;
@@ -417,35 +419,7 @@ impl Index {
         let path = self.path.clone();
         let sql = |source| Error::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(sql)?;
-        {
-            let mut up = tx.prepare_cached(rows::UPSERT_FILE).map_err(sql)?;
-            for f in &batch.upserts {
-                rows::upsert_file(&mut up, f).map_err(sql)?;
-            }
-            let mut del = tx.prepare_cached("DELETE FROM file WHERE path = ?1").map_err(sql)?;
-            for p in &batch.removals {
-                del.execute([p]).map_err(sql)?;
-            }
-            let mut mine = tx.prepare_cached("DELETE FROM origin WHERE path = ?1").map_err(sql)?;
-            for p in batch.local.iter().chain(&batch.removals) {
-                mine.execute([p]).map_err(sql)?;
-            }
-            let now = unix_now();
-            let mut mark = tx.prepare_cached(rows::UPSERT_DIRTY).map_err(sql)?;
-            for m in &batch.marks {
-                mark.execute(params![
-                    m.path,
-                    m.peer,
-                    m.myname,
-                    m.forced as i64,
-                    i64::from(m.changes.0),
-                    now,
-                    m.base.to_sql()
-                ])
-                .map_err(sql)?;
-            }
-            owed::insert(&tx, &batch.actions).map_err(sql)?;
-        }
+        write_batch(&tx, batch).map_err(sql)?;
         tx.commit().map_err(sql)
     }
 
@@ -454,21 +428,27 @@ impl Index {
     /// # Errors
     /// When SQLite fails.
     pub fn mark(&mut self, marks: &[Mark<'_>]) -> Result<()> {
-        let batch = Batch {
-            marks: marks
-                .iter()
-                .map(|m| OwnedMark {
-                    path: m.path.to_vec(),
-                    peer: m.peer.to_string(),
-                    myname: m.myname.to_string(),
-                    changes: m.changes,
-                    forced: m.forced,
-                    base: m.base,
-                })
-                .collect(),
-            ..Batch::default()
-        };
-        self.apply(&batch)
+        if marks.is_empty() {
+            return Ok(());
+        }
+        // Written straight from the borrowed marks: first contact marks
+        // every entry a new peer lacks (100,000 for an empty one).
+        let now = unix_now();
+        self.write(|c| {
+            let mut st = c.prepare_cached(rows::UPSERT_DIRTY)?;
+            for m in marks {
+                st.execute(params![
+                    m.path,
+                    m.peer,
+                    m.myname,
+                    m.forced as i64,
+                    i64::from(m.changes.0),
+                    now,
+                    m.base.to_sql()
+                ])?;
+            }
+            Ok(())
+        })
     }
 
     /// Sets the base of the mark `(path, peer)`: what the peer is now known
@@ -558,6 +538,37 @@ impl Index {
         }
         tx.commit().map_err(sql)
     }
+}
+
+/// Writes a batch's rows (inside the caller's transaction).
+fn write_batch(tx: &Connection, batch: &Batch) -> rusqlite::Result<()> {
+    let mut up = tx.prepare_cached(rows::UPSERT_FILE)?;
+    for f in &batch.upserts {
+        rows::upsert_file(&mut up, f)?;
+    }
+    let mut del = tx.prepare_cached("DELETE FROM file WHERE path = ?1")?;
+    for p in &batch.removals {
+        del.execute([p])?;
+    }
+    let mut mine = tx.prepare_cached("DELETE FROM origin WHERE path = ?1")?;
+    for p in batch.local.iter().chain(&batch.removals) {
+        mine.execute([p])?;
+    }
+    let now = unix_now();
+    let mut mark = tx.prepare_cached(rows::UPSERT_DIRTY)?;
+    for m in &batch.marks {
+        mark.execute(params![
+            m.path,
+            m.peer,
+            m.myname,
+            m.forced as i64,
+            i64::from(m.changes.0),
+            now,
+            m.base.to_sql()
+        ])?;
+    }
+    owed::insert(tx, &batch.actions)?;
+    Ok(())
 }
 
 /// The `(lo, hi)` exclusive byte range holding everything below directory `p`:

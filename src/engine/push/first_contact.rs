@@ -207,13 +207,7 @@ impl Node {
         let mut have: std::collections::HashSet<&[u8]> =
             local.iter().map(|f| f.path.as_slice()).collect();
         // Deleted here and not yet pushed: not missing, gone.
-        let deleted: Vec<Vec<u8>> = self
-            .index
-            .dirty()?
-            .into_iter()
-            .filter(|d| d.changes.contains(crate::types::Changes::DELETE))
-            .map(|d| d.path)
-            .collect();
+        let deleted: Vec<Vec<u8>> = self.index.dirty_delete_paths()?;
         have.extend(deleted.iter().map(Vec::as_slice));
         let mut out = Vec::new();
         for ag in &self.groups {
@@ -243,7 +237,8 @@ impl Node {
     ) -> Result<usize, crate::engine::Error> {
         let ignore = self.ignore_fields();
         let mut agreed: Vec<(Vec<u8>, [u8; 32])> = Vec::new();
-        let mut marks: HashMap<Vec<u8>, String> = HashMap::new();
+        // Borrowed, not copied: an empty peer lacks every entry.
+        let mut marks: HashMap<&[u8], &str> = HashMap::new();
         for ag in &self.groups {
             let Some((_, me)) = ag.push_to.iter().find(|(p, _)| p == peer) else { continue };
             let name = &ag.name;
@@ -254,7 +249,7 @@ impl Node {
                 match theirs.get(&f.path) {
                     Some(t) if version(t, ignore) == mine => agreed.push((f.path.clone(), mine)),
                     _ => {
-                        marks.entry(f.path.clone()).or_insert_with(|| me.clone());
+                        marks.entry(f.path.as_slice()).or_insert(me.as_str());
                     }
                 }
             }

@@ -5,6 +5,7 @@
 //! durable apply, and only if no newer mark arrived meanwhile.
 //!
 //! - [`plan`]: pure: dirty rows → per-peer items, the mass-delete guard.
+//! - [`feed`]: the plan streamed to each session a chunk at a time.
 //! - [`session`]: one peer's session (send, retry, `Yield`, `Bye`).
 //! - [`replies`]: what each reply means; the per-path and per-peer report.
 //! - [`first_contact`]: peers never synced with are compared before the push.
@@ -13,6 +14,7 @@
 //! Arrows point down only: this module → `plan`, `session` → `replies` →
 //! `engine::{remote, conflict, wire}`; `remote` knows nothing of the push.
 
+mod feed;
 pub mod first_contact;
 pub mod insync;
 mod plan;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 
 use super::Node;
 pub use crate::engine::remote::RemoteAction;
-use crate::net::client::{ClientSettings, Target};
+use crate::net::client::ClientSettings;
 pub use replies::{PathResult, PeerReport, UpdateReport};
 pub use session::SessionError;
 
@@ -64,65 +66,130 @@ impl Node {
             });
         }
         let unreachable: Vec<String> = contact.failed.iter().map(|(p, _)| p.clone()).collect();
-        let rows = self.index.dirty()?;
         let roots = self.roots()?;
-        report.guarded = plan::guarded_roots(&rows, &roots, plan::root_gone);
+        // The guard only counts unforced deletes: only those are read whole.
+        report.guarded = plan::guarded_roots(&self.index.dirty_deletes()?, &roots, plan::root_gone);
         let guarded: Vec<Vec<u8>> = report.guarded.iter().map(|(r, _)| r.clone()).collect();
-        let lookup = plan::IndexLookup {
-            index: &self.index,
-            pre: if rows.len() > plan::PRELOAD_ABOVE {
-                Some(plan::Preloaded::read(&self.index)?)
-            } else {
-                None
-            },
-        };
         let filter = plan::Filter {
             peers: &opts.peers,
             paths: &opts.paths,
             unreachable: &unreachable,
             guarded: &guarded,
         };
-        let peers = plan::plan(&rows, &filter, &self.config, &self.groups, &roots, &lookup)?;
         if opts.dry_run {
+            let rows = self.index.dirty()?;
+            let lookup = plan::IndexLookup {
+                index: &self.index,
+                pre: if rows.len() > plan::PRELOAD_ABOVE {
+                    Some(plan::Preloaded::read(&self.index)?)
+                } else {
+                    None
+                },
+            };
+            let peers = plan::plan(&rows, &filter, &self.config, &self.groups, &roots, &lookup)?;
             report.planned = plan::describe(&peers);
             return Ok(report);
         }
+        let planner =
+            feed::Planner { filter, config: &self.config, groups: &self.groups, roots: &roots };
+        // Each peer's first chunk is planned here: a peer with nothing to
+        // push (every row filtered out) gets no session, as before.
+        let mut jobs = Vec::new();
+        for (peer, count) in self.index.dirty_peers()? {
+            if (!opts.peers.is_empty() && !opts.peers.contains(&peer))
+                || unreachable.contains(&peer)
+            {
+                continue;
+            }
+            let mut cursor = crate::index::DirtyCursor::start();
+            let Some(first) = planner.next(&self.index, &peer, &mut cursor)? else { continue };
+            let Some((target, groups)) =
+                crate::engine::remote::shared_groups(&self.config, &peer, port)
+            else {
+                continue;
+            };
+            jobs.push((target, groups, count, first, cursor));
+        }
         let myname = self.config.myname.clone();
         let wait = crate::engine::remote::action_wait(&self.config);
-        let jobs: Vec<(Target, crate::engine::remote::GroupKeys, Vec<plan::Item>)> = peers
-            .into_iter()
-            .filter_map(|(peer, items)| {
-                let (target, groups) =
-                    crate::engine::remote::shared_groups(&self.config, &peer, port)?;
-                Some((target, groups, items))
-            })
-            .collect();
         let settings = Arc::new(settings.clone());
-        let results: Vec<PeerReport> = std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .into_iter()
-                .map(|(target, groups, items)| {
-                    let settings = settings.clone();
-                    let myname = myname.clone();
-                    s.spawn(move || {
-                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                        let peer = target.name.clone();
-                        crate::progress::start(&peer, items.len());
-                        match rt {
-                            Ok(rt) => rt.block_on(session::push_peer(
-                                &target, &settings, &myname, &groups, items, ignore, wait,
-                            )),
-                            Err(e) => PeerReport {
-                                peer,
-                                error: Some(e.to_string()),
-                                ..PeerReport::default()
-                            },
-                        }
+        let (demand_tx, demand_rx) = std::sync::mpsc::channel::<feed::ToPlanner>();
+        let (results, planned): (Vec<PeerReport>, Result<(), crate::index::Error>) =
+            std::thread::scope(|s| {
+                let mut cursors = Vec::new();
+                let handles: Vec<_> = jobs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(slot, (target, groups, count, first, cursor))| {
+                        let (feed, tx) = feed::Feed::new(slot, demand_tx.clone());
+                        // Cannot fail: the feed is alive.
+                        let _ = tx.send(first);
+                        cursors.push((target.name.clone(), cursor, Some(tx)));
+                        let settings = settings.clone();
+                        let myname = myname.clone();
+                        s.spawn(move || {
+                            let rt =
+                                tokio::runtime::Builder::new_current_thread().enable_all().build();
+                            let peer = target.name.clone();
+                            crate::progress::start(&peer, count);
+                            match rt {
+                                Ok(rt) => {
+                                    let mut r = rt.block_on(session::push_peer(
+                                        &target, &settings, &myname, &groups, feed, ignore, wait,
+                                    ));
+                                    // The planner's loop ends once every
+                                    // session let go of its sender.
+                                    r.recorder = None;
+                                    r
+                                }
+                                Err(e) => PeerReport {
+                                    peer,
+                                    error: Some(e.to_string()),
+                                    ..PeerReport::default()
+                                },
+                            }
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("peer thread panicked")).collect()
-        });
+                    .collect();
+                drop(demand_tx);
+                // A session took a chunk: plan its next one. The loop ends
+                // when every session has ended (their demand senders gone).
+                let mut planned = Ok(());
+                let index = &mut self.index;
+                while let Ok(msg) = demand_rx.recv() {
+                    let slot = match msg {
+                        feed::ToPlanner::Demand(slot) => slot,
+                        feed::ToPlanner::Pushed(done) => {
+                            if planned.is_ok()
+                                && let Err(e) = index.record_pushed(&done)
+                            {
+                                planned = Err(e);
+                                cursors.iter_mut().for_each(|c| c.2 = None);
+                            }
+                            continue;
+                        }
+                    };
+                    let (peer, cursor, tx) = &mut cursors[slot];
+                    let Some(sender) = tx else { continue };
+                    match planner.next(index, peer, cursor) {
+                        Ok(Some(items)) => {
+                            if sender.send(items).is_err() {
+                                *tx = None;
+                            }
+                        }
+                        // Dropping the sender ends that peer's feed.
+                        Ok(None) => *tx = None,
+                        Err(e) => {
+                            planned = Err(e);
+                            cursors.iter_mut().for_each(|c| c.2 = None);
+                        }
+                    }
+                }
+                let results =
+                    handles.into_iter().map(|h| h.join().expect("peer thread panicked")).collect();
+                (results, planned)
+            });
+        planned?;
         for mut r in results {
             r.explain_refusals(&self.config);
             self.record(&r)?;

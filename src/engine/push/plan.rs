@@ -100,6 +100,19 @@ impl Preloaded {
     }
 }
 
+impl Preloaded {
+    /// The states one chunk of `peer`'s dirty rows (paths `lo` to `hi`) needs.
+    pub(super) fn chunk(
+        index: &crate::index::Index,
+        peer: &str,
+        lo: &[u8],
+        hi: &[u8],
+    ) -> Result<Preloaded, crate::index::Error> {
+        let (files, origins) = index.chunk_states(peer, lo, hi)?;
+        Ok(Preloaded { files, origins })
+    }
+}
+
 impl Lookup for IndexLookup<'_> {
     fn file(&self, path: &[u8]) -> Result<Option<Meta>, crate::index::Error> {
         match &self.pre {
@@ -175,6 +188,23 @@ pub(super) fn plan(
         });
     }
     Ok(peers)
+}
+
+/// One chunk of rows (already in push order) as items, in the same order;
+/// rows the filter or the groups leave out are dropped.
+pub(super) fn items(
+    rows: &[DirtyRow],
+    filter: &Filter<'_>,
+    config: &Config,
+    groups: &[GroupPolicy],
+    roots: &[Root],
+    lookup: &dyn Lookup,
+) -> Result<Vec<Item>, crate::index::Error> {
+    let mut out = Vec::new();
+    for row in rows.iter().filter(|r| filter.admits(r)) {
+        out.extend(item(row, config, groups, roots, lookup)?);
+    }
+    Ok(out)
 }
 
 /// One row as an item, or `None` when no member group links its path to its

@@ -50,9 +50,29 @@ pub struct PeerReport {
     /// What clearing our marks of those looks like, once the peer confirmed
     /// the session's end (and so its mark towards us).
     pub(super) yielded: Vec<Pushed>,
+    /// Where confirmed pushes go as they come (the main thread records
+    /// them); `None`: they stay in `pushed` until the session ends.
+    pub(super) recorder: Option<std::sync::mpsc::Sender<super::feed::ToPlanner>>,
 }
 
 impl PeerReport {
+    /// Hands the confirmed pushes to the recorder once there are enough.
+    fn hand_over(&mut self) {
+        if self.pushed.len() < super::feed::RECORD_EVERY {
+            return;
+        }
+        if let Some(tx) = &self.recorder {
+            let done = std::mem::take(&mut self.pushed);
+            if let Err(back) = tx.send(super::feed::ToPlanner::Pushed(done)) {
+                // Nobody records any more: they are recorded at the end.
+                if let super::feed::ToPlanner::Pushed(done) = back.0 {
+                    self.pushed = done;
+                }
+                self.recorder = None;
+            }
+        }
+    }
+
     /// Paths that failed or were left unresolved.
     pub fn problems(&self) -> impl Iterator<Item = (&[u8], String)> {
         self.paths.iter().filter_map(|(p, r)| match r {
@@ -130,6 +150,7 @@ pub(super) fn on_outcome(
             if !it.ancestor {
                 report.paths.push((it.path, PathResult::Done));
             }
+            report.hand_over();
         }
         Outcome::Conflict(theirs) => {
             let their = theirs.as_ref().and_then(from_wire);

@@ -4,11 +4,12 @@
 //! peer which conflicts it won (`Yield`), and end with `Bye`, collecting the
 //! actions the peer ran.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::feed::Feed;
 use super::plan::Item;
 use super::replies::{PathResult, PeerReport, on_outcome};
 use crate::blockdelta;
@@ -62,17 +63,21 @@ pub enum SessionError {
     },
 }
 
-/// Pushes `items` to one peer and reports how each ended.
+/// Pushes what `feed` brings to one peer and reports how each item ended.
 pub(super) async fn push_peer(
     target: &Target,
     settings: &ClientSettings,
     myname: &str,
     groups: &[(String, Vec<u8>)],
-    items: Vec<Item>,
+    feed: Feed,
     ignore: IgnoreFields,
     wait: std::time::Duration,
 ) -> PeerReport {
-    let mut report = PeerReport { peer: target.name.clone(), ..PeerReport::default() };
+    let mut report = PeerReport {
+        peer: target.name.clone(),
+        recorder: Some(feed.recorder()),
+        ..PeerReport::default()
+    };
     let session = match client::connect(target, settings, myname, groups).await {
         Ok(s) => s,
         Err(e) => {
@@ -80,32 +85,48 @@ pub(super) async fn push_peer(
             return report;
         }
     };
-    let (usable, refused): (Vec<Item>, Vec<Item>) =
-        items.into_iter().partition(|it| session.accepted.contains(&it.group));
-    for r in session.refused.iter().filter(|(g, _)| refused.iter().any(|it| it.group == *g)) {
-        report.refused.push(r.clone());
-    }
+    let mut intake = Intake {
+        feed,
+        accepted: session.accepted.clone(),
+        refused: HashSet::new(),
+        big: Vec::new(),
+    };
+    let refused = |report: &mut PeerReport, intake: &Intake| {
+        for r in session.refused.iter().filter(|(g, _)| intake.refused.contains(g)) {
+            report.refused.push(r.clone());
+        }
+    };
     if session.accepted.is_empty() {
+        // Only which groups had entries matters: the peer refused them all.
+        while intake.next().await.is_some() {}
+        refused(&mut report, &intake);
         // The peer ends a session in which it accepted no group: no Bye.
         return report;
     }
     let (mut rd, mut wr) = session.conn.split();
-    let mut queue = usable;
     let mut next_id = 1u32;
-    for _pass in 0..4 {
-        if queue.is_empty() {
-            break;
-        }
-        let (small, big): (Vec<Item>, Vec<Item>) =
-            queue.into_iter().partition(|it| !wants_delta(it));
-        let mut retry = Vec::new();
-        if let Err(e) =
-            pipeline(&mut rd, &mut wr, small, &mut next_id, ignore, &mut report, &mut retry).await
-        {
-            report.error = Some(e.to_string());
-            break;
-        }
-        for it in big {
+    // The first pass streams the plan (small entries pipelined, large ones
+    // with an older version there kept aside for deltas); the retries the
+    // replies ask for follow in up to three more passes.
+    let mut retry = Vec::new();
+    let first = pipeline(
+        &mut rd,
+        &mut wr,
+        Source::Intake(&mut intake),
+        &mut next_id,
+        ignore,
+        &mut report,
+        &mut retry,
+    )
+    .await;
+    refused(&mut report, &intake);
+    let mut big = std::mem::take(&mut intake.big);
+    if let Err(e) = first {
+        report.error = Some(e.to_string());
+    }
+    let mut pass = 1;
+    while report.error.is_none() {
+        for it in std::mem::take(&mut big) {
             if let Err(e) =
                 push_delta(&mut rd, &mut wr, it, &mut next_id, ignore, &mut report, &mut retry)
                     .await
@@ -114,10 +135,18 @@ pub(super) async fn push_peer(
                 break;
             }
         }
-        if report.error.is_some() {
+        if report.error.is_some() || pass == 4 || retry.is_empty() {
             break;
         }
-        queue = retry;
+        pass += 1;
+        let small;
+        (small, big) = std::mem::take(&mut retry).into_iter().partition(|it| !wants_delta(it));
+        let items = Source::List(small.into_iter());
+        if let Err(e) =
+            pipeline(&mut rd, &mut wr, items, &mut next_id, ignore, &mut report, &mut retry).await
+        {
+            report.error = Some(e.to_string());
+        }
     }
     if report.error.is_none() {
         for (group, path, rule) in std::mem::take(&mut report.yields) {
@@ -150,6 +179,45 @@ pub(super) async fn push_peer(
     }
     wr.shutdown().await;
     report
+}
+
+/// The planner's items for this session: those of groups the peer refused
+/// are only noted, large ones with an older version there are kept aside.
+struct Intake {
+    feed: Feed,
+    accepted: Vec<String>,
+    refused: HashSet<String>,
+    big: Vec<Item>,
+}
+
+impl Intake {
+    async fn next(&mut self) -> Option<Item> {
+        loop {
+            let it = self.feed.next().await?;
+            if !self.accepted.contains(&it.group) {
+                self.refused.insert(it.group.clone());
+            } else if wants_delta(&it) {
+                self.big.push(it);
+            } else {
+                return Some(it);
+            }
+        }
+    }
+}
+
+/// What a pipeline sends: a list (retries), or the planner's stream.
+enum Source<'a> {
+    List(std::vec::IntoIter<Item>),
+    Intake(&'a mut Intake),
+}
+
+impl Source<'_> {
+    async fn next(&mut self) -> Option<Item> {
+        match self {
+            Source::List(it) => it.next(),
+            Source::Intake(i) => i.next().await,
+        }
+    }
 }
 
 fn wants_delta(it: &Item) -> bool {
@@ -285,7 +353,7 @@ async fn send_file<W: AsyncWrite + Unpin>(
 async fn pipeline<R, W>(
     rd: &mut Conn<R>,
     wr: &mut Conn<W>,
-    items: Vec<Item>,
+    mut items: Source<'_>,
     next_id: &mut u32,
     ignore: IgnoreFields,
     report: &mut PeerReport,
@@ -295,19 +363,19 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    if items.is_empty() {
+    if matches!(&items, Source::List(l) if l.len() == 0) {
         return Ok(());
     }
     // With each item, why it was not sent (its content could not be opened
     // safely): no request went out, so no reply will come.
     let (reg_tx, mut reg_rx) =
         tokio::sync::mpsc::unbounded_channel::<(u32, Item, Option<String>)>();
-    let first = *next_id;
-    *next_id += items.len() as u32;
+    let mut id = *next_id;
     let writer = async move {
         let mut bytes = 0u64;
-        for (k, it) in items.into_iter().enumerate() {
-            let id = first + k as u32;
+        while let Some(it) = items.next().await {
+            id += 1;
+            let id = id - 1;
             let (msg, content) = request(&it, id);
             let file = if content == Content::Whole {
                 match open_content(&it) {
@@ -331,7 +399,7 @@ where
         }
         drop(reg_tx);
         wr.flush().await?;
-        Ok::<u64, SessionError>(bytes)
+        Ok::<(u64, u32), SessionError>((bytes, id))
     };
     let reader = async {
         let mut inflight: HashMap<u32, Item> = HashMap::new();
@@ -365,7 +433,9 @@ where
         }
     };
     let (w, r) = tokio::join!(writer, reader);
-    report.bytes += w?;
+    let (bytes, next) = w?;
+    report.bytes += bytes;
+    *next_id = next;
     r
 }
 
@@ -418,7 +488,8 @@ where
         // Nothing to diff against: whole file after all.
         it.need_content = true;
         it.peer_has_old = false;
-        return pipeline(rd, wr, vec![it], next_id, ignore, report, retry).await;
+        let items = Source::List(vec![it].into_iter());
+        return pipeline(rd, wr, items, next_id, ignore, report, retry).await;
     };
     let id = *next_id;
     *next_id += 1;
@@ -542,7 +613,8 @@ mod tests {
         let mut report = PeerReport { peer: "peer".into(), ..PeerReport::default() };
         let (mut next_id, mut retry) = (1, Vec::new());
         let ign = IgnoreFields::default();
-        pipeline(&mut rd, &mut wr, vec![gone, touched], &mut next_id, ign, &mut report, &mut retry)
+        let items = Source::List(vec![gone, touched].into_iter());
+        pipeline(&mut rd, &mut wr, items, &mut next_id, ign, &mut report, &mut retry)
             .await
             .unwrap();
         peer.await.unwrap();
@@ -566,7 +638,8 @@ mod tests {
         let mut report = PeerReport::default();
         let (mut next_id, mut retry) = (1, Vec::new());
         let ign = IgnoreFields::default();
-        let err = pipeline(&mut rd, &mut wr, vec![it], &mut next_id, ign, &mut report, &mut retry)
+        let items = Source::List(vec![it].into_iter());
+        let err = pipeline(&mut rd, &mut wr, items, &mut next_id, ign, &mut report, &mut retry)
             .await
             .unwrap_err();
         assert!(matches!(err, SessionError::UnknownReply(99)), "{err}");
