@@ -135,22 +135,7 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::OwedAction;
-
-    fn owe(idx: &mut Index, owner: &str, cmd: &str, real: &str, ready: bool) -> i64 {
-        let a = OwedAction {
-            command: cmd.into(),
-            logfile: None,
-            timeout_s: 20,
-            group: "g".into(),
-            path: real.as_bytes().to_vec(),
-            real: real.into(),
-            peer: None,
-            owner: owner.into(),
-            ready,
-        };
-        idx.add_owed(&[a]).unwrap()[0]
-    }
+    use crate::actions::owed::tests::owe;
 
     #[test]
     fn gate_runs_once_after_the_last_writer() {

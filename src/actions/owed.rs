@@ -318,10 +318,17 @@ fn log_result(group: &str, job: &Job, r: &JobResult) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn owe(idx: &mut Index, owner: &str, cmd: &str, real: &str, ready: bool) -> i64 {
+    /// Records one owed command for `real` (shared with the gate's tests).
+    pub(in crate::actions) fn owe(
+        idx: &mut Index,
+        owner: &str,
+        cmd: &str,
+        real: &str,
+        ready: bool,
+    ) -> i64 {
         let a = OwedAction {
             command: cmd.into(),
             logfile: None,
