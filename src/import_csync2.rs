@@ -221,8 +221,8 @@ pub fn import(node: &mut Node, db: &Csync2Db) -> Result<ImportReport, String> {
     let synced = node.index.synced_peers().map_err(|e| e.to_string())?;
     if !synced.is_empty() {
         return Err(format!(
-            "this index ({}) has synced with {} already: its state is newer than csync2's; \
-             import into a new index (move this one away first)",
+            "this index ({}) has synced with {} already (or was imported before): its state \
+             is newer than csync2's; import into a new index (move this one away first)",
             node.index.path().display(),
             synced.join(", ")
         ));
