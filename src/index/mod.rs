@@ -184,6 +184,20 @@ pub struct OwnedMark {
     pub base: Base,
 }
 
+impl OwnedMark {
+    /// The same mark, borrowed.
+    pub fn as_mark(&self) -> Mark<'_> {
+        Mark {
+            path: &self.path,
+            peer: &self.peer,
+            myname: &self.myname,
+            changes: self.changes,
+            forced: self.forced,
+            base: self.base,
+        }
+    }
+}
+
 impl Batch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
@@ -437,15 +451,7 @@ impl Index {
         self.write(|c| {
             let mut st = c.prepare_cached(rows::UPSERT_DIRTY)?;
             for m in marks {
-                st.execute(params![
-                    m.path,
-                    m.peer,
-                    m.myname,
-                    m.forced as i64,
-                    i64::from(m.changes.0),
-                    now,
-                    m.base.to_sql()
-                ])?;
+                rows::upsert_mark(&mut st, m, now)?;
             }
             Ok(())
         })
@@ -557,15 +563,7 @@ fn write_batch(tx: &Connection, batch: &Batch) -> rusqlite::Result<()> {
     let now = unix_now();
     let mut mark = tx.prepare_cached(rows::UPSERT_DIRTY)?;
     for m in &batch.marks {
-        mark.execute(params![
-            m.path,
-            m.peer,
-            m.myname,
-            m.forced as i64,
-            i64::from(m.changes.0),
-            now,
-            m.base.to_sql()
-        ])?;
+        rows::upsert_mark(&mut mark, &m.as_mark(), now)?;
     }
     owed::insert(tx, &batch.actions)?;
     Ok(())

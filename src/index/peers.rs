@@ -166,16 +166,7 @@ impl Index {
                     .execute(params![p, r.peer, r.version.as_ref().map(|h| h.as_slice())])
                     .map_err(sql)?;
                 for m in &r.forward {
-                    mark.execute(params![
-                        m.path,
-                        m.peer,
-                        m.myname,
-                        m.forced as i64,
-                        i64::from(m.changes.0),
-                        now,
-                        m.base.to_sql()
-                    ])
-                    .map_err(sql)?;
+                    rows::upsert_mark(&mut mark, &m.as_mark(), now).map_err(sql)?;
                 }
             }
         }

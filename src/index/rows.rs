@@ -165,6 +165,25 @@ pub(super) fn file_from_row(r: &Row<'_>) -> rusqlite::Result<IndexedFile> {
     })
 }
 
+/// Binds one dirty mark to [`UPSERT_DIRTY`], dated `now` (the one place
+/// that knows the statement's parameter order).
+pub(super) fn upsert_mark(
+    st: &mut CachedStatement<'_>,
+    m: &super::Mark<'_>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    st.execute(rusqlite::params![
+        m.path,
+        m.peer,
+        m.myname,
+        m.forced as i64,
+        i64::from(m.changes.0),
+        now,
+        m.base.to_sql()
+    ])
+    .map(|_| ())
+}
+
 pub(super) fn upsert_file(st: &mut CachedStatement<'_>, f: &IndexedFile) -> rusqlite::Result<()> {
     let m = &f.meta;
     if m.kind == FileKind::File && m.hash.is_none() {
