@@ -31,15 +31,8 @@ pub enum Error {
     #[error(transparent)]
     Index(#[from] crate::index::Error),
     /// A group's patterns could not be compiled (the config check should have caught it).
-    #[error("group '{group}': pattern '{pattern}': {message}")]
-    Pattern {
-        /// Group name.
-        group: String,
-        /// The pattern.
-        pattern: String,
-        /// Why.
-        message: String,
-    },
+    #[error(transparent)]
+    Pattern(#[from] crate::policy::PatternError),
     /// The lock that serializes action runs could not be taken.
     #[error("actions: {0}")]
     Lock(String),

@@ -45,10 +45,12 @@ impl ActionTable {
             }
             let mut compiled = Vec::new();
             for a in &g.actions {
-                compiled.push(Compiled::new(a).map_err(|(i, message)| Error::Pattern {
-                    group: g.name.clone(),
-                    pattern: a.patterns.get(i).cloned().unwrap_or_default(),
-                    message,
+                compiled.push(Compiled::new(a).map_err(|(i, message)| {
+                    Error::Pattern(crate::policy::PatternError {
+                        group: g.name.clone(),
+                        pattern: a.patterns.get(i).cloned().unwrap_or_default(),
+                        message,
+                    })
                 })?);
             }
             groups.push((g.name.clone(), p.matcher.clone(), compiled));

@@ -52,15 +52,8 @@ pub enum Error {
     #[error(transparent)]
     Index(#[from] crate::index::Error),
     /// A group's patterns could not be compiled (the config check should have caught it).
-    #[error("group '{group}': pattern '{pattern}': {message}")]
-    Pattern {
-        /// Group name.
-        group: String,
-        /// The pattern.
-        pattern: String,
-        /// Why.
-        message: String,
-    },
+    #[error(transparent)]
+    Pattern(#[from] crate::policy::PatternError),
     /// The action journal's lock could not be taken.
     #[error("actions: {0}")]
     Actions(String),
@@ -83,17 +76,9 @@ impl From<actions::Error> for Error {
     fn from(e: actions::Error) -> Self {
         match e {
             actions::Error::Index(e) => Error::Index(e),
-            actions::Error::Pattern { group, pattern, message } => {
-                Error::Pattern { group, pattern, message }
-            }
+            actions::Error::Pattern(e) => Error::Pattern(e),
             actions::Error::Lock(m) => Error::Actions(m),
         }
-    }
-}
-
-impl From<crate::policy::PatternError> for Error {
-    fn from(e: crate::policy::PatternError) -> Self {
-        Error::Pattern { group: e.group, pattern: e.pattern, message: e.message }
     }
 }
 
