@@ -173,8 +173,6 @@ pub struct Encoder<R> {
     eof: bool,
     /// Bytes of literal data produced (what a delta saves is the rest).
     pub literal_bytes: u64,
-    /// Full BLAKE3 of the source as read.
-    hasher: blake3::Hasher,
 }
 
 impl<R: Read> Encoder<R> {
@@ -195,7 +193,6 @@ impl<R: Read> Encoder<R> {
             lit_end: 0,
             eof: false,
             literal_bytes: 0,
-            hasher: blake3::Hasher::new(),
         })
     }
 
@@ -240,7 +237,6 @@ impl<R: Read> Encoder<R> {
                 break;
             }
             let block = &self.buf[..n];
-            self.hasher.update(block);
             let i = self.index;
             self.index += 1;
             // Indices below `theirs.len()` (at most MAX_BLOCKS) fit a u32.
@@ -269,12 +265,6 @@ impl<R: Read> Encoder<R> {
             push_copy(&mut out, first, count);
         }
         Ok((!out.is_empty()).then_some(out))
-    }
-
-    /// BLAKE3 of everything read from the source so far (the whole file once
-    /// `next_chunk` returned `None`).
-    pub fn source_hash(&self) -> [u8; 32] {
-        *self.hasher.finalize().as_bytes()
     }
 }
 
@@ -411,7 +401,6 @@ mod tests {
             assert!(!chunk.is_empty() && chunk.len() <= CHUNK);
             dec.apply(&chunk).unwrap();
         }
-        assert_eq!(enc.source_hash(), *blake3::hash(new).as_bytes());
         assert_eq!(dec.written(), new.len() as u64);
         (dec.into_inner(), enc.literal_bytes)
     }

@@ -17,6 +17,14 @@ use super::conn::{Conn, ConnError};
 use super::tls::server_name;
 use crate::proto::{self, ErrorCode, GroupProof, Msg};
 
+/// A socket under TLS with a read buffer: rustls asks for at most 4 KiB per
+/// read, which without it is one `recvfrom` per 4 KiB of a stream (writes
+/// pass straight through).
+pub type Buffered<S> = tokio::io::BufReader<S>;
+
+/// Read buffer below TLS, per connection: one syscall reads several records.
+pub const SOCKET_READ_BUFFER: usize = 64 * 1024;
+
 /// Where a peer is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -128,7 +136,7 @@ fn hint(message: &str) -> String {
 /// An authenticated session with a peer.
 pub struct Session {
     /// The framed TLS connection.
-    pub conn: Conn<TlsStream<TcpStream>>,
+    pub conn: Conn<TlsStream<Buffered<TcpStream>>>,
     /// Negotiated protocol version.
     pub version: u16,
     /// The peer's node name (its certificate was verified for it).
@@ -189,6 +197,7 @@ pub async fn connect(
     // ACK: 40 ms per exchange (crates.md §5.2).
     let _ = tcp.set_nodelay(true);
 
+    let tcp = Buffered::with_capacity(SOCKET_READ_BUFFER, tcp);
     let tls =
         tokio::time::timeout(left(), TlsConnector::from(settings.tls.clone()).connect(sni, tcp))
             .await

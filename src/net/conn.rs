@@ -186,6 +186,55 @@ impl<S: AsyncWrite + Unpin> Conn<S> {
         Ok(())
     }
 
+    /// Queues one `Data` frame whose payload is read straight from `src` into
+    /// the write buffer: at most `max` bytes (and at most
+    /// [`proto::MAX_CHUNK`]), fewer only at end of file. A small file thus
+    /// costs no buffer of its own and goes out in one write with the frames
+    /// around it. Nothing is queued when nothing could be read.
+    ///
+    /// Returns the bytes queued and, if reading failed, why (what was read
+    /// before the failure is queued).
+    pub fn queue_data_from(
+        &mut self,
+        stream: u32,
+        src: &mut impl io::Read,
+        max: usize,
+    ) -> (usize, Option<io::Error>) {
+        const HEAD: usize = 4 + 1 + 4 + 4;
+        let max = max.min(proto::MAX_CHUNK);
+        let start = self.wbuf.len();
+        // Zeroes only the bytes about to be read (the file's size at most).
+        self.wbuf.resize(start + HEAD + max, 0);
+        let (mut n, mut err) = (0, None);
+        while n < max {
+            match src.read(&mut self.wbuf[start + HEAD + n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        if n == 0 {
+            self.wbuf.truncate(start);
+            return (0, err);
+        }
+        self.wbuf.truncate(start + HEAD + n);
+        let head = &mut self.wbuf[start..start + HEAD];
+        head[..4].copy_from_slice(&((1 + 4 + 4 + n) as u32).to_be_bytes());
+        head[4] = Msg::Data { stream: 0, bytes: Vec::new() }.type_byte();
+        head[5..9].copy_from_slice(&stream.to_be_bytes());
+        head[9..].copy_from_slice(&(n as u32).to_be_bytes());
+        (n, err)
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.wbuf.len()
+    }
+
     /// Writes raw bytes (tests that play a misbehaving peer).
     ///
     /// # Errors
@@ -241,6 +290,27 @@ mod tests {
         );
         assert_eq!(b.recv().await.unwrap(), Some(Msg::Data { stream: 9, bytes: vec![] }));
         t.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn data_read_into_the_queue_decodes_as_data_and_stops_at_max_or_eof() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut a = Conn::new(a, Duration::from_secs(5));
+        let mut b = Conn::new(b, Duration::from_secs(5));
+        a.queue(&Msg::Ping { id: 1 }).unwrap();
+        let (n, e) = a.queue_data_from(3, &mut &b"0123456789"[..], 4);
+        assert!((n, e.is_none()) == (4, true));
+        let (n, e) = a.queue_data_from(4, &mut &b"abc"[..], 100);
+        assert!((n, e.is_none()) == (3, true));
+        let before = a.queued();
+        let (n, e) = a.queue_data_from(5, &mut &b""[..], 100);
+        assert!((n, e.is_none(), a.queued()) == (0, true, before), "nothing read, nothing queued");
+        a.queue(&Msg::Ping { id: 2 }).unwrap();
+        a.flush().await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), Some(Msg::Ping { id: 1 }));
+        assert_eq!(b.recv().await.unwrap(), Some(Msg::Data { stream: 3, bytes: b"0123".to_vec() }));
+        assert_eq!(b.recv().await.unwrap(), Some(Msg::Data { stream: 4, bytes: b"abc".to_vec() }));
+        assert_eq!(b.recv().await.unwrap(), Some(Msg::Ping { id: 2 }));
     }
 
     #[tokio::test]

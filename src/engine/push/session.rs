@@ -311,8 +311,38 @@ fn open_content(it: &Item) -> Result<std::fs::File, String> {
     })
 }
 
+/// Files up to this size are read straight into the connection's write
+/// queue ([`Conn::queue_data_from`]): no buffer of their own, and the
+/// `Push`, `Data` and `DataEnd` of many go out in one write.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// The pipeline writes what it queued once this much is waiting (a few TLS
+/// records in one syscall), or as soon as no next item is ready.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Requests sent and not yet answered, at most (the receiver makes up to
+/// 256 entries durable at a time: this keeps a few such batches coming).
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// Read size for the content of larger files.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// The hash a `DataEnd` carries: the one the request declared.
+///
+/// The receiver checks what it wrote against the entry hash of the `Push`
+/// (the hash the check computed), never against `DataEnd`'s, so hashing the
+/// content again while sending it would only repeat the check's work. A file
+/// changed since the check (before or during the send) then fails that check
+/// on the receiver, which drops the temporary file: nothing half-sent or
+/// changed is ever applied, and the mark stays for the next run.
+fn declared_hash(it: &Item) -> [u8; 32] {
+    it.local.as_ref().and_then(|m| m.hash).unwrap_or([0; 32])
+}
+
 /// Streams a file's content on stream `id`: `Data` frames, then `DataEnd`
-/// with the hash of what was actually read. Returns the bytes sent.
+/// with the declared hash (see [`declared_hash`]). Returns the bytes sent.
+/// Small files are only queued (the caller flushes); `buf` is the session's
+/// read buffer for larger ones, allocated on first use.
 ///
 /// At most `size` bytes (the size the request declared) are read: a file that
 /// grew since the check would only be refused by the receiver, and what was
@@ -322,29 +352,53 @@ async fn send_file<W: AsyncWrite + Unpin>(
     id: u32,
     f: std::fs::File,
     size: u64,
+    hash: [u8; 32],
+    buf: &mut Vec<u8>,
 ) -> Result<u64, SessionError> {
-    let mut h = blake3::Hasher::new();
     let mut sent = 0u64;
-    let mut buf = vec![0u8; 256 * 1024];
     let mut f = f.take(size);
     // A read error still ends the stream: the peer then rejects it by hash
     // and the mark stays for the next run.
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Err(e) => {
-                tracing::warn!("stream {id}: reading the content failed after {sent} bytes: {e}");
-                break;
-            }
-            Ok(n) => n,
-        };
-        h.update(&buf[..n]);
-        wr.send_data(id, &buf[..n]).await?;
-        sent += n as u64;
+    if size <= SMALL_FILE {
+        let (n, err) = wr.queue_data_from(id, &mut f, size as usize);
+        if let Some(e) = err {
+            tracing::warn!("stream {id}: reading the content failed after {n} bytes: {e}");
+        }
+        sent = n as u64;
         crate::progress::sent(n);
+    } else {
+        if buf.is_empty() {
+            buf.resize(READ_CHUNK, 0);
+        }
+        loop {
+            let n = match f.read(buf) {
+                Ok(0) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        "stream {id}: reading the content failed after {sent} bytes: {e}"
+                    );
+                    break;
+                }
+                Ok(n) => n,
+            };
+            wr.send_data(id, &buf[..n]).await?;
+            sent += n as u64;
+            crate::progress::sent(n);
+        }
     }
-    wr.queue(&Msg::DataEnd { stream: id, hash: *h.finalize().as_bytes() })?;
+    wr.queue(&Msg::DataEnd { stream: id, hash })?;
     Ok(sent)
+}
+
+/// The future's output if it is ready at once, without waiting.
+async fn ready_now<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    use std::task::Poll;
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *f).poll(cx) {
+        Poll::Ready(v) => Poll::Ready(Some(v)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// Sends every item without waiting for replies, while a second future reads
@@ -368,12 +422,44 @@ where
     }
     // With each item, why it was not sent (its content could not be opened
     // safely): no request went out, so no reply will come.
+    // A sent item holds a permit until its reply came: the writer, which
+    // rarely has to wait for the socket now that small files are coalesced,
+    // would otherwise run thousands of items ahead of the replies, each
+    // held in memory.
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    type Permit = Option<tokio::sync::OwnedSemaphorePermit>;
     let (reg_tx, mut reg_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(u32, Item, Option<String>)>();
+        tokio::sync::mpsc::unbounded_channel::<(u32, Item, Option<String>, Permit)>();
     let mut id = *next_id;
     let writer = async move {
         let mut bytes = 0u64;
-        while let Some(it) = items.next().await {
+        let mut buf = Vec::new();
+        loop {
+            // The next item if it is ready; if not, what is queued goes out
+            // first (a lone change, as in watch mode, leaves at once), then
+            // the writer waits.
+            let next = {
+                let mut next = std::pin::pin!(items.next());
+                match ready_now(&mut next).await {
+                    Some(it) => it,
+                    None => {
+                        if wr.queued() > 0 {
+                            wr.flush().await?;
+                        }
+                        next.await
+                    }
+                }
+            };
+            let Some(it) = next else { break };
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    // The replies that free permits come only for what
+                    // went out.
+                    wr.flush().await?;
+                    permits.clone().acquire_owned().await.expect("never closed")
+                }
+            };
             id += 1;
             let id = id - 1;
             let (msg, content) = request(&it, id);
@@ -382,7 +468,7 @@ where
                     Ok(f) => Some(f),
                     Err(why) => {
                         // Fails only once the reader gave up (it reports why).
-                        let _ = reg_tx.send((id, it, Some(why)));
+                        let _ = reg_tx.send((id, it, Some(why), None));
                         continue;
                     }
                 }
@@ -392,17 +478,20 @@ where
             wr.queue(&msg)?;
             if let Some(f) = file {
                 let size = it.local.as_ref().map_or(0, |m| m.size);
-                bytes += send_file(wr, id, f, size).await?;
+                bytes += send_file(wr, id, f, size, declared_hash(&it), &mut buf).await?;
             }
             // Fails only once the reader gave up (it reports why).
-            let _ = reg_tx.send((id, it, None));
+            let _ = reg_tx.send((id, it, None, Some(permit)));
+            if wr.queued() >= FLUSH_AT {
+                wr.flush().await?;
+            }
         }
         drop(reg_tx);
         wr.flush().await?;
         Ok::<(u64, u32), SessionError>((bytes, id))
     };
     let reader = async {
-        let mut inflight: HashMap<u32, Item> = HashMap::new();
+        let mut inflight: HashMap<u32, (Item, Permit)> = HashMap::new();
         let mut open = true;
         loop {
             if inflight.is_empty() && !open {
@@ -411,13 +500,13 @@ where
             tokio::select! {
                 biased;
                 reg = reg_rx.recv(), if open => match reg {
-                    Some((id, it, None)) => { inflight.insert(id, it); }
-                    Some((_, it, Some(why))) => report.paths.push((it.path, PathResult::Failed(why))),
+                    Some((id, it, None, permit)) => { inflight.insert(id, (it, permit)); }
+                    Some((_, it, Some(why), _)) => report.paths.push((it.path, PathResult::Failed(why))),
                     None => open = false,
                 },
                 m = rd.recv(), if !inflight.is_empty() => match m {
                     Ok(Some(Msg::Ack { id, outcome })) => {
-                        let Some(it) = inflight.remove(&id) else {
+                        let Some((it, _permit)) = inflight.remove(&id) else {
                             return Err(SessionError::UnknownReply(id));
                         };
                         on_outcome(it, outcome, ignore, report, retry);
@@ -520,7 +609,7 @@ where
         }
     }
     report.bytes += enc.literal_bytes;
-    wr.send(&Msg::DataEnd { stream: id, hash: enc.source_hash() }).await?;
+    wr.send(&Msg::DataEnd { stream: id, hash: declared_hash(&it) }).await?;
     match rd.recv().await? {
         Some(Msg::Ack { id: rid, outcome }) if rid == id => {
             on_outcome(it, outcome, ignore, report, retry);

@@ -351,11 +351,15 @@ async fn handshake_phase<IO>(
     from: &str,
     settings: &ServerSettings,
     authority: &dyn Authority,
-) -> Result<Started<tokio_rustls::server::TlsStream<IO>>, Outcome>
+) -> Result<Started<tokio_rustls::server::TlsStream<crate::net::client::Buffered<IO>>>, Outcome>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let acceptor = TlsAcceptor::from(settings.tls.clone());
+    // Requests arrive in TLS records read 4 KiB at a time by rustls: a
+    // buffer below it makes that one syscall per 64 KiB, not per record.
+    let io =
+        crate::net::client::Buffered::with_capacity(crate::net::client::SOCKET_READ_BUFFER, io);
     let tls = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(io)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
