@@ -6,7 +6,8 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fd::OwnedFd;
 use rustix::fs::{self as rfs, OFlags};
@@ -120,17 +121,102 @@ fn changed(why: &str) -> io::Error {
 /// means the root itself is the file (`include /etc/hosts;`): its parent
 /// directory is trusted, the file is opened in it with `O_NOFOLLOW`.
 ///
+/// The directory opened for the last file is kept by the calling thread
+/// and reused for the next file in the same directory (see [`Parent`]):
+/// callers open files in path order, so one confined walk serves a whole
+/// directory instead of one walk per file.
+///
 /// # Errors
 /// `NotFound` when it vanished; another error when it is now a symlink, a
 /// directory, a fifo or a different file (a per-path message: skip it this
 /// run), or cannot be opened.
 pub fn open_checked(root: &Path, rel: &[u8], expect: Expected) -> io::Result<File> {
+    if rel.is_empty() {
+        let (dir, name) = open_parent_below(root, rel)?;
+        return open_in(&dir, name, expect);
+    }
+    let (dirs, name) = split_rel(rel);
+    if name.is_empty() || name == b"." || name == b".." {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "unclean path"));
+    }
+    let cached = PARENT.with(|p| {
+        let p = p.try_borrow().ok()?;
+        let c = p.as_ref().filter(|c| c.serves(root, dirs))?;
+        Some(open_in(&c.fd, name, expect))
+    });
+    // Whatever failed in the kept directory is tried once more through a
+    // fresh walk: the path may name another directory by now.
+    if let Some(Ok(f)) = cached {
+        return Ok(f);
+    }
     let (dir, name) = open_parent_below(root, rel)?;
+    let f = open_in(&dir, name, expect);
+    PARENT.with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            *p = Some(Parent {
+                root: root.to_path_buf(),
+                dirs: dirs.to_vec(),
+                fd: dir,
+                opened: Instant::now(),
+            });
+        }
+    });
+    f
+}
+
+/// The directory the calling thread opened last for [`open_checked`].
+///
+/// Why reusing it is as safe as walking again: the descriptor was reached
+/// from the include root one `O_NOFOLLOW` component at a time, so it is a
+/// real directory that was below the root then. Replacing that directory
+/// (or one above it) by a symlink afterwards changes what the *path* names,
+/// not what the descriptor refers to: the next file is opened in the same
+/// directory inode, again with `O_NOFOLLOW`, and read only if it is the
+/// inode the check saw. A directory moved elsewhere meanwhile could only
+/// yield that same checked inode, which a walk a moment earlier would have
+/// read too. A failure in it is retried through a fresh walk.
+///
+/// Bounds: it is reused for [`PARENT_REUSE`] after it was opened, then
+/// walked to again; it is replaced by the next directory, and closed when
+/// the thread ends (the check's hash threads and the push's session threads
+/// end with their work).
+struct Parent {
+    root: PathBuf,
+    dirs: Vec<u8>,
+    fd: OwnedFd,
+    opened: Instant,
+}
+
+/// How long a kept directory is reused before it is walked to again.
+const PARENT_REUSE: Duration = Duration::from_secs(1);
+
+impl Parent {
+    fn serves(&self, root: &Path, dirs: &[u8]) -> bool {
+        self.dirs == dirs && self.root == root && self.opened.elapsed() < PARENT_REUSE
+    }
+}
+
+thread_local! {
+    static PARENT: std::cell::RefCell<Option<Parent>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `rel` without a leading `/`, split into its directories and last component.
+fn split_rel(rel: &[u8]) -> (&[u8], &[u8]) {
+    let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&rel[..0], rel),
+    }
+}
+
+/// Opens `name` in `dir` without following a symlink, only if it is a
+/// regular file with the expected inode.
+fn open_in(dir: &OwnedFd, name: &[u8], expect: Expected) -> io::Result<File> {
     // O_NONBLOCK: should a fifo have been swapped in, do not hang on it (the
     // type check below then refuses it). O_NOCTTY: nor adopt a terminal.
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = match rfs::openat(&dir, name, flags, rfs::Mode::empty()) {
+    let fd = match rfs::openat(dir, name, flags, rfs::Mode::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::LOOP) => return Err(changed("now a symlink")),
         Err(e) => return Err(e.into()),
@@ -177,11 +263,7 @@ pub(super) fn open_parent_below<'a>(
     let (dir, name): (OwnedFd, &[u8]) = if rel.is_empty() {
         in_trusted_parent(root)?
     } else {
-        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-        let (dirs, name) = match rel.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&rel[..0], rel),
-        };
+        let (dirs, name) = split_rel(rel);
         let mut fd = match in_trusted_parent(root)? {
             (parent, b"") => parent,
             (parent, name) => {

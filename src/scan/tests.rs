@@ -183,6 +183,39 @@ fn open_checked_refuses_a_swapped_in_symlink_or_inode() {
 }
 
 #[test]
+fn a_kept_directory_swapped_for_a_symlink_redirects_nothing() {
+    let (d, _roots) = setup();
+    let root = d.path().join("a");
+    fs::write(root.join("b/h"), b"second").unwrap();
+    let (g, h) = (ident(&root.join("b/g")), ident(&root.join("b/h")));
+    let mut s = String::new();
+    open_checked(&root, b"/b/g", g).unwrap().read_to_string(&mut s).unwrap();
+    // The thread now keeps `b` open. It moves away and a symlink to a
+    // directory outside takes its place, holding a file `h` of its own.
+    let outside = d.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("h"), b"root only").unwrap();
+    fs::rename(root.join("b"), d.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("b")).unwrap();
+    // Asked for the outside file, the kept directory has no such inode and
+    // the fresh walk meets the symlink: refused.
+    let e = open_checked(&root, b"/b/h", ident(&outside.join("h"))).unwrap_err();
+    assert!(e.to_string().contains("symlink"), "{e}");
+    // Asked for the file the check saw, only that inode is ever read.
+    let mut s = String::new();
+    let r = open_checked(&root, b"/b/h", h).map(|mut f| f.read_to_string(&mut s));
+    assert!(r.is_err() || s == "second", "{r:?} {s}");
+    // A new directory at the same path (a deployment swapping trees) is
+    // found through a fresh walk, not missed through the kept one.
+    fs::remove_file(root.join("b")).unwrap();
+    fs::create_dir(root.join("b")).unwrap();
+    fs::write(root.join("b/g"), b"new").unwrap();
+    let mut s = String::new();
+    open_checked(&root, b"/b/g", ident(&root.join("b/g"))).unwrap().read_to_string(&mut s).unwrap();
+    assert_eq!(s, "new");
+}
+
+#[test]
 fn compare_skips_a_file_swapped_after_the_walk() {
     let (d, roots) = setup();
     let secret = d.path().join("secret");

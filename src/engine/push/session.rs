@@ -6,6 +6,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -239,12 +241,36 @@ fn with_origin(m: &Meta, it: &Item) -> crate::proto::WireEntry {
 
 /// The mtime of the local directory holding the item (the receiver gives its
 /// copy of that directory the same time after applying the item).
+///
+/// Items come parents first in path order, so consecutive ones share a
+/// directory: its time is read once and reused for a moment (the session's
+/// thread keeps the last one). A change to the directory within that
+/// moment is what the next check picks up anyway, as for any change made
+/// during a push.
 fn parent_mtime(it: &Item) -> Option<i64> {
     use std::os::unix::fs::MetadataExt;
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(PathBuf, Option<i64>, Instant)>> =
+            const { std::cell::RefCell::new(None) };
+    }
     let parent = it.real.as_ref()?.parent()?;
-    let md = std::fs::symlink_metadata(parent).ok()?;
-    md.is_dir().then(|| md.mtime() * 1_000_000_000 + md.mtime_nsec())
+    let known = LAST.with(|l| {
+        let l = l.borrow();
+        let (p, t, at) = l.as_ref()?;
+        (p == parent && at.elapsed() < PARENT_TIME_REUSE).then_some(*t)
+    });
+    if let Some(t) = known {
+        return t;
+    }
+    let t = std::fs::symlink_metadata(parent)
+        .ok()
+        .and_then(|md| md.is_dir().then(|| md.mtime() * 1_000_000_000 + md.mtime_nsec()));
+    LAST.with(|l| *l.borrow_mut() = Some((parent.to_path_buf(), t, Instant::now())));
+    t
 }
+
+/// How long [`parent_mtime`] reuses a directory's time.
+const PARENT_TIME_REUSE: Duration = Duration::from_millis(500);
 
 /// The request for an item (the content, if any, follows separately).
 fn request(it: &Item, id: u32) -> (Msg, Content) {
