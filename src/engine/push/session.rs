@@ -619,7 +619,9 @@ where
         content: Content::Delta,
         parent_mtime: parent_mtime(&it),
     })?;
-    let src = std::io::BufReader::with_capacity(1 << 20, file);
+    // The encoder reads whole blocks (64 KiB and up): straight from the
+    // file, without a buffer's extra copy.
+    let src = file;
     let mut enc =
         blockdelta::Encoder::new(src, block_size, size, blocks).map_err(SessionError::Delta)?;
     loop {
