@@ -120,8 +120,15 @@ impl<S: AsyncRead + Unpin> Conn<S> {
 
     /// True when a whole frame is already buffered: the next [`Conn::recv`]
     /// will not wait. Servers use it to answer a pipelined burst in one write.
+    ///
+    /// Only the length prefix is read (decoding the frame here and again in
+    /// `recv` copied every `Data` payload twice): a frame whose prefix is
+    /// invalid counts as there, so that `recv` reports it.
     pub fn has_frame(&self) -> bool {
-        matches!(proto::decode(&self.rbuf[self.rpos..]), Ok(Some(_)) | Err(_))
+        let b = &self.rbuf[self.rpos..];
+        let Some(len) = b.get(..4) else { return false };
+        let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+        len == 0 || len > proto::MAX_FRAME || b.len() >= 4 + len
     }
 }
 
@@ -322,6 +329,36 @@ mod tests {
         assert_eq!(b.recv().await.unwrap(), Some(Msg::Data { stream: 3, bytes: b"0123".to_vec() }));
         assert_eq!(b.recv().await.unwrap(), Some(Msg::Data { stream: 4, bytes: b"abc".to_vec() }));
         assert_eq!(b.recv().await.unwrap(), Some(Msg::Ping { id: 2 }));
+    }
+
+    #[tokio::test]
+    async fn has_frame_tells_a_whole_or_invalid_frame_from_a_partial_one() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut a = Conn::new(a, Duration::from_secs(5));
+        let mut b = Conn::new(b, Duration::from_secs(5));
+        let mut ping = Vec::new();
+        proto::encode(&Msg::Ping { id: 1 }, &mut ping).unwrap();
+        assert!(!b.has_frame());
+        // A frame and part of the next.
+        a.send_raw(&[&ping[..], &ping[..3]].concat()).await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), Some(Msg::Ping { id: 1 }));
+        assert!(!b.has_frame(), "three bytes of a prefix");
+        a.send_raw(&ping[3..ping.len() - 1]).await.unwrap();
+        while b.rbuf.len() - b.rpos < ping.len() - 1 {
+            b.rbuf.reserve(64);
+            b.stream.read_buf(&mut b.rbuf).await.unwrap();
+        }
+        assert!(!b.has_frame(), "all but the last byte");
+        a.send_raw(&ping[ping.len() - 1..]).await.unwrap();
+        assert_eq!(b.recv().await.unwrap(), Some(Msg::Ping { id: 1 }));
+        // An empty or oversized frame: there, so that recv reports it.
+        a.send_raw(&0u32.to_be_bytes()).await.unwrap();
+        while b.rbuf.len() - b.rpos < 4 {
+            b.rbuf.reserve(64);
+            b.stream.read_buf(&mut b.rbuf).await.unwrap();
+        }
+        assert!(b.has_frame());
+        assert!(b.recv().await.is_err());
     }
 
     #[tokio::test]
