@@ -158,6 +158,46 @@ fn signature_at_most(
     Ok((size, blocks))
 }
 
+/// The hash of every block of `f` at `block_size` (as [`signature`] makes
+/// them), at most `max_blocks` of them, read with positioned reads (the
+/// file's offset is left alone).
+///
+/// # Errors
+/// When reading fails or `block_size` is out of range.
+pub fn block_hashes(
+    f: &std::fs::File,
+    block_size: u32,
+    max_blocks: usize,
+) -> io::Result<Vec<[u8; 16]>> {
+    use std::os::unix::fs::FileExt;
+    if !(MIN_BLOCK..=MAX_BLOCK).contains(&block_size) {
+        return Err(bad("block size out of range"));
+    }
+    let mut buf = vec![0u8; block_size as usize];
+    let mut blocks = Vec::new();
+    let mut at = 0u64;
+    while blocks.len() < max_blocks {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read_at(&mut buf[n..], at + n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        blocks.push(block_hash(&buf[..n]));
+        at += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(blocks)
+}
+
 /// Produces the op stream for the sender's file against the receiver's
 /// signature, one chunk at a time.
 pub struct Encoder<R> {
@@ -173,9 +213,15 @@ pub struct Encoder<R> {
     eof: bool,
     /// Bytes of literal data produced (what a delta saves is the rest).
     pub literal_bytes: u64,
+    /// The hashes of the source's blocks, when known beforehand
+    /// ([`Encoder::with_ours`]): a block whose hash matches the receiver's
+    /// is then sent as a copy without being read.
+    ours: Option<std::sync::Arc<Vec<[u8; 16]>>>,
+    /// Blocks were skipped: the source must seek to `index` before reading.
+    skipped: bool,
 }
 
-impl<R: Read> Encoder<R> {
+impl<R: Read + Seek> Encoder<R> {
     /// Starts encoding `src` against the receiver's signature
     /// `(block_size, size, theirs)`, checked first ([`check_signature`]), so
     /// that no peer can make the sender allocate or loop beyond its bounds.
@@ -193,7 +239,32 @@ impl<R: Read> Encoder<R> {
             lit_end: 0,
             eof: false,
             literal_bytes: 0,
+            ours: None,
+            skipped: false,
         })
+    }
+
+    /// As [`Encoder::new`], with the hashes of the source's blocks at this
+    /// block size computed beforehand ([`block_hashes`]; a sender pushing
+    /// one file to several peers computes them once): only the blocks that
+    /// differ from the receiver's are read. Should the source change after
+    /// the hashes were taken, the result is wrong and fails the receiver's
+    /// check of the whole file's hash, like any change during a transfer.
+    ///
+    /// # Errors
+    /// `InvalidData` when the signature is invalid.
+    pub fn with_ours(
+        src: R,
+        block_size: u32,
+        size: u64,
+        theirs: Vec<[u8; 16]>,
+        ours: std::sync::Arc<Vec<[u8; 16]>>,
+    ) -> io::Result<Self> {
+        let mut e = Encoder::new(src, block_size, size, theirs)?;
+        e.ours = Some(ours);
+        // The source may not be at its start.
+        e.skipped = true;
+        Ok(e)
     }
 
     /// The next chunk of ops (at most [`CHUNK`] bytes, never empty), or
@@ -228,6 +299,36 @@ impl<R: Read> Encoder<R> {
             // final one) and a literal header with a byte.
             if self.eof || out.len() + 9 + 9 + 6 > CHUNK {
                 break;
+            }
+            if let Some(ours) = &self.ours {
+                let known = usize::try_from(self.index)
+                    .ok()
+                    .and_then(|i| Some((ours.get(i)?, self.theirs.get(i)?)));
+                if let Some((o, t)) = known
+                    && o == t
+                {
+                    // Indices below `theirs.len()` fit a u32.
+                    let i = self.index as u32;
+                    self.index += 1;
+                    self.skipped = true;
+                    run = match run {
+                        Some((first, count))
+                            if u64::from(first) + u64::from(count) == u64::from(i) =>
+                        {
+                            Some((first, count + 1))
+                        }
+                        Some((first, count)) => {
+                            push_copy(&mut out, first, count);
+                            Some((i, 1))
+                        }
+                        None => Some((i, 1)),
+                    };
+                    continue;
+                }
+                if self.skipped {
+                    self.src.seek(SeekFrom::Start(self.index * self.buf.len() as u64))?;
+                    self.skipped = false;
+                }
             }
             let n = read_full(&mut self.src, &mut self.buf)?;
             if n < self.buf.len() {
@@ -403,6 +504,48 @@ mod tests {
         }
         assert_eq!(dec.written(), new.len() as u64);
         (dec.into_inner(), enc.literal_bytes)
+    }
+
+    /// The same round trip with the sender's block hashes known beforehand.
+    fn roundtrip_with_ours(old: &[u8], new: &[u8], bs: u32) -> (Vec<u8>, u64) {
+        use std::io::Write;
+        let (size, sig) = signature(&mut Cursor::new(old), bs).unwrap();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(new).unwrap();
+        let ours = std::sync::Arc::new(block_hashes(&f, bs, MAX_BLOCKS).unwrap());
+        assert_eq!(ours.len(), new.len().div_ceil(bs as usize));
+        // The file's offset is at its end: the encoder must not rely on it.
+        let mut enc = Encoder::with_ours(f, bs, size, sig, ours).unwrap();
+        let mut dec =
+            Decoder::new(Cursor::new(old.to_vec()), bs, new.len() as u64, Vec::new()).unwrap();
+        while let Some(chunk) = enc.next_chunk().unwrap() {
+            assert!(!chunk.is_empty() && chunk.len() <= CHUNK);
+            dec.apply(&chunk).unwrap();
+        }
+        (dec.into_inner(), enc.literal_bytes)
+    }
+
+    #[test]
+    fn known_block_hashes_give_the_same_delta_without_reading_matching_blocks() {
+        let bs = MIN_BLOCK;
+        let b = bs as usize;
+        let old = data(10 * b + 100, 1);
+        let cases: Vec<Vec<u8>> = vec![
+            old.clone(),
+            // One block changed in the middle, one at the start.
+            [&old[..4 * b], &data(b, 9)[..], &old[5 * b..]].concat(),
+            [&data(b, 7)[..], &old[b..]].concat(),
+            // Grown, shrunk (partial last block), and nothing in common.
+            [&old[..], &data(3 * b + 5, 3)[..]].concat(),
+            old[..6 * b + 17].to_vec(),
+            data(4 * b, 200),
+            Vec::new(),
+        ];
+        for new in cases {
+            let (out, lit) = roundtrip_with_ours(&old, &new, bs);
+            assert!(out == new, "content differs for a new file of {} bytes", new.len());
+            assert_eq!(lit, roundtrip(&old, &new, bs).1, "same literals as the plain encoder");
+        }
     }
 
     fn data(n: usize, seed: u8) -> Vec<u8> {

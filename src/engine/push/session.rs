@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -620,10 +621,12 @@ where
         parent_mtime: parent_mtime(&it),
     })?;
     // The encoder reads whole blocks (64 KiB and up): straight from the
-    // file, without a buffer's extra copy.
-    let src = file;
-    let mut enc =
-        blockdelta::Encoder::new(src, block_size, size, blocks).map_err(SessionError::Delta)?;
+    // file, without a buffer's extra copy, and only those that differ.
+    let mut enc = match our_blocks(&file, block_size) {
+        Some(ours) => blockdelta::Encoder::with_ours(file, block_size, size, blocks, ours),
+        None => blockdelta::Encoder::new(file, block_size, size, blocks),
+    }
+    .map_err(SessionError::Delta)?;
     loop {
         match enc.next_chunk() {
             Ok(Some(chunk)) => {
@@ -645,6 +648,50 @@ where
         }
         other => Err(SessionError::Expected { expected: "an ack", got: format!("{other:?}") }),
     }
+}
+
+/// The hashes of the blocks of a file pushed as a delta, shared by the
+/// sessions of one process: the same file going to several peers is read
+/// and hashed once, and each peer's encoder then reads only the blocks that
+/// differ from that peer's. Keyed by what identifies the content (device,
+/// inode, size, mtime, ctime; the block size): a file changed in between is
+/// hashed again. The few last files are kept (at most 800 KB each).
+fn our_blocks(f: &std::fs::File, block_size: u32) -> Option<Arc<Vec<[u8; 16]>>> {
+    use std::os::unix::fs::MetadataExt;
+    type Key = (u64, u64, u64, i64, i64, i64, i64, u32);
+    type Cell = Arc<OnceLock<Option<Arc<Vec<[u8; 16]>>>>>;
+    static KEPT: Mutex<Vec<(Key, Cell)>> = Mutex::new(Vec::new());
+    let md = f.metadata().ok()?;
+    let key = (
+        md.dev(),
+        md.ino(),
+        md.size(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec(),
+        block_size,
+    );
+    let cell = {
+        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.iter().find(|(k, _)| *k == key) {
+            Some((_, c)) => c.clone(),
+            None => {
+                if kept.len() >= 4 {
+                    kept.remove(0);
+                }
+                let c = Cell::default();
+                kept.push((key, c.clone()));
+                c
+            }
+        }
+    };
+    // Another session hashing the same file meanwhile: this one waits for
+    // its result instead of reading the file again.
+    cell.get_or_init(|| {
+        blockdelta::block_hashes(f, block_size, blockdelta::MAX_BLOCKS).ok().map(Arc::new)
+    })
+    .clone()
 }
 
 #[cfg(test)]
