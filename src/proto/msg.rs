@@ -237,12 +237,15 @@ pub enum Msg {
         /// The bytes.
         bytes: Vec<u8>,
     },
-    /// The end of a stream, with the BLAKE3 of everything sent on it: the
-    /// receiver checks it before the content may become visible.
+    /// The end of a stream. After a `Push`, the content's hash as the request
+    /// declared it: the receiver checks what it wrote (whole or rebuilt from
+    /// a delta) against the entry's hash before the content may become
+    /// visible, so a file that changed while it was sent is refused. After a
+    /// `Fetch` reply, the hash of what was sent.
     DataEnd {
         /// The stream.
         stream: u32,
-        /// BLAKE3 of the whole stream.
+        /// BLAKE3 of the content (see above).
         hash: [u8; 32],
     },
     /// Create or replace an entry (client → server). For `Content::Whole` and
