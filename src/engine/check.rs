@@ -37,6 +37,9 @@ pub struct CheckReport {
     pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
+/// How many walked entries are compared, classified and stored at a time.
+const PART: usize = 4096;
+
 impl Node {
     /// Walks, compares with the index, and stores the result with its dirty
     /// marks in one transaction.
@@ -115,14 +118,15 @@ impl Node {
             };
             report.seen += walk.observed.len();
             let t = Instant::now();
-            let (deltas, errors) =
-                scan::compare(walk, &roots, &known, ignore, |p| self.is_managed(p));
-            report.errors.extend(errors);
+            let mut cmp = scan::Comparison::new(walk, &roots, &known, ignore);
             if single {
-                stored = self.store_in_parts(deltas, opts.init, &mut report)?;
+                stored = self.store_in_parts(&mut cmp, opts.init, &mut report)?;
             } else {
-                self.collect(deltas, opts.init, &mut batch, &mut report);
+                while let Some(part) = cmp.next_part(PART, &|p| self.is_managed(p)) {
+                    self.collect(part, opts.init, &mut batch, &mut report);
+                }
             }
+            report.errors.extend(cmp.into_errors());
             report.timings.push(("compare", t.elapsed().saturating_sub(stored)));
         }
         if !single {
@@ -135,40 +139,40 @@ impl Node {
         Ok(report)
     }
 
-    /// Classifies and stores `deltas` a part at a time in one transaction;
-    /// returns the time spent writing.
+    /// Compares, classifies and stores a part at a time in one transaction,
+    /// opened with the first part that changes anything (a check that finds
+    /// nothing writes nothing); returns the time spent writing.
     fn store_in_parts(
         &mut self,
-        deltas: Vec<Delta>,
+        cmp: &mut scan::Comparison<'_, IndexedFile>,
         init: bool,
         report: &mut CheckReport,
     ) -> Result<std::time::Duration, Error> {
-        const PART: usize = 4096;
         let mut spent = std::time::Duration::ZERO;
-        if deltas.is_empty() {
-            return Ok(spent);
-        }
-        self.index.begin_parts()?;
-        let mut it = deltas.into_iter();
-        loop {
-            let part: Vec<Delta> = it.by_ref().take(PART).collect();
+        let mut open = false;
+        while let Some(part) = cmp.next_part(PART, &|p| self.is_managed(p)) {
             if part.is_empty() {
-                break;
+                continue;
             }
             let mut batch = Batch::default();
             self.collect(part, init, &mut batch, report);
             report.marks += batch.marks.len();
             let t = Instant::now();
-            let r = self.index.apply_part(&batch);
+            let r = if open { Ok(()) } else { self.index.begin_parts() };
+            open = true;
+            let r = r.and_then(|()| self.index.apply_part(&batch));
             spent += t.elapsed();
             if let Err(e) = r {
                 self.index.rollback_parts();
                 return Err(e.into());
             }
         }
-        let t = Instant::now();
-        self.index.commit_parts()?;
-        Ok(spent + t.elapsed())
+        if open {
+            let t = Instant::now();
+            self.index.commit_parts()?;
+            spent += t.elapsed();
+        }
+        Ok(spent)
     }
 
     /// The config's `ignore uid gid mod;` as the scanner wants it.

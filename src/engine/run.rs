@@ -126,7 +126,7 @@ impl Node {
         }
         let opts = UpdateOptions { peers: req.peers.clone(), paths, dry_run: req.dry_run };
         // Nothing dirty and every peer met before: nothing to connect for.
-        if self.index.dirty()?.is_empty() && self.new_peers(&opts.peers)?.is_empty() {
+        if !self.index.has_dirty()? && self.new_peers(&opts.peers)?.is_empty() {
             return Ok(out);
         }
         let offline;
