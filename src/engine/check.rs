@@ -23,8 +23,11 @@ pub struct CheckOptions {
 /// What a check found.
 #[derive(Debug, Default)]
 pub struct CheckReport {
-    /// `(DB path, changes)` for every entry found new, changed or deleted.
+    /// `(DB path, changes)` for every entry found new, changed or deleted;
+    /// empty when the caller asked for counts only ([`Node::check_with`]).
     pub changed: Vec<(Vec<u8>, Changes)>,
+    /// How many entries were found new, changed or deleted (listed or not).
+    pub changed_count: usize,
     /// Number of dirty marks written.
     pub marks: usize,
     /// Number of managed entries seen on disk.
@@ -48,6 +51,16 @@ impl Node {
     /// When the index fails or the roots cannot be resolved; per-path problems
     /// are in the report instead.
     pub fn check(&mut self, opts: &CheckOptions) -> Result<CheckReport, Error> {
+        self.check_with(opts, true)
+    }
+
+    /// [`Node::check`], listing the changed paths in the report only when
+    /// `list` is true (otherwise only counting them): a plain `csync -x`
+    /// prints no path, and 100,000 of them are megabytes held until the end.
+    ///
+    /// # Errors
+    /// As [`Node::check`].
+    pub fn check_with(&mut self, opts: &CheckOptions, list: bool) -> Result<CheckReport, Error> {
         let mut report = CheckReport::default();
         let mut jobs: Vec<(Vec<Root>, bool, Option<Vec<u8>>)> = Vec::new();
         if opts.paths.is_empty() {
@@ -120,10 +133,10 @@ impl Node {
             let t = Instant::now();
             let mut cmp = scan::Comparison::new(walk, &roots, &known, ignore);
             if single {
-                stored = self.store_in_parts(&mut cmp, opts.init, &mut report)?;
+                stored = self.store_in_parts(&mut cmp, opts.init, list, &mut report)?;
             } else {
                 while let Some(part) = cmp.next_part(PART, &|p| self.is_managed(p)) {
-                    self.collect(part, opts.init, &mut batch, &mut report);
+                    self.collect(part, opts.init, list, &mut batch, &mut report);
                 }
             }
             report.errors.extend(cmp.into_errors());
@@ -146,6 +159,7 @@ impl Node {
         &mut self,
         cmp: &mut scan::Comparison<'_, IndexedFile>,
         init: bool,
+        list: bool,
         report: &mut CheckReport,
     ) -> Result<std::time::Duration, Error> {
         let mut spent = std::time::Duration::ZERO;
@@ -155,7 +169,7 @@ impl Node {
                 continue;
             }
             let mut batch = Batch::default();
-            self.collect(part, init, &mut batch, report);
+            self.collect(part, init, list, &mut batch, report);
             report.marks += batch.marks.len();
             let t = Instant::now();
             let r = if open { Ok(()) } else { self.index.begin_parts() };
@@ -180,7 +194,14 @@ impl Node {
         self.config.ignore
     }
 
-    fn collect(&self, deltas: Vec<Delta>, init: bool, batch: &mut Batch, report: &mut CheckReport) {
+    fn collect(
+        &self,
+        deltas: Vec<Delta>,
+        init: bool,
+        list: bool,
+        batch: &mut Batch,
+        report: &mut CheckReport,
+    ) {
         for d in deltas {
             let ignore = self.ignore_fields();
             let (path, changes, base) = match d {
@@ -223,7 +244,76 @@ impl Node {
                     });
                 }
             }
-            report.changed.push((path, changes));
+            report.changed_count += 1;
+            if list {
+                report.changed.push((path, changes));
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Index;
+
+    /// Node `a` of group `g` (peers `b` and `c`) managing `dir/srv`.
+    fn node(dir: &std::path::Path) -> (Node, PathBuf) {
+        let srv = dir.join("srv");
+        std::fs::create_dir_all(&srv).unwrap();
+        let key = "Qm9vdHN0cmFwS2V5Rm9yVGVzdHMuT25seS5Ob3RBU2VjcmV0LkFiY2RlZmdoaWpr";
+        std::fs::write(dir.join("k"), key).unwrap();
+        let opts = crate::config::LoadOptions {
+            myname: "a".into(),
+            sysdir: dir.to_path_buf(),
+            active_groups: None,
+        };
+        let text = format!("group g {{ host a b c; key k; include {}; }}", srv.display());
+        let config = crate::config::load_str("t.cfg", &text, &opts).unwrap();
+        (Node::new(config, Index::open_in_memory().unwrap()).unwrap(), srv)
+    }
+
+    fn full() -> CheckOptions {
+        CheckOptions { paths: Vec::new(), recursive: true, init: false }
+    }
+
+    /// More entries than one part: every part is stored (with a mark per
+    /// peer) in the one transaction, and the next check, across the same
+    /// part boundaries, finds exactly the edits, deletes and additions.
+    #[test]
+    fn a_check_of_several_parts_stores_and_then_finds_every_change() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut n, srv) = node(d.path());
+        let files = PART + PART / 2;
+        for i in 0..files {
+            let sub = srv.join(format!("d{}", i % 7));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(format!("f{i:05}")), format!("{i}")).unwrap();
+        }
+        let r = n.check(&full()).unwrap();
+        // The root, its 7 directories and the files.
+        assert_eq!((r.changed_count, r.changed.len(), r.seen), (files + 8, files + 8, files + 8));
+        assert_eq!(r.marks, 2 * (files + 8));
+        assert_eq!(n.index.files(crate::index::Scope::All).unwrap().len(), files + 8);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+
+        // Changes on both sides of the first part's end, and at the very end.
+        std::fs::write(srv.join("d0/f00000"), "edited").unwrap();
+        std::fs::remove_file(srv.join(format!("d{}/f{:05}", PART % 7, PART))).unwrap();
+        std::fs::write(srv.join("d6/zz-new"), "new").unwrap();
+        let last = files - 1;
+        std::fs::remove_file(srv.join(format!("d{}/f{last:05}", last % 7))).unwrap();
+        let r = n.check_with(&full(), false).unwrap();
+        // Counted, not listed: the four files, and at most the three
+        // directories whose entries changed.
+        assert!(r.changed.is_empty());
+        assert!((4..=7).contains(&r.changed_count), "{}", r.changed_count);
+        let again = n.check(&full()).unwrap();
+        assert_eq!(again.changed_count, 0, "{:?}", again.changed);
+        let rows = n.index.files(crate::index::Scope::All).unwrap();
+        assert_eq!(rows.len(), files + 8 - 2 + 1);
+        let edited = srv.join("d0/f00000").into_os_string().into_encoded_bytes();
+        let meta = rows.iter().find(|f| f.path == edited).unwrap();
+        assert_eq!(meta.meta.hash.unwrap(), *blake3::hash(b"edited").as_bytes());
     }
 }
