@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use super::wire::version;
 use super::{Error, Node};
+use crate::actions::ActionTable;
+use crate::config::Config;
 use crate::index::{Batch, IndexedFile, OwnedMark, Scope};
+use crate::policy::GroupPolicy;
 use crate::scan::{self, Delta, Root, ScanError};
 use crate::types::{Base, Changes, IgnoreFields};
 
@@ -131,15 +134,16 @@ impl Node {
             };
             report.seen += walk.observed.len();
             let t = Instant::now();
-            let mut cmp = scan::Comparison::new(walk, &roots, &known, ignore);
             if single {
-                stored = self.store_in_parts(&mut cmp, opts.init, list, &mut report)?;
+                let input = (walk, &roots[..], &known[..], ignore);
+                stored = self.store_in_parts(input, opts.init, list, &mut report)?;
             } else {
+                let mut cmp = scan::Comparison::new(walk, &roots, &known, ignore);
                 while let Some(part) = cmp.next_part(PART, &|p| self.is_managed(p)) {
                     self.collect(part, opts.init, list, &mut batch, &mut report);
                 }
+                report.errors.extend(cmp.into_errors());
             }
-            report.errors.extend(cmp.into_errors());
             report.timings.push(("compare", t.elapsed().saturating_sub(stored)));
         }
         if !single {
@@ -154,36 +158,60 @@ impl Node {
 
     /// Compares, classifies and stores a part at a time in one transaction,
     /// opened with the first part that changes anything (a check that finds
-    /// nothing writes nothing); returns the time spent writing.
+    /// nothing writes nothing); returns the time spent writing. A thread
+    /// compares (and hashes) the next part while this one stores the last:
+    /// on a disk, writing the index would otherwise wait for hashing and
+    /// hashing for writing.
     fn store_in_parts(
         &mut self,
-        cmp: &mut scan::Comparison<'_, IndexedFile>,
+        (walk, roots, known, ignore): (scan::Walk, &[Root], &[IndexedFile], IgnoreFields),
         init: bool,
         list: bool,
         report: &mut CheckReport,
     ) -> Result<std::time::Duration, Error> {
+        let Node { config, groups, index, actions } = self;
+        let (config, groups, actions) = (&*config, &groups[..], &*actions);
         let mut spent = std::time::Duration::ZERO;
         let mut open = false;
-        while let Some(part) = cmp.next_part(PART, &|p| self.is_managed(p)) {
-            if part.is_empty() {
-                continue;
+        let mut failed = None;
+        let errors = std::thread::scope(|s| {
+            // One part waits while one is stored: two parts in memory at most.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Delta>>(1);
+            let comparer = s.spawn(move || {
+                let mut cmp = scan::Comparison::new(walk, roots, known, ignore);
+                let managed = |p: &[u8]| groups.iter().any(|g| g.matcher.is_managed(p));
+                while let Some(part) = cmp.next_part(PART, &managed) {
+                    // The store failed when nobody receives: stop there.
+                    if !part.is_empty() && tx.send(part).is_err() {
+                        break;
+                    }
+                }
+                cmp.into_errors()
+            });
+            for part in rx {
+                let mut batch = Batch::default();
+                collect(config, groups, actions, part, init, list, &mut batch, report);
+                report.marks += batch.marks.len();
+                let t = Instant::now();
+                let r = if open { Ok(()) } else { index.begin_parts() };
+                open = true;
+                let r = r.and_then(|()| index.apply_part(&batch));
+                spent += t.elapsed();
+                if let Err(e) = r {
+                    failed = Some(e);
+                    break;
+                }
             }
-            let mut batch = Batch::default();
-            self.collect(part, init, list, &mut batch, report);
-            report.marks += batch.marks.len();
-            let t = Instant::now();
-            let r = if open { Ok(()) } else { self.index.begin_parts() };
-            open = true;
-            let r = r.and_then(|()| self.index.apply_part(&batch));
-            spent += t.elapsed();
-            if let Err(e) = r {
-                self.index.rollback_parts();
-                return Err(e.into());
-            }
+            comparer.join().expect("comparison panicked")
+        });
+        report.errors.extend(errors);
+        if let Some(e) = failed {
+            index.rollback_parts();
+            return Err(e.into());
         }
         if open {
             let t = Instant::now();
-            self.index.commit_parts()?;
+            index.commit_parts()?;
             spent += t.elapsed();
         }
         Ok(spent)
@@ -202,52 +230,68 @@ impl Node {
         batch: &mut Batch,
         report: &mut CheckReport,
     ) {
-        for d in deltas {
-            let ignore = self.ignore_fields();
-            let (path, changes, base) = match d {
-                Delta::Refreshed(o) => {
-                    batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
-                    continue;
-                }
-                Delta::New(o) => {
-                    let p = o.path.clone();
-                    batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
-                    (p, Changes::NEW, Base::Absent)
-                }
-                Delta::Changed(o, c, old) => {
-                    let p = o.path.clone();
-                    batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
-                    (p, c, Base::Version(version(&old, ignore)))
-                }
-                Delta::Deleted(p, old) => {
-                    batch.removals.push(p.clone());
-                    (p, Changes::DELETE, Base::Version(version(&old, ignore)))
-                }
-            };
-            batch.local.push(path.clone());
-            if !init && changes.is_real() && !self.actions.is_empty() {
-                // `do-local` actions: the change is on disk already, so the
-                // journal row is ready and goes in with the index update.
-                if let Some(real) = crate::paths::real_path(&self.config, &path) {
-                    batch.actions.extend(self.actions.owed(&path, &real, None, true));
-                }
+        collect(&self.config, &self.groups, &self.actions, deltas, init, list, batch, report);
+    }
+}
+
+/// Turns deltas into index rows, dirty marks for each peer (none with
+/// `-I`), owed `do-local` actions and the report's count (and list).
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    config: &Config,
+    groups: &[GroupPolicy],
+    actions: &ActionTable,
+    deltas: Vec<Delta>,
+    init: bool,
+    list: bool,
+    batch: &mut Batch,
+    report: &mut CheckReport,
+) {
+    let ignore = config.ignore;
+    for d in deltas {
+        let (path, changes, base) = match d {
+            Delta::Refreshed(o) => {
+                batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
+                continue;
             }
-            if !init {
-                for (peer, myname) in self.peers_for(&path) {
-                    batch.marks.push(OwnedMark {
-                        path: path.clone(),
-                        peer: peer.to_string(),
-                        myname: myname.to_string(),
-                        changes,
-                        forced: false,
-                        base,
-                    });
-                }
+            Delta::New(o) => {
+                let p = o.path.clone();
+                batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
+                (p, Changes::NEW, Base::Absent)
             }
-            report.changed_count += 1;
-            if list {
-                report.changed.push((path, changes));
+            Delta::Changed(o, c, old) => {
+                let p = o.path.clone();
+                batch.upserts.push(IndexedFile { path: o.path, meta: o.meta });
+                (p, c, Base::Version(version(&old, ignore)))
             }
+            Delta::Deleted(p, old) => {
+                batch.removals.push(p.clone());
+                (p, Changes::DELETE, Base::Version(version(&old, ignore)))
+            }
+        };
+        batch.local.push(path.clone());
+        if !init && changes.is_real() && !actions.is_empty() {
+            // `do-local` actions: the change is on disk already, so the
+            // journal row is ready and goes in with the index update.
+            if let Some(real) = crate::paths::real_path(config, &path) {
+                batch.actions.extend(actions.owed(&path, &real, None, true));
+            }
+        }
+        if !init {
+            for (peer, myname) in crate::policy::peers_for(groups, &path) {
+                batch.marks.push(OwnedMark {
+                    path: path.clone(),
+                    peer: peer.to_string(),
+                    myname: myname.to_string(),
+                    changes,
+                    forced: false,
+                    base,
+                });
+            }
+        }
+        report.changed_count += 1;
+        if list {
+            report.changed.push((path, changes));
         }
     }
 }
