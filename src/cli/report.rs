@@ -34,7 +34,7 @@ pub(super) fn sync_run(
             Err(no_identity) => {
                 // The check and the owed actions still run; the marks wait
                 // for a working identity.
-                let outcome = node.run(&req);
+                let outcome = node.run_with(&req, args.verbose > 0 || args.json);
                 return print_outcome(&outcome, args, &node.config.myname, Some(no_identity));
             }
         };
@@ -49,7 +49,8 @@ pub(super) fn sync_run(
     }
     // On a terminal, a long push shows its progress (erased when done).
     let display = super::progress::Display::start(args.json || args.dry_run);
-    let outcome = node.run(&req);
+    // Only -v and --json show the changed paths: otherwise they are counted.
+    let outcome = node.run_with(&req, args.verbose > 0 || args.json);
     drop(display);
     print_outcome(&outcome, args, &node.config.myname, None)
 }
@@ -112,9 +113,7 @@ fn print_check(report: &CheckReport, verbose: u8) -> Exit {
         }
         eprintln!(
             "csync: checked {} entries: {} changed, {} dirty marks",
-            report.seen,
-            report.changed.len(),
-            report.marks
+            report.seen, report.changed_count, report.marks
         );
         if verbose > 1 {
             for (phase, dt) in &report.timings {

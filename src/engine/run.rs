@@ -90,8 +90,14 @@ impl RunOutcome {
 impl Node {
     /// Performs one run as `req` says and returns what each phase did.
     pub fn run(&mut self, req: &RunRequest) -> RunOutcome {
+        self.run_with(req, true)
+    }
+
+    /// [`Node::run`], with the check's changed paths listed only when
+    /// `list_changed` is true (counted otherwise; see [`Node::check_with`]).
+    pub fn run_with(&mut self, req: &RunRequest, list_changed: bool) -> RunOutcome {
         let mut out = RunOutcome {
-            check: req.check.as_ref().map(|opts| self.check(opts)),
+            check: req.check.as_ref().map(|opts| self.check_with(opts, list_changed)),
             push: None,
             actions: Ok(Vec::new()),
         };
@@ -126,7 +132,7 @@ impl Node {
         }
         let opts = UpdateOptions { peers: req.peers.clone(), paths, dry_run: req.dry_run };
         // Nothing dirty and every peer met before: nothing to connect for.
-        if self.index.dirty()?.is_empty() && self.new_peers(&opts.peers)?.is_empty() {
+        if !self.index.has_dirty()? && self.new_peers(&opts.peers)?.is_empty() {
             return Ok(out);
         }
         let offline;

@@ -30,7 +30,8 @@ pub trait Known {
     fn meta(&self) -> &Meta;
 }
 
-/// Compares a walk with the previously indexed entries of the same scope.
+/// Compares a walk with the previously indexed entries of the same scope,
+/// all at once (see [`Comparison`] for the same a part at a time).
 ///
 /// `known` must be sorted by path. Entries not seen on disk count as deleted
 /// only when `still_managed` says the config still wants them and they do not
@@ -47,13 +48,69 @@ where
     K: Known + Sync,
     M: Fn(&[u8]) -> bool,
 {
-    let Walk { mut observed, pruned, mut errors } = walk;
+    let mut cmp = Comparison::new(walk, roots, known, ignore);
+    let mut out = Vec::new();
+    while let Some(part) = cmp.next_part(PART, &still_managed) {
+        out.extend(part);
+    }
+    (out, cmp.into_errors())
+}
 
-    // Pass 1: find what needs hashing (new files, or stat hints moved).
-    let mut need_hash = Vec::new();
-    {
-        let mut k = 0;
-        for (i, o) in observed.iter().enumerate() {
+/// How many walked entries [`compare`] classifies per part.
+const PART: usize = 4096;
+
+/// A comparison handing out its deltas a part at a time, in path order: a
+/// 100,000-entry check then hashes, classifies and stores a few thousand
+/// entries at a time instead of holding a delta (an observed and an old
+/// state) for every entry before the first is stored.
+pub struct Comparison<'a, K> {
+    observed: std::vec::IntoIter<Observed>,
+    pruned: HashSet<Vec<u8>>,
+    errors: Vec<ScanError>,
+    roots: &'a [Root],
+    known: &'a [K],
+    /// The first indexed entry not yet merged.
+    k: usize,
+    ignore: IgnoreFields,
+}
+
+impl<'a, K: Known + Sync> Comparison<'a, K> {
+    /// Starts comparing `walk` with `known` (sorted by path, the same scope).
+    pub fn new(walk: Walk, roots: &'a [Root], known: &'a [K], ignore: IgnoreFields) -> Self {
+        let Walk { observed, pruned, errors } = walk;
+        Comparison { observed: observed.into_iter(), pruned, errors, roots, known, k: 0, ignore }
+    }
+
+    /// The deltas of the next `max` walked entries (at least one) and of the
+    /// indexed entries gone before them, in path order; then those of up to
+    /// `max` indexed entries gone after the last walked one; `None` when the
+    /// comparison is over. A part may be empty (nothing changed there).
+    /// `still_managed` as for [`compare`].
+    pub fn next_part(
+        &mut self,
+        max: usize,
+        still_managed: &dyn Fn(&[u8]) -> bool,
+    ) -> Option<Vec<Delta>> {
+        let max = max.max(1);
+        let mut out = Vec::new();
+        let mut chunk: Vec<Observed> = self.observed.by_ref().take(max).collect();
+        if chunk.is_empty() {
+            if self.k >= self.known.len() {
+                return None;
+            }
+            let end = self.known.len().min(self.k.saturating_add(max));
+            while self.k < end {
+                self.gone(self.k, &mut out, still_managed);
+                self.k += 1;
+            }
+            return Some(out);
+        }
+
+        // Pass 1: find what needs hashing (new files, or stat hints moved).
+        let known = self.known;
+        let mut need_hash = Vec::new();
+        let mut k = self.k;
+        for (i, o) in chunk.iter().enumerate() {
             while k < known.len() && known[k].path() < o.path.as_slice() {
                 k += 1;
             }
@@ -65,59 +122,62 @@ where
                 need_hash.push(i);
             }
         }
-    }
-    let failed = hash_all(&mut observed, roots, &need_hash, &mut errors);
+        let failed = hash_all(&mut chunk, self.roots, &need_hash, &mut self.errors);
 
-    // Pass 2: merge.
-    let mut out = Vec::new();
-    let mut k = 0;
-    let gone = |k: &K, out: &mut Vec<Delta>| {
-        let p = k.path();
-        if still_managed(p) && !below_pruned(p, &pruned) {
-            out.push(Delta::Deleted(p.to_vec(), k.meta().clone()));
+        // Pass 2: merge.
+        for (i, o) in chunk.into_iter().enumerate() {
+            while self.k < known.len() && known[self.k].path() < o.path.as_slice() {
+                self.gone(self.k, &mut out, still_managed);
+                self.k += 1;
+            }
+            let same = self.k < known.len() && known[self.k].path() == o.path.as_slice();
+            if failed.contains(&i) {
+                // Unreadable or vanished while hashing: leave the index as it was.
+                if same {
+                    self.k += 1;
+                }
+                continue;
+            }
+            if same {
+                let mut old = known[self.k].meta().clone();
+                self.k += 1;
+                let mut o = o;
+                if o.meta.kind == FileKind::File && o.meta.hash.is_none() {
+                    o.meta.hash = old.hash;
+                }
+                // A row stored without its hash is repaired, not reported as a
+                // content change: what it missed is not known to have changed.
+                let repaired = old.kind == FileKind::File && old.hash.is_none();
+                if repaired {
+                    old.hash = o.meta.hash;
+                }
+                let changes = classify(&old, &o.meta, self.ignore);
+                if !changes.is_empty() {
+                    out.push(Delta::Changed(o, changes, old));
+                } else if o.meta != old || repaired {
+                    out.push(Delta::Refreshed(o));
+                }
+            } else {
+                out.push(Delta::New(o));
+            }
         }
-    };
-    for (i, o) in observed.into_iter().enumerate() {
-        while k < known.len() && known[k].path() < o.path.as_slice() {
-            gone(&known[k], &mut out);
-            k += 1;
-        }
-        if failed.contains(&i) {
-            // Unreadable or vanished while hashing: leave the index as it was.
-            if k < known.len() && known[k].path() == o.path.as_slice() {
-                k += 1;
-            }
-            continue;
-        }
-        if k < known.len() && known[k].path() == o.path.as_slice() {
-            let mut old = known[k].meta().clone();
-            k += 1;
-            let mut o = o;
-            if o.meta.kind == FileKind::File && o.meta.hash.is_none() {
-                o.meta.hash = old.hash;
-            }
-            // A row stored without its hash is repaired, not reported as a
-            // content change: what it missed is not known to have changed.
-            let repaired = old.kind == FileKind::File && old.hash.is_none();
-            if repaired {
-                old.hash = o.meta.hash;
-            }
-            let old = &old;
-            let changes = classify(old, &o.meta, ignore);
-            if !changes.is_empty() {
-                out.push(Delta::Changed(o, changes, old.clone()));
-            } else if o.meta != *old || repaired {
-                out.push(Delta::Refreshed(o));
-            }
-        } else {
-            out.push(Delta::New(o));
+        Some(out)
+    }
+
+    /// The indexed entry `k` was not seen: a delete, unless the config no
+    /// longer manages it or it lies below a directory the walk pruned.
+    fn gone(&self, k: usize, out: &mut Vec<Delta>, still_managed: &dyn Fn(&[u8]) -> bool) {
+        let e = &self.known[k];
+        let p = e.path();
+        if still_managed(p) && !below_pruned(p, &self.pruned) {
+            out.push(Delta::Deleted(p.to_vec(), e.meta().clone()));
         }
     }
-    while k < known.len() {
-        gone(&known[k], &mut out);
-        k += 1;
+
+    /// The problems met (the walk's, then those of hashing).
+    pub fn into_errors(self) -> Vec<ScanError> {
+        self.errors
     }
-    (out, errors)
 }
 
 pub(super) fn below_pruned(p: &[u8], pruned: &HashSet<Vec<u8>>) -> bool {

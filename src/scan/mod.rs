@@ -8,7 +8,7 @@
 mod compare;
 mod read;
 
-pub use compare::{Delta, Known, compare};
+pub use compare::{Comparison, Delta, Known, compare};
 pub use read::{Expected, hash_reader, meta_of, open_checked};
 
 use std::collections::HashSet;
