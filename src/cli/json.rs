@@ -78,7 +78,7 @@ fn update_report(r: &UpdateReport) -> Value {
             json!({
                 "peer": p.peer,
                 "error": p.error,
-                "in_sync": count(|r| *r == PathResult::Done),
+                "in_sync": p.done,
                 "lost": count(|r| matches!(r, PathResult::Lost(_))),
                 "unresolved": count(|r| *r == PathResult::Unresolved),
                 "failed": count(|r| matches!(r, PathResult::Failed(_))),

@@ -188,7 +188,7 @@ fn print_update(report: &UpdateReport, verbose: u8, json: bool) -> Exit {
             }
         }
         if verbose > 0 {
-            let done = p.paths.iter().filter(|(_, r)| *r == PathResult::Done).count();
+            let done = p.done;
             for (path, r) in &p.paths {
                 if let PathResult::Lost(why) = r {
                     eprintln!(

@@ -473,7 +473,7 @@ fn log_outcome(outcome: &RunOutcome, what: &str, took: Duration) -> usize {
                     for (path, why) in peer.problems() {
                         warn!("watch: peer {}: {}: {why}", peer.peer, crate::paths::display(path));
                     }
-                    pushed += peer.paths.len();
+                    pushed += peer.done + peer.paths.len();
                 }
             }
         }
