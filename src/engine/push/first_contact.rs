@@ -255,6 +255,25 @@ impl Node {
             }
         }
         self.index.set_peer_versions(peer, &agreed)?;
+        // The peer lacks (or differs on) every entry, all under one name of
+        // ours: the usual first contact with an empty peer. One statement
+        // marks them all, to the same effect as the marks one by one.
+        let mut names = marks.values();
+        if marks.len() == local.len()
+            && let Some(me) = names.next()
+            && names.all(|n| n == me)
+        {
+            let all = Mark {
+                path: b"",
+                peer,
+                myname: me,
+                changes: Changes::MARKED,
+                forced: false,
+                base: Base::Unknown,
+            };
+            self.index.mark_every_file(&all)?;
+            return Ok(marks.len());
+        }
         let marks: Vec<Mark<'_>> = marks
             .iter()
             .map(|(path, me)| Mark {
