@@ -165,7 +165,23 @@ impl Node {
                 while let Ok(msg) = demand_rx.recv() {
                     let slot = match msg {
                         feed::ToPlanner::Demand(slot) => slot,
-                        feed::ToPlanner::Pushed(done) => {
+                        feed::ToPlanner::Pushed(mut done) => {
+                            // Every confirmation already waiting goes in the
+                            // same transaction: peers' rows share pages, and
+                            // one commit per peer rewrote each page per peer.
+                            let mut demands = Vec::new();
+                            while let Ok(more) = demand_rx.try_recv() {
+                                match more {
+                                    feed::ToPlanner::Pushed(more) => done.extend(more),
+                                    feed::ToPlanner::Demand(slot) => demands.push(slot),
+                                }
+                            }
+                            for slot in demands {
+                                if let Err(e) = feeder.serve(index, slot) {
+                                    planned = Err(e);
+                                    feeder.stop();
+                                }
+                            }
                             if planned.is_ok()
                                 && let Err(e) = index.record_pushed(&done)
                             {
