@@ -173,6 +173,111 @@ impl Index {
         Ok((out, next))
     }
 
+    /// Every peer's dirty rows, for about `limit` rows from `cursor` on, in
+    /// the order of [`Index::dirty_chunk`] (each peer's rows in that order),
+    /// and where the next chunk starts. A chunk holds every row of each of
+    /// its paths, so planning reads a path's state once for all its peers
+    /// and the cursor stands between paths (a cursor every peer can resume
+    /// from on its own).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn dirty_chunk_all(
+        &self,
+        cursor: &DirtyCursor,
+        limit: usize,
+    ) -> Result<(Vec<super::DirtyRow>, DirtyCursor)> {
+        let sql = self.sql();
+        let (query, after, deletes) = match cursor {
+            DirtyCursor::Deletes(below) => (
+                format!(
+                    "SELECT {CHUNK_COLS} FROM dirty d WHERE d.path < ?1 \
+                     AND NOT EXISTS (SELECT 1 FROM file f WHERE f.path = d.path) \
+                     ORDER BY d.path DESC LIMIT ?2"
+                ),
+                below,
+                true,
+            ),
+            DirtyCursor::Present(above) => (
+                format!(
+                    "SELECT {CHUNK_COLS} FROM dirty d WHERE d.path > ?1 \
+                     AND EXISTS (SELECT 1 FROM file f WHERE f.path = d.path) \
+                     ORDER BY d.path LIMIT ?2"
+                ),
+                above,
+                false,
+            ),
+            DirtyCursor::Done => return Ok((Vec::new(), DirtyCursor::Done)),
+        };
+        let limit = limit.max(1);
+        let mut st = self.conn.prepare_cached(&query).map_err(&sql)?;
+        let it = st.query_map(params![after, limit as i64], rows::dirty_from_row).map_err(&sql)?;
+        let mut out: Vec<super::DirtyRow> = it.map(|r| r.map_err(&sql)).collect::<Result<_>>()?;
+        let full = out.len() == limit;
+        let next = match out.last().map(|r| r.path.clone()) {
+            // The limit may have cut the last path's rows: take all of them.
+            Some(last) if full => {
+                out.retain(|r| r.path != last);
+                let mut st = self
+                    .conn
+                    .prepare_cached(&format!("SELECT {CHUNK_COLS} FROM dirty d WHERE d.path = ?1"))
+                    .map_err(&sql)?;
+                let it = st.query_map([&last], rows::dirty_from_row).map_err(&sql)?;
+                for r in it {
+                    out.push(r.map_err(&sql)?);
+                }
+                if deletes { DirtyCursor::Deletes(last) } else { DirtyCursor::Present(last) }
+            }
+            _ if deletes => DirtyCursor::Present(Vec::new()),
+            _ => DirtyCursor::Done,
+        };
+        Ok((out, next))
+    }
+
+    /// The file states and origins of every dirty row with a path from `lo`
+    /// to `hi` (inclusive), whichever its peer: [`Index::chunk_states`] for
+    /// a chunk of [`Index::dirty_chunk_all`].
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    #[allow(clippy::type_complexity)]
+    pub fn chunk_states_all(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+    ) -> Result<(HashMap<Vec<u8>, Meta>, HashMap<Vec<u8>, String>)> {
+        let sql = self.sql();
+        let mut files = HashMap::new();
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM file WHERE path IN \
+                 (SELECT path FROM dirty WHERE path BETWEEN ?1 AND ?2)",
+                rows::FILE_COLS
+            ))
+            .map_err(&sql)?;
+        for f in st.query_map(params![lo, hi], rows::file_from_row).map_err(&sql)? {
+            let f = f.map_err(&sql)?;
+            files.insert(f.path, f.meta);
+        }
+        let mut origins = HashMap::new();
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, node FROM origin WHERE path IN \
+                 (SELECT path FROM dirty WHERE path BETWEEN ?1 AND ?2)",
+            )
+            .map_err(&sql)?;
+        let it = st
+            .query_map(params![lo, hi], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
+            .map_err(&sql)?;
+        for o in it {
+            let (p, n) = o.map_err(&sql)?;
+            origins.insert(p, n);
+        }
+        Ok((files, origins))
+    }
+
     /// The file states and origins of `peer`'s dirty rows with paths from
     /// `lo` to `hi` (inclusive): what planning one chunk looks up, read in
     /// two queries instead of two per row.
@@ -287,6 +392,70 @@ mod tests {
         assert_eq!(got, ["/r/a/b", "/r/c", "/r/d"]);
         assert!(origins.is_empty());
         assert_eq!(idx.dirty_peers().unwrap(), [("b".to_string(), 7), ("other".to_string(), 1)]);
+    }
+
+    #[test]
+    fn shared_chunks_hold_whole_paths_and_each_peer_its_own_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(1)).unwrap();
+        let present = ["/r/a", "/r/a/b", "/r/c", "/r/d"];
+        let batch = Batch {
+            upserts: present
+                .iter()
+                .map(|p| IndexedFile { path: p.as_bytes().to_vec(), meta: meta() })
+                .collect(),
+            ..Batch::default()
+        };
+        idx.apply(&batch).unwrap();
+        let gone = ["/r/x", "/r/x/y", "/r/x/y/z"];
+        let mut marks = Vec::new();
+        for p in present.iter().chain(&gone) {
+            for peer in ["b", "c", "d"] {
+                // c lacks /r/c: peers need not share every path.
+                if (*p, peer) != ("/r/c", "c") {
+                    marks.push(Mark {
+                        path: p.as_bytes(),
+                        peer,
+                        myname: "me",
+                        changes: Changes::NEW,
+                        forced: false,
+                        base: Base::Absent,
+                    });
+                }
+            }
+        }
+        idx.mark(&marks).unwrap();
+        for limit in [1, 2, 4, 100] {
+            let mut cursor = DirtyCursor::start();
+            let mut seen: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+            let mut chunks = 0;
+            while cursor != DirtyCursor::Done {
+                let (rows, next) = idx.dirty_chunk_all(&cursor, limit).unwrap();
+                // Every row of each path read is in the chunk.
+                for r in &rows {
+                    let all = marks.iter().filter(|m| m.path == r.path.as_slice()).count();
+                    assert_eq!(rows.iter().filter(|x| x.path == r.path).count(), all);
+                }
+                for r in rows {
+                    seen.entry(r.peer).or_default().push(r.path);
+                }
+                cursor = next;
+                chunks += 1;
+                assert!(chunks < 20, "the cursor always moves on");
+            }
+            for peer in ["b", "c", "d"] {
+                let mut cursor = DirtyCursor::start();
+                let mut alone = Vec::new();
+                while cursor != DirtyCursor::Done {
+                    let (rows, next) = idx.dirty_chunk(peer, &cursor, 2).unwrap();
+                    alone.extend(rows.into_iter().map(|r| r.path));
+                    cursor = next;
+                }
+                assert_eq!(seen[peer], alone, "peer {peer}, limit {limit}");
+            }
+        }
+        let (files, _) = idx.chunk_states_all(b"/r/a/b", b"/r/d").unwrap();
+        assert_eq!(files.len(), 3);
     }
 
     #[test]

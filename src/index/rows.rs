@@ -126,6 +126,17 @@ pub(super) const UPSERT_DIRTY: &str = "INSERT INTO dirty (path, peer, myname, fo
      base = coalesce(base, excluded.base), \
      marked_at = CASE WHEN excluded.changes & 128 THEN excluded.marked_at ELSE marked_at END";
 
+/// [`UPSERT_DIRTY`] for every row of `file` at once: the same mark (peer
+/// ?1, myname ?2, forced ?3, changes ?4, dated ?5, base ?6) upserted by the
+/// same conflict clause, in one statement instead of one per path.
+pub(super) fn upsert_mark_every_file() -> String {
+    let (head, conflict) = UPSERT_DIRTY
+        .split_at(UPSERT_DIRTY.find(" ON CONFLICT").expect("UPSERT_DIRTY has a conflict clause"));
+    let head = head.split(" VALUES").next().expect("UPSERT_DIRTY has values");
+    // `WHERE true`: SQLite's parser needs it between a SELECT and ON CONFLICT.
+    format!("{head} SELECT path, ?1, ?2, ?3, ?4, ?5, ?6 FROM file WHERE true{conflict}")
+}
+
 pub(super) fn file_from_row(r: &Row<'_>) -> rusqlite::Result<IndexedFile> {
     let kind: i64 = r.get(1)?;
     let kind = FileKind::from_code(kind).ok_or_else(|| {

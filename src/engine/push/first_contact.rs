@@ -6,7 +6,7 @@
 //! peer, so the push brings it there or, where the peer holds a different
 //! version, the group's `auto` rule settles it (never a blind overwrite).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::engine::Node;
@@ -153,12 +153,18 @@ impl Node {
             handles.into_iter().map(|h| h.join().expect("listing thread panicked")).collect()
         });
         let local = self.index.files(Scope::All)?;
+        // What this node has, for every peer alike: its entries, and the
+        // deletes not yet pushed (gone, not missing). Reconciling changes
+        // neither (it marks and agrees on entries this node has).
+        let mut have: HashSet<&[u8]> = local.iter().map(|f| f.path.as_slice()).collect();
+        let deleted: Vec<Vec<u8>> = self.index.dirty_delete_paths()?;
+        have.extend(deleted.iter().map(Vec::as_slice));
         let mut asks: Vec<(String, Vec<GroupPath>)> = Vec::new();
         for (peer, listing) in listings {
             match listing {
                 Ok(l) => {
                     let n = self.reconcile(&peer, &l, &local)?;
-                    let missing = self.missing_here(&peer, &l, &local)?;
+                    let missing = self.missing_here(&peer, &l, &have);
                     if !missing.is_empty() {
                         asks.push((peer.clone(), missing));
                     }
@@ -196,19 +202,9 @@ impl Node {
         Ok(report)
     }
 
-    /// Entries of a peer's listing this node lacks (in its index) and manages
-    /// in the same group: `(group, path)`.
-    fn missing_here(
-        &self,
-        peer: &str,
-        listing: &Listing,
-        local: &[crate::index::IndexedFile],
-    ) -> Result<Vec<GroupPath>, crate::engine::Error> {
-        let mut have: std::collections::HashSet<&[u8]> =
-            local.iter().map(|f| f.path.as_slice()).collect();
-        // Deleted here and not yet pushed: not missing, gone.
-        let deleted: Vec<Vec<u8>> = self.index.dirty_delete_paths()?;
-        have.extend(deleted.iter().map(Vec::as_slice));
+    /// Entries of a peer's listing this node lacks (`have`: its entries and
+    /// its unpushed deletes) and manages in the same group: `(group, path)`.
+    fn missing_here(&self, peer: &str, listing: &Listing, have: &HashSet<&[u8]>) -> Vec<GroupPath> {
         let mut out = Vec::new();
         for ag in &self.groups {
             if !ag.push_to.iter().any(|(p, _)| p == peer) {
@@ -222,7 +218,7 @@ impl Node {
                 }
             }
         }
-        Ok(out)
+        out
     }
 
     /// Compares our index with a peer's listing: agreed entries are recorded
@@ -255,6 +251,25 @@ impl Node {
             }
         }
         self.index.set_peer_versions(peer, &agreed)?;
+        // The peer lacks (or differs on) every entry, all under one name of
+        // ours: the usual first contact with an empty peer. One statement
+        // marks them all, to the same effect as the marks one by one.
+        let mut names = marks.values();
+        if marks.len() == local.len()
+            && let Some(me) = names.next()
+            && names.all(|n| n == me)
+        {
+            let all = Mark {
+                path: b"",
+                peer,
+                myname: me,
+                changes: Changes::MARKED,
+                forced: false,
+                base: Base::Unknown,
+            };
+            self.index.mark_every_file(&all)?;
+            return Ok(marks.len());
+        }
         let marks: Vec<Mark<'_>> = marks
             .iter()
             .map(|(path, me)| Mark {

@@ -92,39 +92,44 @@ impl Node {
         }
         let planner =
             feed::Planner { filter, config: &self.config, groups: &self.groups, roots: &roots };
-        // Each peer's first chunk is planned here: a peer with nothing to
-        // push (every row filtered out) gets no session, as before.
-        let mut jobs = Vec::new();
+        let mut peers = Vec::new();
         for (peer, count) in self.index.dirty_peers()? {
             if (!opts.peers.is_empty() && !opts.peers.contains(&peer))
                 || unreachable.contains(&peer)
             {
                 continue;
             }
-            let mut cursor = crate::index::DirtyCursor::start();
-            let Some(first) = planner.next(&self.index, &peer, &mut cursor)? else { continue };
-            let Some((target, groups)) =
+            if let Some((target, groups)) =
                 crate::engine::remote::shared_groups(&self.config, &peer, port)
-            else {
-                continue;
-            };
-            jobs.push((target, groups, count, first, cursor));
+            {
+                peers.push((target, groups, count));
+            }
         }
+        let names = peers.iter().map(|(t, _, _)| t.name.clone()).collect();
+        // Each peer's first chunk is planned here: a peer with nothing to
+        // push (every row filtered out) gets no session, as before.
+        let (mut feeder, firsts) = feed::Feeder::start(planner, &self.index, names)?;
+        let keep: Vec<bool> = firsts.iter().map(Option::is_some).collect();
+        let jobs: Vec<_> = peers
+            .into_iter()
+            .zip(firsts)
+            .filter_map(|((target, groups, count), first)| Some((target, groups, count, first?)))
+            .collect();
         let myname = self.config.myname.clone();
         let wait = crate::engine::remote::action_wait(&self.config);
         let settings = Arc::new(settings.clone());
         let (demand_tx, demand_rx) = std::sync::mpsc::channel::<feed::ToPlanner>();
         let (results, planned): (Vec<PeerReport>, Result<(), crate::index::Error>) =
             std::thread::scope(|s| {
-                let mut cursors = Vec::new();
+                let mut txs = Vec::new();
                 let handles: Vec<_> = jobs
                     .into_iter()
                     .enumerate()
-                    .map(|(slot, (target, groups, count, first, cursor))| {
+                    .map(|(slot, (target, groups, count, first))| {
                         let (feed, tx) = feed::Feed::new(slot, demand_tx.clone());
                         // Cannot fail: the feed is alive.
                         let _ = tx.send(first);
-                        cursors.push((target.name.clone(), cursor, Some(tx)));
+                        txs.push(tx);
                         let settings = settings.clone();
                         let myname = myname.clone();
                         s.spawn(move || {
@@ -152,6 +157,7 @@ impl Node {
                     })
                     .collect();
                 drop(demand_tx);
+                feeder.keep(&keep, txs);
                 // A session took a chunk: plan its next one. The loop ends
                 // when every session has ended (their demand senders gone).
                 let mut planned = Ok(());
@@ -159,30 +165,35 @@ impl Node {
                 while let Ok(msg) = demand_rx.recv() {
                     let slot = match msg {
                         feed::ToPlanner::Demand(slot) => slot,
-                        feed::ToPlanner::Pushed(done) => {
+                        feed::ToPlanner::Pushed(mut done) => {
+                            // Every confirmation already waiting goes in the
+                            // same transaction: peers' rows share pages, and
+                            // one commit per peer rewrote each page per peer.
+                            let mut demands = Vec::new();
+                            while let Ok(more) = demand_rx.try_recv() {
+                                match more {
+                                    feed::ToPlanner::Pushed(more) => done.extend(more),
+                                    feed::ToPlanner::Demand(slot) => demands.push(slot),
+                                }
+                            }
+                            for slot in demands {
+                                if let Err(e) = feeder.serve(index, slot) {
+                                    planned = Err(e);
+                                    feeder.stop();
+                                }
+                            }
                             if planned.is_ok()
                                 && let Err(e) = index.record_pushed(&done)
                             {
                                 planned = Err(e);
-                                cursors.iter_mut().for_each(|c| c.2 = None);
+                                feeder.stop();
                             }
                             continue;
                         }
                     };
-                    let (peer, cursor, tx) = &mut cursors[slot];
-                    let Some(sender) = tx else { continue };
-                    match planner.next(index, peer, cursor) {
-                        Ok(Some(items)) => {
-                            if sender.send(items).is_err() {
-                                *tx = None;
-                            }
-                        }
-                        // Dropping the sender ends that peer's feed.
-                        Ok(None) => *tx = None,
-                        Err(e) => {
-                            planned = Err(e);
-                            cursors.iter_mut().for_each(|c| c.2 = None);
-                        }
+                    if let Err(e) = feeder.serve(index, slot) {
+                        planned = Err(e);
+                        feeder.stop();
                     }
                 }
                 let results =

@@ -216,15 +216,58 @@ fn item(
     roots: &[Root],
     lookup: &dyn Lookup,
 ) -> Result<Option<Item>, crate::index::Error> {
+    let managed = |g: &&GroupPolicy| g.matcher.is_managed(&row.path);
+    if !groups.iter().filter(managed).any(|g| g.pushes_to(&row.peer)) {
+        return Ok(None);
+    }
+    let part = PathPart::read(&row.path, config, groups, roots, lookup)?;
+    row_item(row, &part, config, groups, lookup)
+}
+
+/// What an item takes from its path alone, whichever the peer: read once
+/// for all the peers a path is marked for.
+struct PathPart {
+    /// Groups managing the path, as indices into `groups` (in file order).
+    managed: Vec<usize>,
+    local: Option<Meta>,
+    real: Option<PathBuf>,
+    source: Option<(PathBuf, Vec<u8>)>,
+    origin: String,
+}
+
+impl PathPart {
+    fn read(
+        path: &[u8],
+        config: &Config,
+        groups: &[GroupPolicy],
+        roots: &[Root],
+        lookup: &dyn Lookup,
+    ) -> Result<PathPart, crate::index::Error> {
+        Ok(PathPart {
+            managed: (0..groups.len()).filter(|&i| groups[i].matcher.is_managed(path)).collect(),
+            local: lookup.file(path)?,
+            real: crate::paths::real_path(config, path),
+            source: roots
+                .iter()
+                .find(|r| path == r.db || is_below(path, &r.db))
+                .map(|r| (r.real.clone(), path[r.db.len()..].to_vec())),
+            origin: lookup.origin(path)?.unwrap_or_else(|| config.myname.clone()),
+        })
+    }
+}
+
+/// One row as an item, from its path's part.
+fn row_item(
+    row: &DirtyRow,
+    part: &PathPart,
+    config: &Config,
+    groups: &[GroupPolicy],
+    lookup: &dyn Lookup,
+) -> Result<Option<Item>, crate::index::Error> {
     // The group that links this path to this peer (first in file order).
-    let Some(g) = groups.iter().find(|g| g.matcher.is_managed(&row.path) && g.pushes_to(&row.peer))
-    else {
+    let Some(g) = part.managed.iter().map(|&i| &groups[i]).find(|g| g.pushes_to(&row.peer)) else {
         return Ok(None);
     };
-    let source = roots
-        .iter()
-        .find(|r| row.path == r.db || is_below(&row.path, &r.db))
-        .map(|r| (r.real.clone(), row.path[r.db.len()..].to_vec()));
     // What the peer should have if it changed nothing: the version before
     // our change; for a mark made by hand, what it was last known to have.
     let base = match row.base {
@@ -238,9 +281,9 @@ fn item(
         generation: row.generation,
         forced: row.forced,
         changes: row.changes,
-        local: lookup.file(&row.path)?,
-        real: crate::paths::real_path(config, &row.path),
-        source,
+        local: part.local.clone(),
+        real: part.real.clone(),
+        source: part.source.clone(),
         base,
         peer_has_old: base.is_some(),
         marked_at_ns: row.marked_at * 1_000_000_000,
@@ -248,12 +291,38 @@ fn item(
         ancestor: false,
         rule: g.auto,
         hosts: g.hosts.clone(),
-        origin: lookup.origin(&row.path)?.unwrap_or_else(|| config.myname.clone()),
+        origin: part.origin.clone(),
         me_receive_only: g.is_receive_only(&config.myname),
         peer_receive_only: g.is_receive_only(&row.peer),
         root_len: g.root_len(&row.path),
         won: None,
     }))
+}
+
+/// Rows of every peer (each path's rows together, each peer's rows in push
+/// order) as `(peer, item)` in the same order: each path's state is looked
+/// up and worked out once for all the peers it is marked for.
+pub(super) fn items_all(
+    rows: &[DirtyRow],
+    filter: &Filter<'_>,
+    config: &Config,
+    groups: &[GroupPolicy],
+    roots: &[Root],
+    lookup: &dyn Lookup,
+) -> Result<Vec<(String, Item)>, crate::index::Error> {
+    let mut out = Vec::new();
+    let mut part: Option<(&[u8], PathPart)> = None;
+    for row in rows.iter().filter(|r| filter.admits(r)) {
+        let p = match part.take() {
+            Some((path, p)) if path == row.path.as_slice() => p,
+            _ => PathPart::read(&row.path, config, groups, roots, lookup)?,
+        };
+        if let Some(it) = row_item(row, &p, config, groups, lookup)? {
+            out.push((row.peer.clone(), it));
+        }
+        part = Some((&row.path, p));
+    }
+    Ok(out)
 }
 
 /// Roots that are gone here while deletes below them are queued, with how
