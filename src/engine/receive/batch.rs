@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use tracing::warn;
 
@@ -35,9 +36,9 @@ pub(super) struct Batch<P> {
     /// Files written and checked under their temporary names, waiting for
     /// the batch's durability point.
     staged: Vec<(u32, P, apply::Staged)>,
-    /// Directories whose entries were deleted in this batch: fsynced once
-    /// each before the deletes are confirmed.
-    dirty_dirs: Vec<OwnedFd>,
+    /// Directories whose entries were deleted in this batch: given their
+    /// mtime and fsynced once each before the deletes are confirmed.
+    dirty_dirs: Vec<apply::Touched>,
 }
 
 impl<P> Batch<P> {
@@ -95,7 +96,7 @@ impl<P> Batch<P> {
     }
 
     /// A delete left `dir` to be fsynced before it is confirmed.
-    pub(super) fn dirty_dir(&mut self, dir: Option<OwnedFd>) {
+    pub(super) fn dirty_dir(&mut self, dir: Option<apply::Touched>) {
         self.dirty_dirs.extend(dir);
     }
 
@@ -131,13 +132,13 @@ impl<P> Batch<P> {
         let mut dirs = std::mem::take(&mut self.dirty_dirs);
         let mut done = Vec::with_capacity(staged.len());
         for ((id, p, st), ok) in staged.into_iter().zip(synced) {
-            let r = ok.and_then(|()| st.publish()).map(|(meta, dir)| {
-                dirs.push(dir);
+            let r = ok.and_then(|()| st.publish()).map(|(meta, touched)| {
+                dirs.push(touched);
                 meta
             });
             done.push((id, p, r));
         }
-        if let Err(e) = apply::sync_dirs(dirs) {
+        if let Err(e) = apply::finish_dirs(dirs) {
             // The renames and deletes may not survive a crash: confirm none
             // of them (the deletes' acks are already held).
             warn!("making a batch's directories durable: {e}");
@@ -205,25 +206,43 @@ fn sync_all(staged: Vec<&apply::Staged>) -> Vec<Result<(), apply::Error>> {
     // Many files: one `syncfs` per file system writes them all back with a
     // single cache flush, where each fsync would flush on its own.
     const SYNCFS_FILES: usize = 32;
-    if staged.len() >= SYNCFS_FILES && staged.iter().all(|st| st.syncfs_ok()) {
-        let mut by_dev: HashMap<u64, Result<(), String>> = HashMap::new();
-        let devs: Vec<Result<u64, String>> =
-            staged.iter().map(|st| st.dev().map_err(|e| e.to_string())).collect();
-        for (st, dev) in staged.iter().zip(&devs) {
-            if let Ok(d) = dev {
-                by_dev.entry(*d).or_insert_with(|| st.sync_fs().map_err(|e| e.to_string()));
-            }
-        }
-        return devs
-            .into_iter()
-            .map(|dev| {
-                let r = dev.and_then(|d| by_dev.get(&d).cloned().unwrap_or(Ok(())));
-                r.map_err(|e| apply::Error::Io {
-                    what: "syncfs".into(),
-                    source: std::io::Error::other(e),
+    if staged.len() >= SYNCFS_FILES {
+        // The file system of each directory (each file's), looked at once
+        // per directory, not once per file: `None` when `syncfs` may not
+        // stand for an fsync there.
+        let mut fs_of: HashMap<*const OwnedFd, Option<u64>> = HashMap::new();
+        let devs: Vec<Option<u64>> = staged
+            .iter()
+            .map(|st| {
+                let dir = st.dir();
+                *fs_of.entry(Arc::as_ptr(dir)).or_insert_with(|| {
+                    if apply::syncfs_is_reliable(&**dir) {
+                        rustix::fs::fstat(&**dir).ok().map(|s| s.st_dev)
+                    } else {
+                        None
+                    }
                 })
             })
             .collect();
+        if devs.iter().all(Option::is_some) {
+            let mut by_dev: HashMap<u64, Result<(), String>> = HashMap::new();
+            for (st, dev) in staged.iter().zip(&devs) {
+                let d = dev.expect("checked");
+                by_dev
+                    .entry(d)
+                    .or_insert_with(|| rustix::fs::syncfs(&**st.dir()).map_err(|e| e.to_string()));
+            }
+            return devs
+                .into_iter()
+                .map(|dev| {
+                    let r = dev.and_then(|d| by_dev.get(&d).cloned()).unwrap_or(Ok(()));
+                    r.map_err(|e| apply::Error::Io {
+                        what: "syncfs".into(),
+                        source: std::io::Error::other(e),
+                    })
+                })
+                .collect();
+        }
     }
     if staged.len() <= 1 {
         return staged.iter().map(|st| st.sync()).collect();

@@ -88,7 +88,7 @@ impl Receiver {
             let backup = self.session.groups[gi].backup.as_ref();
             keep::back_up(backup, At { root: &root, rel: &rel, path: &path });
         }
-        match apply::delete_unsynced(&root, &rel, parent_mtime) {
+        match self.dirs.delete(&root, &rel, parent_mtime) {
             Ok(dir) => {
                 // Durable with the batch, before the ack.
                 self.batch.dirty_dir(dir);

@@ -24,7 +24,7 @@ impl Receiver {
         rel: &[u8],
         path: &[u8],
     ) -> Result<(Option<Meta>, Changes), apply::Error> {
-        let Some(mut m) = apply::stat(root, rel)? else {
+        let Some(mut m) = self.dirs.stat(root, rel)? else {
             let known = self.index.file(path).ok().flatten().is_some();
             return Ok((None, if known { Changes::DELETE } else { Changes::default() }));
         };
@@ -32,7 +32,7 @@ impl Receiver {
         if m.kind == FileKind::File {
             m.hash = match &known {
                 Some(k) if k.kind == FileKind::File && !m.content_may_differ(k) => k.hash,
-                _ => match apply::open_file(root, rel)? {
+                _ => match self.dirs.open_file(root, rel)? {
                     Some(mut f) => {
                         Some(crate::scan::hash_reader(&mut f).map_err(|e| apply::Error::Io {
                             what: format!("read {}", crate::paths::display(rel)),

@@ -40,7 +40,7 @@ use crate::config::{Config, GroupKey};
 use crate::index::Index;
 use crate::net::server::{Authority, Handler};
 use crate::policy::GroupPolicy;
-use crate::proto::{Content, ErrorCode, Msg, Outcome};
+use crate::proto::{ErrorCode, Msg, Outcome};
 
 use batch::{BATCH, Batch};
 use owed::Owed;
@@ -155,8 +155,9 @@ pub struct Receiver {
     /// Applied entries on their way to being confirmed.
     batch: Batch<Box<Pending>>,
     streams: HashMap<u32, Stream>,
-    /// `(group, path, parent mtime)` of pushes whose content is still coming.
-    parent_times: HashMap<u32, (String, Vec<u8>, Option<i64>)>,
+    /// The directories this batch writes into, opened once for the batch
+    /// (see [`apply::dirs`] for why that is as safe as a walk per step).
+    dirs: apply::Dirs,
     /// Versions the sender pushed and this session answered with a
     /// conflict (`None`: a delete): what a `Yield` for that path is based on.
     answered: HashMap<Vec<u8>, Option<[u8; 32]>>,
@@ -180,7 +181,7 @@ impl Receiver {
             owed: Owed::new(actions, gate, peer),
             batch: Batch::new(peer),
             streams: HashMap::new(),
-            parent_times: HashMap::new(),
+            dirs: apply::Dirs::new(),
             answered: HashMap::new(),
         }
     }
@@ -198,6 +199,8 @@ impl Receiver {
             }
             crash_point("batch-durable");
         }
+        // The next batch walks to its directories afresh.
+        self.dirs.clear();
         self.batch.commit(&mut self.index, reply);
     }
 
@@ -206,7 +209,7 @@ impl Receiver {
     fn after(&mut self, group: &str, path: &[u8], parent_mtime: Option<i64>, outcome: &Outcome) {
         let (Some(t), Outcome::Applied) = (parent_mtime, outcome) else { return };
         let Some((root, rel)) = self.session.parent_in_tree(group, path) else { return };
-        if let Err(e) = apply::set_parent_mtime(&root, &rel, t) {
+        if let Err(e) = self.dirs.set_parent_mtime(&root, &rel, t) {
             warn!("setting the directory mtime for {}: {e}", crate::paths::display(path));
         }
     }
@@ -299,38 +302,17 @@ impl Receiver {
                     .map_or(0, |d| d.as_nanos() as i64),
             }),
             Msg::Push { id, group, path, entry, base, force, content, parent_mtime } => {
-                if content != Content::None {
-                    self.parent_times.insert(id, (group.clone(), path.clone(), parent_mtime));
-                }
-                match self.push(id, &group, path.clone(), entry, base, force, content) {
-                    Some(outcome) => {
-                        self.owed.settle(id);
-                        self.parent_times.remove(&id);
-                        self.after(&group, &path, parent_mtime, &outcome);
-                        self.batch.ack(id, outcome, reply);
-                    }
-                    None => {
-                        // Content follows: the writer gives the parent the
-                        // sender's mtime at commit (no second walk for it).
-                        if let Some(t) = parent_mtime
-                            && self.session.parent_in_tree(&group, &path).is_some()
-                        {
-                            let set = match self.streams.get_mut(&id) {
-                                Some(Stream::Whole(_, w)) => {
-                                    w.set_parent_mtime(t);
-                                    true
-                                }
-                                Some(Stream::Delta(_, d)) => {
-                                    d.get_mut().set_parent_mtime(t);
-                                    true
-                                }
-                                _ => false,
-                            };
-                            if set {
-                                self.parent_times.remove(&id);
-                            }
-                        }
-                    }
+                // The sender's mtime for the parent, when the parent is
+                // managed here: a streamed file gives it to the parent when
+                // it is published (no second walk for it).
+                let t =
+                    parent_mtime.filter(|_| self.session.parent_in_tree(&group, &path).is_some());
+                if let Some(outcome) =
+                    self.push(id, &group, path.clone(), entry, base, force, content, t)
+                {
+                    self.owed.settle(id);
+                    self.after(&group, &path, t, &outcome);
+                    self.batch.ack(id, outcome, reply);
                 }
             }
             Msg::Data { stream, bytes } => {
@@ -342,9 +324,6 @@ impl Receiver {
                 let outcome = self.data_end(stream);
                 self.owed.settle(stream);
                 if let Some(outcome) = outcome {
-                    if let Some((group, path, t)) = self.parent_times.remove(&stream) {
-                        self.after(&group, &path, t, &outcome);
-                    }
                     self.batch.ack(stream, outcome, reply);
                 }
             }
@@ -378,7 +357,7 @@ mod tests {
     //! Helpers the tests of every part share, and the session as a whole.
 
     use super::*;
-    use crate::proto::WireEntry;
+    use crate::proto::{Content, WireEntry};
     use crate::types::{FileKind, Meta};
 
     /// A config loaded for node `a`, with the key file `k` in `dir`.
@@ -504,6 +483,45 @@ mod tests {
         let row = n.rx.index.file(&p).unwrap().unwrap();
         assert_eq!(row.hash, Some(*blake3::hash(b"hello").as_bytes()));
         assert_eq!(n.rx.index.origin(&p).unwrap().as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_batch_never_redirects_a_write() {
+        let mut n = Node::new("");
+        std::fs::create_dir(n.srv.join("d")).unwrap();
+        let outside = n.dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let mut out = Vec::new();
+        let handle = |n: &mut Node, msgs: Vec<Msg>, out: &mut Vec<Msg>| {
+            n.rx.prepare(&msgs);
+            for m in msgs {
+                assert!(n.rx.handle(m, &mut |r| out.push(r)));
+            }
+        };
+        let (one, two, three) = (n.path("d/one"), n.path("d/two"), n.path("d/three"));
+        handle(&mut n, push_whole(1, &one, b"one"), &mut out);
+        // Mid-batch (the directory is kept open for it), a local user moves
+        // `d` away and puts a symlink to a directory outside in its place.
+        let moved = n.dir.path().join("moved");
+        std::fs::rename(n.srv.join("d"), &moved).unwrap();
+        std::os::unix::fs::symlink(&outside, n.srv.join("d")).unwrap();
+        handle(&mut n, push_whole(2, &two, b"two"), &mut out);
+        n.rx.idle(&mut |r| out.push(r));
+        assert_eq!(out.len(), 2, "{out:?}");
+        // Written where the safe walk led (the directory that was moved,
+        // as a write racing a walk would be), never through the symlink.
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert_eq!(std::fs::read(moved.join("two")).unwrap(), b"two");
+        // The next batch walks afresh and meets the symlink: refused.
+        let replies = n.send(push_whole(3, &three, b"three"));
+        assert!(
+            matches!(
+                &replies[..],
+                [Msg::Ack { id: 3, outcome: Outcome::Failed { code: ErrorCode::PathRefused, .. } }]
+            ),
+            "{replies:?}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]

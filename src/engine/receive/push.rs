@@ -54,7 +54,9 @@ pub(super) struct Pending {
 
 impl Receiver {
     /// A `Push`: authorize, compare with the state here, and apply it (or
-    /// start a stream for its content: `None` until the stream ends).
+    /// start a stream for its content: `None` until the stream ends). A
+    /// streamed file gives its parent `parent_t` (the sender's mtime, when
+    /// the parent is managed here) when it is published.
     // The fields of one `Push` message, as they arrive.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn push(
@@ -66,6 +68,7 @@ impl Receiver {
         base: Option<[u8; 32]>,
         force: bool,
         content: Content,
+        parent_t: Option<i64>,
     ) -> Option<Outcome> {
         let (gi, root, rel) = match self.session.resolve(group, &path) {
             Ok(x) => x,
@@ -199,14 +202,14 @@ impl Receiver {
                 return Some(Outcome::InSync);
             }
             let r = if new.kind == FileKind::File {
-                apply::set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
+                self.dirs.set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
                     m.map(|mut m| {
                         m.hash = new.hash;
                         m
                     })
                 })
             } else {
-                apply::make(&root, &rel, &ae, &self.session.ignore).map(Some)
+                self.dirs.make(&root, &rel, &ae, &self.session.ignore).map(Some)
             };
             return Some(self.finish(&pending, r));
         }
@@ -218,7 +221,7 @@ impl Receiver {
                     Err(o) => return Some(o),
                 };
             self.back_up(&pending);
-            let r = apply::make(&root, &rel, &ae, &self.session.ignore);
+            let r = self.dirs.make(&root, &rel, &ae, &self.session.ignore);
             return Some(self.finish(&pending, r.map(Some)));
         }
         match content {
@@ -239,7 +242,7 @@ impl Receiver {
                     Ok(ids) => ids,
                     Err(o) => return Some(o),
                 };
-                let r = apply::set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
+                let r = self.dirs.set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
                     m.map(|mut m| {
                         m.hash = new.hash;
                         m
@@ -249,7 +252,7 @@ impl Receiver {
             }
             Content::Whole => {
                 let hash = new.hash.expect("checked above");
-                match apply::begin_file(&root, &rel, &ae, hash, &self.session.ignore) {
+                match self.dirs.begin_file(&root, &rel, &ae, hash, &self.session.ignore, parent_t) {
                     Ok(w) => {
                         self.streams.insert(id, Stream::Whole(pending, w));
                         None
@@ -262,7 +265,7 @@ impl Receiver {
             }
             Content::Delta => {
                 let hash = new.hash.expect("checked above");
-                let base_file = match apply::open_file(&root, &rel) {
+                let base_file = match self.dirs.open_file(&root, &rel) {
                     Ok(Some(f)) => f,
                     Ok(None) => {
                         self.streams.insert(id, Stream::Discard);
@@ -287,7 +290,9 @@ impl Receiver {
                         message: "base file too large for a delta".into(),
                     });
                 };
-                match apply::begin_file(&root, &rel, &ae, hash, &self.session.ignore)
+                match self
+                    .dirs
+                    .begin_file(&root, &rel, &ae, hash, &self.session.ignore, parent_t)
                     .map_err(outcome_of)
                     .and_then(|w| {
                         blockdelta::Decoder::new(base_file, bs, entry.size, w).map_err(|e| {
