@@ -422,6 +422,32 @@ impl Index {
         Ok(st.query_row([path], rows::file_from_row).optional().map_err(&sql)?.map(|f| f.meta))
     }
 
+    /// The entries of several paths (absent ones are `None`), read in one
+    /// read transaction: the receiver looks up a whole batch of requests at
+    /// once instead of locking and unlocking the database once per path.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn files_of<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<(Vec<u8>, Option<Meta>)>> {
+        let sql = self.sql();
+        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
+        let mut out = Vec::new();
+        {
+            let mut st = tx
+                .prepare_cached(&format!("SELECT {} FROM file WHERE path = ?1", rows::FILE_COLS))
+                .map_err(&sql)?;
+            for p in paths {
+                let m = st.query_row([p], rows::file_from_row).optional().map_err(&sql)?;
+                out.push((p.to_vec(), m.map(|f| f.meta)));
+            }
+        }
+        tx.finish().map_err(&sql)?;
+        Ok(out)
+    }
+
     /// Stores a batch (upserts, removals, marks) in one transaction.
     ///
     /// # Errors

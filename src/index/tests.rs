@@ -113,3 +113,18 @@ fn below_is_component_wise() {
     assert!(!is_below(b"/a", b"/a"));
     assert!(is_below(b"/a", b"/"));
 }
+
+#[test]
+fn several_paths_are_looked_up_together() {
+    let mut idx = Index::open_in_memory().unwrap();
+    idx.apply(&Batch { upserts: vec![file("/a", 1), file("/b", 2)], ..Batch::default() }).unwrap();
+    let got = idx.files_of([b"/b".as_slice(), b"/none", b"/a"]).unwrap();
+    let want = vec![
+        (b"/b".to_vec(), Some(meta(2))),
+        (b"/none".to_vec(), None),
+        (b"/a".to_vec(), Some(meta(1))),
+    ];
+    assert_eq!(got, want);
+    // Outside any transaction afterwards: a write goes through.
+    idx.apply(&Batch { upserts: vec![file("/c", 3)], ..Batch::default() }).unwrap();
+}

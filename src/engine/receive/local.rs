@@ -24,11 +24,16 @@ impl Receiver {
         rel: &[u8],
         path: &[u8],
     ) -> Result<(Option<Meta>, Changes), apply::Error> {
+        // Read with the request batch ([`Receiver::prepare`]), once: a later
+        // request for the same path (after this one's commit) reads again.
+        let known = match self.known.remove(path) {
+            Some(k) => k,
+            None => self.index.file(path).ok().flatten(),
+        };
         let Some(mut m) = self.dirs.stat(root, rel)? else {
-            let known = self.index.file(path).ok().flatten().is_some();
+            let known = known.is_some();
             return Ok((None, if known { Changes::DELETE } else { Changes::default() }));
         };
-        let known = self.index.file(path).ok().flatten();
         if m.kind == FileKind::File {
             m.hash = match &known {
                 Some(k) if k.kind == FileKind::File && !m.content_may_differ(k) => k.hash,

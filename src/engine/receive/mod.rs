@@ -158,6 +158,9 @@ pub struct Receiver {
     /// The directories this batch writes into, opened once for the batch
     /// (see [`apply::dirs`] for why that is as safe as a walk per step).
     dirs: apply::Dirs,
+    /// Index rows of the paths of the request batch being handled, read
+    /// together before it (each taken by its request's look-up).
+    known: HashMap<Vec<u8>, Option<crate::types::Meta>>,
     /// Versions the sender pushed and this session answered with a
     /// conflict (`None`: a delete): what a `Yield` for that path is based on.
     answered: HashMap<Vec<u8>, Option<[u8; 32]>>,
@@ -182,6 +185,7 @@ impl Receiver {
             batch: Batch::new(peer),
             streams: HashMap::new(),
             dirs: apply::Dirs::new(),
+            known: HashMap::new(),
             answered: HashMap::new(),
         }
     }
@@ -244,6 +248,21 @@ impl Handler for Receiver {
     }
 
     fn prepare(&mut self, batch: &[Msg]) {
+        // The index rows every push and delete of the batch looks up, in
+        // one read transaction instead of a lock and unlock per request.
+        self.known.clear();
+        let paths: Vec<&[u8]> = batch
+            .iter()
+            .filter_map(|m| match m {
+                Msg::Push { path, .. } | Msg::Delete { path, .. } => Some(path.as_slice()),
+                _ => None,
+            })
+            .collect();
+        if paths.len() > 1
+            && let Ok(rows) = self.index.files_of(paths)
+        {
+            self.known.extend(rows);
+        }
         if self.owed.is_empty() {
             return;
         }
