@@ -58,7 +58,7 @@ pub fn make(root: &Path, rel: &[u8], entry: &Entry, opts: &Options) -> Result<Me
 /// also when a parent is missing. Restores the parent's mtime and fsyncs the
 /// parent. Deleting the root (`rel == b""`) is refused with [`Error::BadPath`].
 pub fn delete(root: &Path, rel: &[u8]) -> Result<bool, Error> {
-    match Dirs::new().delete(root, rel, None)? {
+    match Dirs::new().delete(root, rel, None, None)? {
         Some(t) => {
             finish_dirs(vec![t])?;
             Ok(true)
@@ -334,7 +334,8 @@ impl Dirs {
     /// removed, with the mtime it must get (the sender's `new_mtime` when
     /// given, else the one it had), for [`finish_dirs`] to set once per
     /// directory and make durable once per batch, before the delete is
-    /// reported as durable.
+    /// reported as durable. `seen`: the type the caller has just found
+    /// there (saves an lstat; a type changed meanwhile is still handled).
     ///
     /// # Errors
     /// As [`delete`].
@@ -343,6 +344,7 @@ impl Dirs {
         root: &Path,
         rel: &[u8],
         new_mtime: Option<i64>,
+        seen: Option<FileKind>,
     ) -> Result<Option<Touched>, Error> {
         check_rel(rel)?;
         if rel.is_empty() {
@@ -353,19 +355,34 @@ impl Dirs {
             Err(Error::ParentMissing(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let Some(st) = lstat_at(&*p.fd, p.name, rel)? else {
-            return Ok(None);
-        };
         let mtime = match new_mtime {
             Some(t) => t,
             None => self.mtime_before(&p, rel)?,
         };
-        let is_dir = kind_of(&st) == FileKind::Dir;
-        let res = if is_dir {
-            rfs::unlinkat(&*p.fd, p.name, AtFlags::REMOVEDIR)
-        } else {
-            rfs::unlinkat(&*p.fd, p.name, AtFlags::empty())
+        let lstat_dir = || -> Result<Option<bool>, Error> {
+            Ok(lstat_at(&*p.fd, p.name, rel)?.map(|st| kind_of(&st) == FileKind::Dir))
         };
+        // What the caller has just seen there saves an lstat; should it have
+        // changed type meanwhile, the unlink says so and an lstat decides.
+        let mut is_dir = match seen {
+            Some(k) => k == FileKind::Dir,
+            None => match lstat_dir()? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let unlink = |is_dir: bool| {
+            let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+            rfs::unlinkat(&*p.fd, p.name, flags)
+        };
+        let mut res = unlink(is_dir);
+        if seen.is_some() && matches!(res, Err(Errno::ISDIR | Errno::NOTDIR | Errno::PERM)) {
+            is_dir = match lstat_dir()? {
+                Some(d) => d,
+                None => return Ok(None),
+            };
+            res = unlink(is_dir);
+        }
         match res {
             Ok(()) => {
                 let t = Touched { dir: p.fd.clone(), mtime: Some(mtime) };

@@ -643,9 +643,26 @@ fn a_batch_sets_each_directory_mtime_once_to_the_last_wanted() {
         w2.write_all(b"x").unwrap();
         touched.push(w.unwrap().stage().unwrap().publish().unwrap().1);
     }
-    touched.extend(dirs.delete(root, b"d/a", Some(MTIME + 7)).unwrap());
+    touched.extend(dirs.delete(root, b"d/a", Some(MTIME + 7), None).unwrap());
     finish_dirs(touched).unwrap();
     let md = std::fs::metadata(root.join("d")).unwrap();
     assert_eq!(md.mtime() * 1_000_000_000 + md.mtime_nsec(), MTIME + 7);
     assert!(!root.join("d/a").exists() && root.join("d/b").exists());
+}
+
+#[test]
+fn a_delete_whose_entry_changed_type_since_it_was_seen_still_removes_it() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    std::fs::write(root.join("was_dir"), b"x").unwrap();
+    std::fs::create_dir(root.join("was_file")).unwrap();
+    std::fs::create_dir(root.join("full")).unwrap();
+    std::fs::write(root.join("full/f"), b"x").unwrap();
+    let mut dirs = Dirs::new();
+    assert!(dirs.delete(root, b"was_dir", None, Some(FileKind::Dir)).unwrap().is_some());
+    assert!(dirs.delete(root, b"was_file", None, Some(FileKind::File)).unwrap().is_some());
+    assert!(!root.join("was_dir").exists() && !root.join("was_file").exists());
+    let r = dirs.delete(root, b"full", None, Some(FileKind::File));
+    assert!(matches!(r, Err(Error::NotEmpty(_))), "{r:?}");
+    assert!(dirs.delete(root, b"gone", None, Some(FileKind::File)).unwrap().is_none());
 }

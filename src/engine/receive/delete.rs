@@ -60,8 +60,7 @@ impl Receiver {
         }
         // As for a push: our own version the sender never had gives way
         // (forced, or after yielding a conflict), and is kept.
-        let never_had =
-            self.index.peer_version(&path, &self.session.peer).ok().flatten() != Some(Some(cur_v));
+        let never_had = self.peer_version(&path) != Some(Some(cur_v));
         let lost = if (force && base != Some(cur_v)) || (base == Some(cur_v) && never_had) {
             let peer = self.session.peer.clone();
             let at = At { root: &root, rel: &rel, path: &path };
@@ -88,7 +87,7 @@ impl Receiver {
             let backup = self.session.groups[gi].backup.as_ref();
             keep::back_up(backup, At { root: &root, rel: &rel, path: &path });
         }
-        match self.dirs.delete(&root, &rel, parent_mtime) {
+        match self.dirs.delete(&root, &rel, parent_mtime, Some(cur.kind)) {
             Ok(dir) => {
                 // Durable with the batch, before the ack.
                 self.batch.dirty_dir(dir);

@@ -165,7 +165,16 @@ impl Receiver {
     /// `report.yielded` of the push). Its fast-forward from our version
     /// then replaces a change of ours that other peers may have applied.
     pub(super) fn yielded_to(&self, path: &[u8], new: Option<[u8; 32]>) -> bool {
-        self.index.peer_version(path, &self.session.peer).ok().flatten() == Some(new)
+        self.peer_version(path) == Some(new)
+    }
+
+    /// What the peer was last known to have at `path` (`None`: unknown),
+    /// as read with the request batch when it was.
+    pub(super) fn peer_version(&self, path: &[u8]) -> Option<Option<[u8; 32]>> {
+        match self.peer_versions.get(path) {
+            Some(v) => *v,
+            None => self.index.peer_version(path, &self.session.peer).ok().flatten(),
+        }
     }
 
     /// Marks `path` for every other peer of group `gi`: the winner of a

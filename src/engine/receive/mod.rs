@@ -161,6 +161,9 @@ pub struct Receiver {
     /// Index rows of the paths of the request batch being handled, read
     /// together before it (each taken by its request's look-up).
     known: HashMap<Vec<u8>, Option<crate::types::Meta>>,
+    /// What the peer was last known to have at the paths of the request
+    /// batch's deletes and updates, read with `known`.
+    peer_versions: HashMap<Vec<u8>, crate::index::PeerVersion>,
     /// Versions the sender pushed and this session answered with a
     /// conflict (`None`: a delete): what a `Yield` for that path is based on.
     answered: HashMap<Vec<u8>, Option<[u8; 32]>>,
@@ -186,6 +189,7 @@ impl Receiver {
             streams: HashMap::new(),
             dirs: apply::Dirs::new(),
             known: HashMap::new(),
+            peer_versions: HashMap::new(),
             answered: HashMap::new(),
         }
     }
@@ -203,8 +207,11 @@ impl Receiver {
             }
             crash_point("batch-durable");
         }
-        // The next batch walks to its directories afresh.
+        // The next batch walks to its directories afresh, and reads what
+        // this commit changes again.
         self.dirs.clear();
+        self.known.clear();
+        self.peer_versions.clear();
         self.batch.commit(&mut self.index, reply);
     }
 
@@ -250,18 +257,31 @@ impl Handler for Receiver {
     fn prepare(&mut self, batch: &[Msg]) {
         // The index rows every push and delete of the batch looks up, in
         // one read transaction instead of a lock and unlock per request.
+        // (What the peer has matters to deletes and updates, not to new
+        // files: those are not asked about.)
         self.known.clear();
-        let paths: Vec<&[u8]> = batch
-            .iter()
-            .filter_map(|m| match m {
-                Msg::Push { path, .. } | Msg::Delete { path, .. } => Some(path.as_slice()),
-                _ => None,
-            })
-            .collect();
+        self.peer_versions.clear();
+        let (mut paths, mut versions): (Vec<&[u8]>, Vec<&[u8]>) = (Vec::new(), Vec::new());
+        for m in batch {
+            match m {
+                Msg::Push { path, base, .. } => {
+                    paths.push(path);
+                    if base.is_some() {
+                        versions.push(path);
+                    }
+                }
+                Msg::Delete { path, .. } => {
+                    paths.push(path);
+                    versions.push(path);
+                }
+                _ => {}
+            }
+        }
         if paths.len() > 1
-            && let Ok(rows) = self.index.files_of(paths)
+            && let Ok(rows) = self.index.look_up(&paths, &self.session.peer, &versions)
         {
-            self.known.extend(rows);
+            self.known.extend(rows.files);
+            self.peer_versions.extend(rows.versions);
         }
         if self.owed.is_empty() {
             return;

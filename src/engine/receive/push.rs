@@ -148,8 +148,7 @@ impl Receiver {
         // Our own version, which the sender never had, gives way: forced by a
         // person, or (a fast-forward from the version the sender yielded
         // with) because the rule let the sender's version win. Kept either way.
-        let never_had =
-            || self.index.peer_version(&path, &self.session.peer).ok().flatten() != Some(cur_v);
+        let never_had = || self.peer_version(&path) != Some(cur_v);
         let lost = match &cur {
             Some(c) if !same && ((force && base != cur_v) || (base == cur_v && never_had())) => {
                 let origin = entry.origin.as_deref().unwrap_or(&self.session.peer).to_string();
