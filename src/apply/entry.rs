@@ -437,7 +437,7 @@ pub fn preserve(root: &Path, rel: &[u8], dest: &Path) -> Result<bool, Error> {
         ));
     };
     let res = (|| -> Result<(), Error> {
-        copy_all(&mut src, &mut out).map_err(|e| io_err(what("copy"), e))?;
+        copy_all(&mut src, &mut out, st.st_size as u64).map_err(|e| io_err(what("copy"), e))?;
         let cur = rfs::fstat(&out).map_err(|e| io_err(what("fstat"), e))?;
         chown_if_needed(&cur, (Some(st.st_uid), Some(st.st_gid)), rel, |u, g| {
             rfs::fchown(&out, u, g)
@@ -459,8 +459,11 @@ pub fn preserve(root: &Path, rel: &[u8], dest: &Path) -> Result<bool, Error> {
     res.map(|()| true)
 }
 
-fn copy_all(src: &mut File, dst: &mut File) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 16];
+/// Copies `src` to `dst`, with a buffer sized to the file (`size`, as last
+/// seen; one byte more to see its end in one read), at most 64 KiB.
+fn copy_all(src: &mut File, dst: &mut File, size: u64) -> io::Result<()> {
+    let len = usize::try_from(size.saturating_add(1)).unwrap_or(usize::MAX).min(1 << 16);
+    let mut buf = vec![0u8; len];
     loop {
         let n = match src.read(&mut buf) {
             Ok(0) => return Ok(()),
