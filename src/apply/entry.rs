@@ -50,7 +50,9 @@ pub fn set_parent_mtime(root: &Path, rel: &[u8], mtime_ns: i64) -> Result<(), Er
 /// # Errors
 /// As [`Dirs::make`].
 pub fn make(root: &Path, rel: &[u8], entry: &Entry, opts: &Options) -> Result<Meta, Error> {
-    Dirs::new().make(root, rel, entry, opts)
+    let (meta, touched) = Dirs::new().make(root, rel, entry, opts)?;
+    finish_dirs(touched.into_iter().collect())?;
+    Ok(meta)
 }
 
 /// Deletes `root/rel`: `unlink` for non-directories, `rmdir` for directories
@@ -177,6 +179,10 @@ impl Dirs {
     /// The parent directory's mtime is restored. `rel == b""` may only make a
     /// Dir: it sets the root's own owner/mode/mtime.
     ///
+    /// Returns the parent directory too, which the caller makes durable
+    /// ([`finish_dirs`], once per directory for a batch) before the change
+    /// may be reported as durable.
+    ///
     /// # Errors
     /// As [`stat`], or when a step fails.
     pub fn make(
@@ -185,7 +191,7 @@ impl Dirs {
         rel: &[u8],
         entry: &Entry,
         opts: &Options,
-    ) -> Result<Meta, Error> {
+    ) -> Result<(Meta, Option<Touched>), Error> {
         check_rel(rel)?;
         let unsupported =
             |msg: &str| io_err(show(rel), io::Error::new(io::ErrorKind::Unsupported, msg));
@@ -202,7 +208,7 @@ impl Dirs {
             let old = rfs::fstat(&fd).map_err(|e| io_err("fstat root", e))?;
             set_dir_attrs(&fd, entry, opts, Some(&old), rel)?;
             let st = rfs::fstat(&fd).map_err(|e| io_err("fstat root", e))?;
-            return Ok(Meta::from_stat(&st));
+            return Ok((Meta::from_stat(&st), None));
         }
         let p = self.parent(root, rel)?;
         let parent_mtime = self.mtime_before(&p, rel)?;
@@ -213,7 +219,7 @@ impl Dirs {
         // is kept for the batch may name a directory no longer there. (Rare
         // next to files: starting the cache over costs a walk.)
         self.clear();
-        result
+        result.map(|m| (m, Some(Touched { dir, mtime: None })))
     }
 }
 
@@ -260,7 +266,6 @@ fn make_in(
                 Err(e) => return Err(io_err(what("rename to"), e)),
             }
             if !existing_dir {
-                rfs::fsync(dir).map_err(|e| io_err(what("fsync parent of"), e))?;
                 return final_meta(dir, name, rel);
             }
         }
@@ -270,7 +275,6 @@ fn make_in(
         })?;
         let old_attrs = if existing_dir { old.as_ref() } else { None };
         set_dir_attrs(&fd, entry, opts, old_attrs, rel)?;
-        rfs::fsync(dir).map_err(|e| io_err(what("fsync parent of"), e))?;
         return final_meta(dir, name, rel);
     }
 

@@ -433,16 +433,15 @@ fn rmdir_for_replace(dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<(), Error
     }
 }
 
-/// Renames the temporary over the target, replacing an empty directory.
+/// Renames the temporary over the target, replacing an empty directory
+/// (the directory is made durable by the caller's [`finish_dirs`]).
 fn replace(dir: &OwnedFd, tmp: &[u8], name: &[u8], rel: &[u8]) -> Result<(), Error> {
     if let Some(st) = lstat_at(dir, name, rel)?
         && kind_of(&st) == FileKind::Dir
     {
         rmdir_for_replace(dir, name, rel)?;
     }
-    rfs::renameat(dir, tmp, dir, name)
-        .map_err(|e| io_err(format!("rename to {}", show(rel)), e))?;
-    rfs::fsync(dir).map_err(|e| io_err(format!("fsync parent of {}", show(rel)), e))
+    rfs::renameat(dir, tmp, dir, name).map_err(|e| io_err(format!("rename to {}", show(rel)), e))
 }
 
 #[cfg(test)]

@@ -208,7 +208,11 @@ impl Receiver {
                     })
                 })
             } else {
-                self.dirs.make(&root, &rel, &ae, &self.session.ignore).map(Some)
+                self.dirs.make(&root, &rel, &ae, &self.session.ignore).map(|(m, dir)| {
+                    // Durable with the batch, before the ack.
+                    self.batch.dirty_dir(dir);
+                    Some(m)
+                })
             };
             return Some(self.finish(&pending, r));
         }
@@ -220,8 +224,12 @@ impl Receiver {
                     Err(o) => return Some(o),
                 };
             self.back_up(&pending);
-            let r = self.dirs.make(&root, &rel, &ae, &self.session.ignore);
-            return Some(self.finish(&pending, r.map(Some)));
+            let r = self.dirs.make(&root, &rel, &ae, &self.session.ignore).map(|(m, dir)| {
+                // Durable with the batch, before the ack.
+                self.batch.dirty_dir(dir);
+                Some(m)
+            });
+            return Some(self.finish(&pending, r));
         }
         match content {
             Content::None => {
