@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -350,6 +351,33 @@ impl Dirs {
         new_mtime: Option<i64>,
         seen: Option<FileKind>,
     ) -> Result<Option<Touched>, Error> {
+        let Some(d) = self.prepare_delete(root, rel, new_mtime, seen)? else {
+            return Ok(None);
+        };
+        let r = d.run();
+        if !d.is_file() {
+            // A directory removed: what is kept may name it.
+            self.clear();
+        }
+        r
+    }
+
+    /// The first half of [`Dirs::delete`]: walks to the entry's directory
+    /// (`None`: a parent is missing, nothing to delete) and notes what the
+    /// parent's mtime must become; [`Deletion::run`] removes it. A batch
+    /// runs the removals of many files at once: on a file system that
+    /// discards freed blocks synchronously (`-o discard`), each unlink
+    /// waits for the device.
+    ///
+    /// # Errors
+    /// As [`delete`].
+    pub fn prepare_delete(
+        &mut self,
+        root: &Path,
+        rel: &[u8],
+        new_mtime: Option<i64>,
+        seen: Option<FileKind>,
+    ) -> Result<Option<Deletion>, Error> {
         check_rel(rel)?;
         if rel.is_empty() {
             return Err(bad(rel, "the root cannot be deleted"));
@@ -363,12 +391,47 @@ impl Dirs {
             Some(t) => t,
             None => self.mtime_before(&p, rel)?,
         };
+        Ok(Some(Deletion {
+            dir: p.fd.clone(),
+            name: p.name.to_vec(),
+            rel: rel.to_vec(),
+            seen,
+            mtime,
+        }))
+    }
+}
+
+/// A delete whose directory is open ([`Dirs::prepare_delete`]), to be run.
+#[derive(Debug)]
+pub struct Deletion {
+    dir: Arc<OwnedFd>,
+    name: Vec<u8>,
+    rel: Vec<u8>,
+    seen: Option<FileKind>,
+    mtime: i64,
+}
+
+impl Deletion {
+    /// True when the entry was seen as a non-directory (its removal cannot
+    /// depend on another's: a batch runs these together, directories after).
+    pub fn is_file(&self) -> bool {
+        self.seen.is_some_and(|k| k != FileKind::Dir)
+    }
+
+    /// Removes the entry: `unlink`, or `rmdir` for a directory
+    /// ([`Error::NotEmpty`] if it has entries). Returns its parent with the
+    /// mtime it must get (for [`finish_dirs`]), `None` if it was gone.
+    ///
+    /// # Errors
+    /// As [`delete`].
+    pub fn run(&self) -> Result<Option<Touched>, Error> {
+        let (dir, name, rel) = (&*self.dir, self.name.as_slice(), self.rel.as_slice());
         let lstat_dir = || -> Result<Option<bool>, Error> {
-            Ok(lstat_at(&*p.fd, p.name, rel)?.map(|st| kind_of(&st) == FileKind::Dir))
+            Ok(lstat_at(dir, name, rel)?.map(|st| kind_of(&st) == FileKind::Dir))
         };
         // What the caller has just seen there saves an lstat; should it have
         // changed type meanwhile, the unlink says so and an lstat decides.
-        let mut is_dir = match seen {
+        let is_dir = match self.seen {
             Some(k) => k == FileKind::Dir,
             None => match lstat_dir()? {
                 Some(d) => d,
@@ -377,24 +440,17 @@ impl Dirs {
         };
         let unlink = |is_dir: bool| {
             let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
-            rfs::unlinkat(&*p.fd, p.name, flags)
+            rfs::unlinkat(dir, name, flags)
         };
         let mut res = unlink(is_dir);
-        if seen.is_some() && matches!(res, Err(Errno::ISDIR | Errno::NOTDIR | Errno::PERM)) {
-            is_dir = match lstat_dir()? {
-                Some(d) => d,
+        if self.seen.is_some() && matches!(res, Err(Errno::ISDIR | Errno::NOTDIR | Errno::PERM)) {
+            res = match lstat_dir()? {
+                Some(d) => unlink(d),
                 None => return Ok(None),
             };
-            res = unlink(is_dir);
         }
         match res {
-            Ok(()) => {
-                let t = Touched { dir: p.fd.clone(), mtime: Some(mtime) };
-                if is_dir {
-                    self.clear();
-                }
-                Ok(Some(t))
-            }
+            Ok(()) => Ok(Some(Touched { dir: self.dir.clone(), mtime: Some(self.mtime) })),
             Err(Errno::NOENT) => Ok(None),
             Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Error::NotEmpty(show(rel))),
             Err(e) => Err(io_err(format!("delete {}", show(rel)), e)),

@@ -37,7 +37,7 @@ pub mod entry;
 pub mod file;
 
 pub use dirs::Dirs;
-pub use entry::{delete, ensure_root, make, preserve, set_file_attrs, set_parent_mtime};
+pub use entry::{Deletion, delete, ensure_root, make, preserve, set_file_attrs, set_parent_mtime};
 pub use file::{
     FileWriter, SYNCFS_DIRS, Staged, Touched, begin_file, finish_dirs, syncfs_is_reliable,
 };

@@ -21,9 +21,13 @@ pub(super) const BATCH: usize = 256;
 /// staged with it, the entry as now on disk)`.
 pub(super) type Published<P> = (u32, P, Result<Meta, apply::Error>);
 
+/// A delete run at the batch's durability point: `(request id, what the
+/// caller kept with it, whether it was made)`.
+pub(super) type Removed<D> = (u32, D, Result<(), apply::Error>);
+
 /// One session's batch; `P` is what the caller keeps with a staged file
-/// until it is published.
-pub(super) struct Batch<P> {
+/// until it is published, `D` with a delete until it is run.
+pub(super) struct Batch<P, D = ()> {
     /// The sender, as recorded with every entry.
     peer: String,
     /// Applied entries not yet committed to the index (one commit per batch).
@@ -39,9 +43,13 @@ pub(super) struct Batch<P> {
     /// Directories whose entries were deleted in this batch: given their
     /// mtime and fsynced once each before the deletes are confirmed.
     dirty_dirs: Vec<apply::Touched>,
+    /// Deletes walked to, run at the durability point: the files together
+    /// (each unlink may wait for the device to discard its blocks), then
+    /// the directories, in order.
+    deletions: Vec<(u32, D, apply::Deletion)>,
 }
 
-impl<P> Batch<P> {
+impl<P, D> Batch<P, D> {
     /// An empty batch of a session with `peer`.
     pub(super) fn new(peer: &str) -> Self {
         Batch {
@@ -51,12 +59,13 @@ impl<P> Batch<P> {
             acks: Vec::new(),
             staged: Vec::new(),
             dirty_dirs: Vec::new(),
+            deletions: Vec::new(),
         }
     }
 
     /// Entries waiting: the batch is committed when they reach [`BATCH`].
     pub(super) fn len(&self) -> usize {
-        self.pending.len() + self.staged.len()
+        self.pending.len() + self.staged.len() + self.deletions.len()
     }
 
     /// True when `path` is in the batch (its new state is not committed yet).
@@ -95,14 +104,20 @@ impl<P> Batch<P> {
         self.staged.push((id, keep, file));
     }
 
-    /// A delete left `dir` to be fsynced before it is confirmed.
+    /// A delete of `path` to run at [`Batch::publish`].
+    pub(super) fn delete_later(&mut self, id: u32, path: &[u8], keep: D, d: apply::Deletion) {
+        self.paths.insert(path.to_vec());
+        self.deletions.push((id, keep, d));
+    }
+
+    /// A change left `dir` to be fsynced before it is confirmed.
     pub(super) fn dirty_dir(&mut self, dir: Option<apply::Touched>) {
         self.dirty_dirs.extend(dir);
     }
 
     /// True when staged files or deletes await their durability point.
     pub(super) fn unpublished(&self) -> bool {
-        !self.staged.is_empty() || !self.dirty_dirs.is_empty()
+        !self.staged.is_empty() || !self.dirty_dirs.is_empty() || !self.deletions.is_empty()
     }
 
     /// Sends an ack now, or holds it back while entries await their commit.
@@ -126,7 +141,7 @@ impl<P> Batch<P> {
     /// staged files, each with its entry on disk or why it failed; the
     /// caller records them and [`Batch::hold`]s their acks. The cost of a
     /// flush to disk is paid once per batch instead of twice per file.
-    pub(super) fn publish(&mut self) -> Vec<Published<P>> {
+    pub(super) fn publish(&mut self) -> (Vec<Published<P>>, Vec<Removed<D>>) {
         let staged = std::mem::take(&mut self.staged);
         let synced = sync_all(staged.iter().map(|(_, _, st)| st).collect());
         let mut dirs = std::mem::take(&mut self.dirty_dirs);
@@ -137,6 +152,12 @@ impl<P> Batch<P> {
                 meta
             });
             done.push((id, p, r));
+        }
+        let deletions = std::mem::take(&mut self.deletions);
+        let results = remove_all(deletions.iter().map(|(_, _, d)| d).collect());
+        let mut removed = Vec::with_capacity(deletions.len());
+        for ((id, k, _), r) in deletions.into_iter().zip(results) {
+            removed.push((id, k, r.map(|t| dirs.extend(t))));
         }
         if let Err(e) = apply::finish_dirs(dirs) {
             // The renames and deletes may not survive a crash: confirm none
@@ -152,16 +173,22 @@ impl<P> Batch<P> {
                     };
                 }
             }
+            let failed = || apply::Error::Io {
+                what: "fsync of the directory".into(),
+                source: std::io::Error::other(e.to_string()),
+            };
             for (_, _, r) in &mut done {
                 if r.is_ok() {
-                    *r = Err(apply::Error::Io {
-                        what: "fsync of the directory".into(),
-                        source: std::io::Error::other(e.to_string()),
-                    });
+                    *r = Err(failed());
+                }
+            }
+            for (_, _, r) in &mut removed {
+                if r.is_ok() {
+                    *r = Err(failed());
                 }
             }
         }
-        done
+        (done, removed)
     }
 
     /// Commits the queued entries in one transaction, then sends the acks
@@ -196,6 +223,37 @@ impl<P> Batch<P> {
             reply(a);
         }
     }
+}
+
+/// Runs a batch's deletes: the files' in parallel (up to 16 at once; with
+/// `-o discard` each unlink waits for the device), then the directories'
+/// one by one in the order asked (deepest first, after their entries).
+fn remove_all(dels: Vec<&apply::Deletion>) -> Vec<Result<Option<apply::Touched>, apply::Error>> {
+    const THREADS: usize = 16;
+    let files: Vec<(usize, &apply::Deletion)> =
+        dels.iter().copied().enumerate().filter(|(_, d)| d.is_file()).collect();
+    let mut out: Vec<Option<Result<Option<apply::Touched>, apply::Error>>> =
+        dels.iter().map(|_| None).collect();
+    if files.len() > 1 {
+        let chunk = files.len().div_ceil(THREADS);
+        let done: Vec<(usize, Result<Option<apply::Touched>, apply::Error>)> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = files
+                    .chunks(chunk)
+                    .map(|part| {
+                        s.spawn(move || part.iter().map(|(i, d)| (*i, d.run())).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("unlink thread panicked"))
+                    .collect()
+            });
+        for (i, r) in done {
+            out[i] = Some(r);
+        }
+    }
+    dels.iter().zip(out).map(|(d, r)| r.unwrap_or_else(|| d.run())).collect()
 }
 
 /// Fsyncs every staged file, in parallel (up to 16 at once): concurrent
@@ -329,13 +387,48 @@ mod tests {
         b.stage(5, b"/srv/b", "b", staged(t.path(), "b", b"beta"));
         assert!(b.unpublished() && b.touches(b"/srv/a"));
         assert!(!t.path().join("a").exists(), "not visible before the durability point");
-        let done = b.publish();
+        let (done, _) = b.publish();
         assert!(!b.unpublished());
         let got: Vec<(u32, &str, u64)> =
             done.into_iter().map(|(id, k, r)| (id, k, r.unwrap().size)).collect();
         assert_eq!(got, vec![(4, "a", 5), (5, "b", 4)]);
         assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"alpha");
         assert_eq!(std::fs::read(t.path().join("b")).unwrap(), b"beta");
+    }
+
+    #[test]
+    fn deletes_run_at_the_durability_point_files_together_then_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for d in ["d", "d/e", "full"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        for f in ["d/a", "d/b", "d/e/c", "full/keep"] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let mut dirs = apply::Dirs::new();
+        let mut b: Batch<(), &str> = Batch::new("b");
+        let deepest_first = [
+            ("d/e/c", FileKind::File),
+            ("d/e", FileKind::Dir),
+            ("d/a", FileKind::File),
+            ("d/b", FileKind::File),
+            ("d", FileKind::Dir),
+            ("full", FileKind::Dir),
+        ];
+        for (i, (rel, kind)) in deepest_first.iter().enumerate() {
+            let d = dirs.prepare_delete(root, rel.as_bytes(), None, Some(*kind)).unwrap().unwrap();
+            b.delete_later(i as u32, rel.as_bytes(), rel, d);
+        }
+        assert!(b.unpublished() && b.touches(b"d/a"));
+        assert!(root.join("d/a").exists(), "nothing removed before the durability point");
+        let (published, removed) = b.publish();
+        assert!(published.is_empty());
+        let got: Vec<(&str, bool)> = removed.iter().map(|(_, k, r)| (*k, r.is_ok())).collect();
+        let want = [("d/e/c", true), ("d/e", true), ("d/a", true), ("d/b", true), ("d", true)];
+        assert_eq!(&got[..5], &want);
+        assert!(matches!(removed[5], (5, "full", Err(apply::Error::NotEmpty(_)))), "{removed:?}");
+        assert!(!root.join("d").exists() && root.join("full/keep").exists());
     }
 
     #[test]

@@ -22,33 +22,33 @@ impl Receiver {
         base: Option<[u8; 32]>,
         force: bool,
         parent_mtime: Option<i64>,
-    ) -> Outcome {
+    ) -> Option<Outcome> {
         let (gi, root, rel) = match self.session.resolve(group, &path) {
             Ok(x) => x,
             Err((code, message)) => {
                 self.session.refused(&path, &format!("delete: {message}"));
-                return Outcome::Failed { code, message };
+                return Some(Outcome::Failed { code, message });
             }
         };
         let (cur, local_change) = match self.current(&root, &rel, &path) {
             Ok(c) => c,
             Err(apply::Error::ParentMissing(_)) => (None, Changes::default()),
-            Err(e) => return outcome_of(e),
+            Err(e) => return Some(outcome_of(e)),
         };
         if rel.is_empty() {
             self.session.refused(&path, "refusing to delete /");
-            return Outcome::Failed {
+            return Some(Outcome::Failed {
                 code: ErrorCode::PathRefused,
                 message: "refusing to delete /".into(),
-            };
+            });
         }
         if let Some(why) = self.session.roots().refusal(&root, &rel, cur.as_ref(), None) {
             self.session.refused(&path, &format!("delete: {why}"));
-            return Outcome::Failed { code: ErrorCode::PathRefused, message: why };
+            return Some(Outcome::Failed { code: ErrorCode::PathRefused, message: why });
         }
         let Some(cur) = cur else {
             self.batch.defer(None, Some(path.clone()), None, None, Vec::new());
-            return Outcome::InSync;
+            return Some(Outcome::InSync);
         };
         let cur_v = version(&cur, self.session.ignore);
         if !force && base != Some(cur_v) {
@@ -56,7 +56,7 @@ impl Receiver {
                 self.record_local(gi, &path, &real_of(&root, &rel), Some(&cur), local_change);
             }
             self.answered.insert(path.clone(), None);
-            return Outcome::Conflict(Some(self.wire_with_origin(&path, &cur)));
+            return Some(Outcome::Conflict(Some(self.wire_with_origin(&path, &cur))));
         }
         // As for a push: our own version the sender never had gives way
         // (forced, or after yielding a conflict), and is kept.
@@ -81,30 +81,56 @@ impl Receiver {
             false,
         ) {
             Ok(ids) => ids,
-            Err(o) => return o,
+            Err(o) => return Some(o),
         };
         if cur.kind == FileKind::File {
             let backup = self.session.groups[gi].backup.as_ref();
             keep::back_up(backup, At { root: &root, rel: &rel, path: &path });
         }
-        match self.dirs.delete(&root, &rel, parent_mtime, Some(cur.kind)) {
-            Ok(dir) => {
-                // Durable with the batch, before the ack.
-                self.batch.dirty_dir(dir);
-                if let Some((why, kept)) = &lost {
+        let removal = Box::new(Removal { path, actions, lost, forward });
+        match self.dirs.prepare_delete(&root, &rel, parent_mtime, Some(cur.kind)) {
+            // Run with the batch's other deletes, durable with it, answered then.
+            Ok(Some(d)) => {
+                let path = removal.path.clone();
+                self.batch.delete_later(id, &path, removal, d);
+                None
+            }
+            // A parent gone meanwhile: nothing left to remove.
+            Ok(None) => Some(self.deleted(*removal, Ok(()))),
+            Err(e) => Some(self.deleted(*removal, Err(e))),
+        }
+    }
+
+    /// Records a delete run at the batch's durability point (or reports
+    /// why it failed).
+    pub(super) fn deleted(&mut self, d: Removal, r: Result<(), apply::Error>) -> Outcome {
+        match r {
+            Ok(()) => {
+                if let Some((why, kept)) = &d.lost {
                     let peer = &self.session.peer;
-                    keep::note_conflict(&mut self.index, peer, &path, why, kept.as_deref());
+                    keep::note_conflict(&mut self.index, peer, &d.path, why, kept.as_deref());
                 }
-                self.batch.defer(None, Some(path.clone()), None, None, actions);
-                self.batch.forward(forward);
+                self.batch.defer(None, Some(d.path), None, None, d.actions);
+                self.batch.forward(d.forward);
                 Outcome::Applied
             }
             Err(e) => {
-                self.owed.not_made(&actions);
+                self.owed.not_made(&d.actions);
                 outcome_of(e)
             }
         }
     }
+}
+
+/// A delete waiting for the batch's durability point.
+pub(super) struct Removal {
+    path: Vec<u8>,
+    /// Owed actions of this change (ready once it is recorded).
+    actions: Vec<i64>,
+    /// Our own version lost to this delete: the record to write once made.
+    lost: Option<(crate::index::Resolution, Option<std::path::PathBuf>)>,
+    /// Marks passing the delete on to the other peers.
+    forward: Vec<crate::index::OwnedMark>,
 }
 
 #[cfg(test)]

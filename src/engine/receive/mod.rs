@@ -153,7 +153,7 @@ pub struct Receiver {
     /// The actions this session's changes owe.
     owed: Owed,
     /// Applied entries on their way to being confirmed.
-    batch: Batch<Box<Pending>>,
+    batch: Batch<Box<Pending>, Box<delete::Removal>>,
     streams: HashMap<u32, Stream>,
     /// The directories this batch writes into, opened once for the batch
     /// (see [`apply::dirs`] for why that is as safe as a walk per step).
@@ -201,8 +201,13 @@ impl Receiver {
     fn flush(&mut self, reply: &mut dyn FnMut(Msg)) {
         self.owed.drop_stale(&mut self.index);
         if self.batch.unpublished() {
-            for (id, p, r) in self.batch.publish() {
+            let (published, removed) = self.batch.publish();
+            for (id, p, r) in published {
                 let outcome = self.finish(&p, r.map(Some));
+                self.batch.hold(id, outcome);
+            }
+            for (id, d, r) in removed {
+                let outcome = self.deleted(*d, r);
                 self.batch.hold(id, outcome);
             }
             crash_point("batch-durable");
@@ -373,7 +378,10 @@ impl Receiver {
                     parent_mtime.filter(|_| self.session.parent_in_tree(&group, &path).is_some());
                 let outcome = self.delete(id, &group, path, base, force, t);
                 self.owed.settle(id);
-                self.batch.ack(id, outcome, reply);
+                // `None`: run and answered at the batch's durability point.
+                if let Some(outcome) = outcome {
+                    self.batch.ack(id, outcome, reply);
+                }
             }
             Msg::Sig { id, group, path } => reply(self.sig(id, &group, &path)),
             Msg::List { id, group } => self.list(id, &group, reply),
