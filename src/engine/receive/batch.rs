@@ -110,6 +110,11 @@ impl<P, D> Batch<P, D> {
         self.deletions.push((id, keep, d));
     }
 
+    /// True when deletes wait to be run.
+    pub(super) fn deleting(&self) -> bool {
+        !self.deletions.is_empty()
+    }
+
     /// A change left `dir` to be fsynced before it is confirmed.
     pub(super) fn dirty_dir(&mut self, dir: Option<apply::Touched>) {
         self.dirty_dirs.extend(dir);

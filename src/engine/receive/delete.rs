@@ -179,6 +179,52 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_emptied_and_replaced_in_one_batch_is_replaced() {
+        use crate::engine::receive::tests::file_entry;
+        use crate::proto::{Content, WireEntry};
+        use crate::types::FileKind;
+        let mut n = Node::new("");
+        let (d, f) = (n.path("d"), n.path("d/f"));
+        let push = |id: u32, path: &[u8], entry: WireEntry, base: Option<[u8; 32]>| Msg::Push {
+            id,
+            group: "g".into(),
+            path: path.to_vec(),
+            entry,
+            base,
+            force: false,
+            content: Content::None,
+            parent_mtime: None,
+        };
+        let dir = WireEntry { kind: FileKind::Dir.code(), size: 0, hash: None, ..file_entry(b"") };
+        assert_eq!(n.send(vec![push(1, &d, dir, None)]).len(), 1);
+        n.send(push_whole(2, &f, b"x"));
+        let v = |n: &Node, p: &[u8]| {
+            version(&n.rx.index.file(p).unwrap().unwrap(), IgnoreFields::default())
+        };
+        let (vf, vd) = (v(&n, &f), v(&n, &d));
+        let link = WireEntry {
+            kind: FileKind::Symlink.code(),
+            size: 0,
+            hash: None,
+            target: Some(b"/nonexistent".to_vec()),
+            ..file_entry(b"")
+        };
+        // The sender's order: the directory's entries deleted, then the
+        // symlink in its place, in one request batch.
+        let replies = n.send(vec![delete(3, &f, Some(vf), false), push(4, &d, link, Some(vd))]);
+        let mut ids: Vec<(u32, Outcome)> = replies
+            .into_iter()
+            .map(|m| match m {
+                Msg::Ack { id, outcome } => (id, outcome),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        ids.sort_by_key(|(id, _)| *id);
+        assert_eq!(ids, vec![(3, Outcome::Applied), (4, Outcome::Applied)]);
+        assert!(std::fs::symlink_metadata(n.srv.join("d")).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
     fn an_include_root_is_never_deleted() {
         let mut n = Node::new("");
         let root = n.srv.clone().into_os_string().into_encoded_bytes();

@@ -245,7 +245,10 @@ impl Handler for Receiver {
         // Keep replies in order for requests that answer with data, and never
         // look at an entry whose new state is not committed yet.
         let touches_pending = match &msg {
-            Msg::Push { path, .. } | Msg::Delete { path, .. } => self.batch.touches(path),
+            // A push after deletes still to run could need them done (a
+            // directory's entries deleted, then a symlink in its place).
+            Msg::Push { path, .. } => self.batch.touches(path) || self.batch.deleting(),
+            Msg::Delete { path, .. } => self.batch.touches(path),
             Msg::Data { .. } | Msg::DataEnd { .. } => false,
             _ => true,
         };
