@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -31,24 +32,7 @@ pub fn set_file_attrs(
     entry: &Entry,
     opts: &Options,
 ) -> Result<Option<Meta>, Error> {
-    check_rel(rel)?;
-    if rel.is_empty() {
-        return Err(bad(rel, "the root is not a regular file"));
-    }
-    let (dir, name) = open_parent(root, rel)?;
-    let Some(file) = open_regular(&dir, name, rel)? else { return Ok(None) };
-    let cur = rfs::fstat(&file).map_err(|e| io_err(format!("fstat {}", show(rel)), e))?;
-    chown_if_needed(&cur, wanted_owner(entry, opts, Some(&cur)), rel, |u, g| {
-        rfs::fchown(&file, u, g)
-    })?;
-    if !opts.mode {
-        rfs::fchmod(&file, Mode::from_raw_mode(entry.mode & 0o7777))
-            .map_err(|e| io_err(format!("chmod {}", show(rel)), e))?;
-    }
-    rfs::futimens(&file, &mtime_only(entry.mtime_ns))
-        .map_err(|e| io_err(format!("set mtime of {}", show(rel)), e))?;
-    file.sync_all().map_err(|e| io_err(format!("fsync {}", show(rel)), e))?;
-    final_meta(&dir, name, rel).map(Some)
+    Dirs::new().set_file_attrs(root, rel, entry, opts)
 }
 
 /// Sets the mtime of the directory holding `root/rel` (the sender's value,
@@ -58,13 +42,85 @@ pub fn set_file_attrs(
 /// # Errors
 /// As [`stat`], or when setting the time fails.
 pub fn set_parent_mtime(root: &Path, rel: &[u8], mtime_ns: i64) -> Result<(), Error> {
-    check_rel(rel)?;
-    if rel.is_empty() {
-        return Ok(());
+    Dirs::new().set_parent_mtime(root, rel, mtime_ns)
+}
+
+/// Creates or updates a non-regular entry: see [`Dirs::make`] (one-off,
+/// not part of a batch).
+///
+/// # Errors
+/// As [`Dirs::make`].
+pub fn make(root: &Path, rel: &[u8], entry: &Entry, opts: &Options) -> Result<Meta, Error> {
+    let (meta, touched) = Dirs::new().make(root, rel, entry, opts)?;
+    finish_dirs(touched.into_iter().collect())?;
+    Ok(meta)
+}
+
+/// Deletes `root/rel`: `unlink` for non-directories, `rmdir` for directories
+/// ([`Error::NotEmpty`] if it has entries). `Ok(false)` if already absent,
+/// also when a parent is missing. Restores the parent's mtime and fsyncs the
+/// parent. Deleting the root (`rel == b""`) is refused with [`Error::BadPath`].
+pub fn delete(root: &Path, rel: &[u8]) -> Result<bool, Error> {
+    match Dirs::new().delete(root, rel, None, None)? {
+        Some(t) => {
+            finish_dirs(vec![t])?;
+            Ok(true)
+        }
+        None => Ok(false),
     }
-    let (dir, _) = open_parent(root, rel)?;
-    rfs::futimens(&dir, &mtime_only(mtime_ns))
-        .map_err(|e| io_err(format!("set mtime of the parent of {}", show(rel)), e))
+}
+
+impl Dirs {
+    /// [`set_file_attrs`], through the batch's directories.
+    ///
+    /// # Errors
+    /// As [`set_file_attrs`].
+    pub fn set_file_attrs(
+        &mut self,
+        root: &Path,
+        rel: &[u8],
+        entry: &Entry,
+        opts: &Options,
+    ) -> Result<Option<Meta>, Error> {
+        check_rel(rel)?;
+        if rel.is_empty() {
+            return Err(bad(rel, "the root is not a regular file"));
+        }
+        let p = self.parent(root, rel)?;
+        let (dir, name) = (&*p.fd, p.name);
+        let Some(file) = open_regular(dir, name, rel)? else { return Ok(None) };
+        let cur = rfs::fstat(&file).map_err(|e| io_err(format!("fstat {}", show(rel)), e))?;
+        chown_if_needed(&cur, wanted_owner(entry, opts, Some(&cur)), rel, |u, g| {
+            rfs::fchown(&file, u, g)
+        })?;
+        if !opts.mode {
+            rfs::fchmod(&file, Mode::from_raw_mode(entry.mode & 0o7777))
+                .map_err(|e| io_err(format!("chmod {}", show(rel)), e))?;
+        }
+        rfs::futimens(&file, &mtime_only(entry.mtime_ns))
+            .map_err(|e| io_err(format!("set mtime of {}", show(rel)), e))?;
+        file.sync_all().map_err(|e| io_err(format!("fsync {}", show(rel)), e))?;
+        final_meta(dir, name, rel).map(Some)
+    }
+
+    /// [`set_parent_mtime`], through the batch's directories.
+    ///
+    /// # Errors
+    /// As [`set_parent_mtime`].
+    pub fn set_parent_mtime(
+        &mut self,
+        root: &Path,
+        rel: &[u8],
+        mtime_ns: i64,
+    ) -> Result<(), Error> {
+        check_rel(rel)?;
+        if rel.is_empty() {
+            return Ok(());
+        }
+        let p = self.parent(root, rel)?;
+        rfs::futimens(&*p.fd, &mtime_only(mtime_ns))
+            .map_err(|e| io_err(format!("set mtime of the parent of {}", show(rel)), e))
+    }
 }
 
 /// Sets owner, mode and mtime of an open directory.
@@ -102,50 +158,70 @@ fn chmod_nofollow(dir: &OwnedFd, name: &[u8], mode: u32) -> rustix::io::Result<(
     }
 }
 
-/// Creates or updates a non-regular entry (Dir, Symlink, Fifo, CharDevice,
-/// BlockDevice) and returns its final `Meta`.
-///
-/// - Dir: `mkdir` (mode 0700 first, then owner/mode/mtime through a
-///   descriptor) if absent; if a directory exists, only owner/mode/mtime are
-///   set; another type there is replaced (unlink, then mkdir).
-/// - Symlink, fifo, devices: created under a temporary name (`symlinkat`, or
-///   `mknodat` with the real rdev), owner set with `AT_SYMLINK_NOFOLLOW`, mode
-///   (not for symlinks), mtime (`AT_SYMLINK_NOFOLLOW`), then renamed over the
-///   target; an existing directory there is removed first
-///   ([`Error::NotEmpty`] if it has entries). Device nodes need root.
-/// - Sockets are refused (`Error::Io`, "sockets are not synchronized"), and
-///   so are regular files (use [`begin_file`]).
-///
-/// With the `ignore_*` options, ignored attributes keep the replaced entry's
-/// values (mode only from an entry of the same kind); new entries get the
-/// creator's ids and 0755 (dirs), 0644 (fifos) or 0600 (devices).
-///
-/// The parent directory's mtime is restored. `rel == b""` may only make a
-/// Dir: it sets the root's own owner/mode/mtime.
-pub fn make(root: &Path, rel: &[u8], entry: &Entry, opts: &Options) -> Result<Meta, Error> {
-    check_rel(rel)?;
-    let unsupported =
-        |msg: &str| io_err(show(rel), io::Error::new(io::ErrorKind::Unsupported, msg));
-    match entry.kind {
-        FileKind::Socket => return Err(unsupported("sockets are not synchronized")),
-        FileKind::File => return Err(unsupported("regular files are written with begin_file")),
-        _ => {}
-    }
-    if rel.is_empty() {
-        if entry.kind != FileKind::Dir {
-            return Err(bad(rel, "the root can only be a directory"));
+impl Dirs {
+    /// Creates or updates a non-regular entry (Dir, Symlink, Fifo, CharDevice,
+    /// BlockDevice) and returns its final `Meta`.
+    ///
+    /// - Dir: `mkdir` (mode 0700 first, then owner/mode/mtime through a
+    ///   descriptor) if absent; if a directory exists, only owner/mode/mtime are
+    ///   set; another type there is replaced (unlink, then mkdir).
+    /// - Symlink, fifo, devices: created under a temporary name (`symlinkat`, or
+    ///   `mknodat` with the real rdev), owner set with `AT_SYMLINK_NOFOLLOW`, mode
+    ///   (not for symlinks), mtime (`AT_SYMLINK_NOFOLLOW`), then renamed over the
+    ///   target; an existing directory there is removed first
+    ///   ([`Error::NotEmpty`] if it has entries). Device nodes need root.
+    /// - Sockets are refused (`Error::Io`, "sockets are not synchronized"), and
+    ///   so are regular files (use [`begin_file`]).
+    ///
+    /// With the `ignore_*` options, ignored attributes keep the replaced entry's
+    /// values (mode only from an entry of the same kind); new entries get the
+    /// creator's ids and 0755 (dirs), 0644 (fifos) or 0600 (devices).
+    ///
+    /// The parent directory's mtime is restored. `rel == b""` may only make a
+    /// Dir: it sets the root's own owner/mode/mtime.
+    ///
+    /// Returns the parent directory too, which the caller makes durable
+    /// ([`finish_dirs`], once per directory for a batch) before the change
+    /// may be reported as durable.
+    ///
+    /// # Errors
+    /// As [`stat`], or when a step fails.
+    pub fn make(
+        &mut self,
+        root: &Path,
+        rel: &[u8],
+        entry: &Entry,
+        opts: &Options,
+    ) -> Result<(Meta, Option<Touched>), Error> {
+        check_rel(rel)?;
+        let unsupported =
+            |msg: &str| io_err(show(rel), io::Error::new(io::ErrorKind::Unsupported, msg));
+        match entry.kind {
+            FileKind::Socket => return Err(unsupported("sockets are not synchronized")),
+            FileKind::File => return Err(unsupported("regular files are written with begin_file")),
+            _ => {}
         }
-        let fd = open_root(root)?;
-        let old = rfs::fstat(&fd).map_err(|e| io_err("fstat root", e))?;
-        set_dir_attrs(&fd, entry, opts, Some(&old), rel)?;
-        let st = rfs::fstat(&fd).map_err(|e| io_err("fstat root", e))?;
-        return Ok(Meta::from_stat(&st));
+        if rel.is_empty() {
+            if entry.kind != FileKind::Dir {
+                return Err(bad(rel, "the root can only be a directory"));
+            }
+            let fd = open_root(root)?;
+            let old = rfs::fstat(&fd).map_err(|e| io_err("fstat root", e))?;
+            set_dir_attrs(&fd, entry, opts, Some(&old), rel)?;
+            let st = rfs::fstat(&fd).map_err(|e| io_err("fstat root", e))?;
+            return Ok((Meta::from_stat(&st), None));
+        }
+        let p = self.parent(root, rel)?;
+        let parent_mtime = self.mtime_before(&p, rel)?;
+        let dir = p.fd.clone();
+        let result = make_in(&dir, p.name, rel, entry, opts);
+        restore_mtime(&dir, parent_mtime);
+        // A directory made or replaced, or an entry put in place of one: what
+        // is kept for the batch may name a directory no longer there. (Rare
+        // next to files: starting the cache over costs a walk.)
+        self.clear();
+        result.map(|m| (m, Some(Touched { dir, mtime: None })))
     }
-    let (dir, name) = open_parent(root, rel)?;
-    let parent_mtime = dir_mtime(&dir, rel)?;
-    let result = make_in(&dir, name, rel, entry, opts);
-    restore_mtime(&dir, parent_mtime);
-    result
 }
 
 fn make_in(
@@ -191,7 +267,6 @@ fn make_in(
                 Err(e) => return Err(io_err(what("rename to"), e)),
             }
             if !existing_dir {
-                rfs::fsync(dir).map_err(|e| io_err(what("fsync parent of"), e))?;
                 return final_meta(dir, name, rel);
             }
         }
@@ -201,7 +276,6 @@ fn make_in(
         })?;
         let old_attrs = if existing_dir { old.as_ref() } else { None };
         set_dir_attrs(&fd, entry, opts, old_attrs, rel)?;
-        rfs::fsync(dir).map_err(|e| io_err(what("fsync parent of"), e))?;
         return final_meta(dir, name, rel);
     }
 
@@ -259,55 +333,128 @@ fn make_in(
     final_meta(dir, name, rel)
 }
 
-/// Deletes `root/rel`: `unlink` for non-directories, `rmdir` for directories
-/// ([`Error::NotEmpty`] if it has entries). `Ok(false)` if already absent,
-/// also when a parent is missing. Restores the parent's mtime and fsyncs the
-/// parent. Deleting the root (`rel == b""`) is refused with [`Error::BadPath`].
-pub fn delete(root: &Path, rel: &[u8]) -> Result<bool, Error> {
-    match delete_unsynced(root, rel, None)? {
-        Some(dir) => {
-            rfs::fsync(&dir).map_err(|e| io_err(format!("fsync parent of {}", show(rel)), e))?;
-            Ok(true)
+impl Dirs {
+    /// Deletes `root/rel` ([`delete`]) without making it durable or touching
+    /// the parent's mtime: returns the parent directory when something was
+    /// removed, with the mtime it must get (the sender's `new_mtime` when
+    /// given, else the one it had), for [`finish_dirs`] to set once per
+    /// directory and make durable once per batch, before the delete is
+    /// reported as durable. `seen`: the type the caller has just found
+    /// there (saves an lstat; a type changed meanwhile is still handled).
+    ///
+    /// # Errors
+    /// As [`delete`].
+    pub fn delete(
+        &mut self,
+        root: &Path,
+        rel: &[u8],
+        new_mtime: Option<i64>,
+        seen: Option<FileKind>,
+    ) -> Result<Option<Touched>, Error> {
+        let Some(d) = self.prepare_delete(root, rel, new_mtime, seen)? else {
+            return Ok(None);
+        };
+        let r = d.run();
+        if !d.is_file() {
+            // A directory removed: what is kept may name it.
+            self.clear();
         }
-        None => Ok(false),
+        r
+    }
+
+    /// The first half of [`Dirs::delete`]: walks to the entry's directory
+    /// (`None`: a parent is missing, nothing to delete) and notes what the
+    /// parent's mtime must become; [`Deletion::run`] removes it. A batch
+    /// runs the removals of many files at once: on a file system that
+    /// discards freed blocks synchronously (`-o discard`), each unlink
+    /// waits for the device.
+    ///
+    /// # Errors
+    /// As [`delete`].
+    pub fn prepare_delete(
+        &mut self,
+        root: &Path,
+        rel: &[u8],
+        new_mtime: Option<i64>,
+        seen: Option<FileKind>,
+    ) -> Result<Option<Deletion>, Error> {
+        check_rel(rel)?;
+        if rel.is_empty() {
+            return Err(bad(rel, "the root cannot be deleted"));
+        }
+        let p = match self.parent(root, rel) {
+            Ok(v) => v,
+            Err(Error::ParentMissing(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mtime = match new_mtime {
+            Some(t) => t,
+            None => self.mtime_before(&p, rel)?,
+        };
+        Ok(Some(Deletion {
+            dir: p.fd.clone(),
+            name: p.name.to_vec(),
+            rel: rel.to_vec(),
+            seen,
+            mtime,
+        }))
     }
 }
 
-/// [`delete`] without the fsync: returns the parent directory when something
-/// was removed, for the caller to fsync (once per directory for a batch)
-/// before it reports the delete as durable. The parent gets `new_mtime`
-/// (the sender's) when given, else keeps the mtime it had.
-pub fn delete_unsynced(
-    root: &Path,
-    rel: &[u8],
-    new_mtime: Option<i64>,
-) -> Result<Option<OwnedFd>, Error> {
-    check_rel(rel)?;
-    if rel.is_empty() {
-        return Err(bad(rel, "the root cannot be deleted"));
+/// A delete whose directory is open ([`Dirs::prepare_delete`]), to be run.
+#[derive(Debug)]
+pub struct Deletion {
+    dir: Arc<OwnedFd>,
+    name: Vec<u8>,
+    rel: Vec<u8>,
+    seen: Option<FileKind>,
+    mtime: i64,
+}
+
+impl Deletion {
+    /// True when the entry was seen as a non-directory (its removal cannot
+    /// depend on another's: a batch runs these together, directories after).
+    pub fn is_file(&self) -> bool {
+        self.seen.is_some_and(|k| k != FileKind::Dir)
     }
-    let (dir, name) = match open_parent(root, rel) {
-        Ok(v) => v,
-        Err(Error::ParentMissing(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let Some(st) = lstat_at(&dir, name, rel)? else {
-        return Ok(None);
-    };
-    let parent_mtime = dir_mtime(&dir, rel)?;
-    let res = if kind_of(&st) == FileKind::Dir {
-        rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR)
-    } else {
-        rfs::unlinkat(&dir, name, AtFlags::empty())
-    };
-    match res {
-        Ok(()) => {
-            restore_mtime(&dir, new_mtime.unwrap_or(parent_mtime));
-            Ok(Some(dir))
+
+    /// Removes the entry: `unlink`, or `rmdir` for a directory
+    /// ([`Error::NotEmpty`] if it has entries). Returns its parent with the
+    /// mtime it must get (for [`finish_dirs`]), `None` if it was gone.
+    ///
+    /// # Errors
+    /// As [`delete`].
+    pub fn run(&self) -> Result<Option<Touched>, Error> {
+        let (dir, name, rel) = (&*self.dir, self.name.as_slice(), self.rel.as_slice());
+        let lstat_dir = || -> Result<Option<bool>, Error> {
+            Ok(lstat_at(dir, name, rel)?.map(|st| kind_of(&st) == FileKind::Dir))
+        };
+        // What the caller has just seen there saves an lstat; should it have
+        // changed type meanwhile, the unlink says so and an lstat decides.
+        let is_dir = match self.seen {
+            Some(k) => k == FileKind::Dir,
+            None => match lstat_dir()? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let unlink = |is_dir: bool| {
+            let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+            rfs::unlinkat(dir, name, flags)
+        };
+        let mut res = unlink(is_dir);
+        if self.seen.is_some() && matches!(res, Err(Errno::ISDIR | Errno::NOTDIR | Errno::PERM)) {
+            res = match lstat_dir()? {
+                Some(d) => unlink(d),
+                None => return Ok(None),
+            };
         }
-        Err(Errno::NOENT) => Ok(None),
-        Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Error::NotEmpty(show(rel))),
-        Err(e) => Err(io_err(format!("delete {}", show(rel)), e)),
+        match res {
+            Ok(()) => Ok(Some(Touched { dir: self.dir.clone(), mtime: Some(self.mtime) })),
+            Err(Errno::NOENT) => Ok(None),
+            Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Error::NotEmpty(show(rel))),
+            Err(e) => Err(io_err(format!("delete {}", show(rel)), e)),
+        }
     }
 }
 
@@ -350,7 +497,7 @@ pub fn preserve(root: &Path, rel: &[u8], dest: &Path) -> Result<bool, Error> {
         ));
     };
     let res = (|| -> Result<(), Error> {
-        copy_all(&mut src, &mut out).map_err(|e| io_err(what("copy"), e))?;
+        copy_all(&mut src, &mut out, st.st_size as u64).map_err(|e| io_err(what("copy"), e))?;
         let cur = rfs::fstat(&out).map_err(|e| io_err(what("fstat"), e))?;
         chown_if_needed(&cur, (Some(st.st_uid), Some(st.st_gid)), rel, |u, g| {
             rfs::fchown(&out, u, g)
@@ -372,8 +519,11 @@ pub fn preserve(root: &Path, rel: &[u8], dest: &Path) -> Result<bool, Error> {
     res.map(|()| true)
 }
 
-fn copy_all(src: &mut File, dst: &mut File) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 16];
+/// Copies `src` to `dst`, with a buffer sized to the file (`size`, as last
+/// seen; one byte more to see its end in one read), at most 64 KiB.
+fn copy_all(src: &mut File, dst: &mut File, size: u64) -> io::Result<()> {
+    let len = usize::try_from(size.saturating_add(1)).unwrap_or(usize::MAX).min(1 << 16);
+    let mut buf = vec![0u8; len];
     loop {
         let n = match src.read(&mut buf) {
             Ok(0) => return Ok(()),

@@ -6,10 +6,12 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, Mode};
+use rustix::io::Errno;
 
-use crate::types::{FileKind, Meta};
+use crate::types::Meta;
 
 use super::*;
 
@@ -18,18 +20,27 @@ use super::*;
 /// [`FileWriter::commit`]. Dropped without commit, it removes its temporary
 /// file and leaves the target untouched.
 pub struct FileWriter {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     name: Vec<u8>,
     tmp: Vec<u8>,
     rel: Vec<u8>,
-    file: File,
+    /// `None` once staged.
+    file: Option<File>,
     hasher: blake3::Hasher,
     expected: [u8; 32],
     entry: Entry,
     opts: Options,
     parent_mtime: i64,
     done: bool,
+    /// Bytes written, and up to where write-back was started.
+    written: u64,
+    kicked: u64,
 }
+
+/// Write-back of a large file's content is started every this many bytes
+/// while it is still arriving, so the fsync at the batch's durability
+/// point finds little left to write.
+const KICK_EVERY: u64 = 8 << 20;
 
 impl std::fmt::Debug for FileWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,6 +54,7 @@ impl std::fmt::Debug for FileWriter {
 /// Starts writing a regular file: creates an exclusive temporary file
 /// `.csync.<name>.<random>` (mode 0600) in the parent directory, which must
 /// exist ([`Error::ParentMissing`] otherwise). `rel` must not be the root.
+/// One-off: a batch uses [`Dirs::begin_file`].
 pub fn begin_file(
     root: &Path,
     rel: &[u8],
@@ -50,37 +62,75 @@ pub fn begin_file(
     expected_hash: [u8; 32],
     opts: &Options,
 ) -> Result<FileWriter, Error> {
-    check_rel(rel)?;
-    if rel.is_empty() {
-        return Err(bad(rel, "the root cannot be a file"));
+    Dirs::new().begin_file(root, rel, entry, expected_hash, opts, None)
+}
+
+impl Dirs {
+    /// [`begin_file`] through the batch's directories. The parent gets
+    /// `parent_mtime` (the sender's) when the file is published, else the
+    /// mtime it had before the batch.
+    ///
+    /// # Errors
+    /// As [`begin_file`].
+    pub fn begin_file(
+        &mut self,
+        root: &Path,
+        rel: &[u8],
+        entry: &Entry,
+        expected_hash: [u8; 32],
+        opts: &Options,
+        parent_mtime: Option<i64>,
+    ) -> Result<FileWriter, Error> {
+        check_rel(rel)?;
+        if rel.is_empty() {
+            return Err(bad(rel, "the root cannot be a file"));
+        }
+        let p = self.parent(root, rel)?;
+        let parent_mtime = match parent_mtime {
+            Some(t) => t,
+            None => self.mtime_before(&p, rel)?,
+        };
+        let (tmp, fd) = locked_temp(&p.fd, p.name, rel)?;
+        Ok(FileWriter {
+            name: p.name.to_vec(),
+            tmp,
+            rel: rel.to_vec(),
+            file: Some(File::from(fd)),
+            hasher: blake3::Hasher::new(),
+            expected: expected_hash,
+            entry: entry.clone(),
+            opts: *opts,
+            parent_mtime,
+            done: false,
+            written: 0,
+            kicked: 0,
+            dir: p.fd,
+        })
     }
-    let (dir, name) = open_parent(root, rel)?;
-    let parent_mtime = dir_mtime(&dir, rel)?;
-    let (tmp, fd) = locked_temp(&dir, name, rel)?;
-    Ok(FileWriter {
-        name: name.to_vec(),
-        tmp,
-        rel: rel.to_vec(),
-        file: File::from(fd),
-        hasher: blake3::Hasher::new(),
-        expected: expected_hash,
-        entry: entry.clone(),
-        opts: *opts,
-        parent_mtime,
-        done: false,
-        dir,
-    })
 }
 
 impl Write for FileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("already staged"))?;
+        let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        if let Some(len) = std::num::NonZeroU64::new(self.written - self.kicked)
+            && len.get() >= KICK_EVERY
+        {
+            // Starts write-back of what came since the last time, without
+            // waiting for it (what `sync_file_range(SYNC_FILE_RANGE_WRITE)`
+            // does; Linux's `POSIX_FADV_DONTNEED` starts it the same way and
+            // drops only pages already clean). The disk writes while the
+            // network delivers the rest. Advice: a failure changes nothing.
+            let _ = rfs::fadvise(&*file, self.kicked, Some(len), rfs::Advice::DontNeed);
+            self.kicked = self.written;
+        }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file.as_mut().map_or(Ok(()), File::flush)
     }
 }
 
@@ -107,8 +157,8 @@ impl FileWriter {
     pub fn commit(self) -> Result<Meta, Error> {
         let staged = self.stage()?;
         staged.sync()?;
-        let (meta, dir) = staged.publish()?;
-        rfs::fsync(&dir).map_err(|e| io_err("fsync parent directory", e))?;
+        let (meta, touched) = staged.publish()?;
+        finish_dirs(vec![touched])?;
         Ok(meta)
     }
 
@@ -120,26 +170,26 @@ impl FileWriter {
         }
         let rel = self.rel.clone();
         let what = |op: &str| format!("{op} {}", show(&rel));
-        let old = lstat_at(&self.dir, &self.name, &rel)?;
-        let cur = rfs::fstat(&self.file).map_err(|e| io_err(what("fstat temporary for"), e))?;
+        // The replaced entry matters only for what is ignored: no lstat
+        // otherwise.
+        let old = if self.opts.uid || self.opts.gid || self.opts.mode {
+            lstat_at(&*self.dir, &self.name, &rel)?
+        } else {
+            None
+        };
+        let file = self.file.as_ref().expect("present until staged");
+        let cur = rfs::fstat(file).map_err(|e| io_err(what("fstat temporary for"), e))?;
         let want = wanted_owner(&self.entry, &self.opts, old.as_ref());
-        chown_if_needed(&cur, want, &rel, |u, g| rfs::fchown(&self.file, u, g))?;
+        chown_if_needed(&cur, want, &rel, |u, g| rfs::fchown(file, u, g))?;
         let mode = wanted_mode(&self.entry, &self.opts, old.as_ref(), 0o644);
-        rfs::fchmod(&self.file, Mode::from_raw_mode(mode)).map_err(|e| io_err(what("chmod"), e))?;
-        rfs::futimens(&self.file, &mtime_only(self.entry.mtime_ns))
+        rfs::fchmod(file, Mode::from_raw_mode(mode)).map_err(|e| io_err(what("chmod"), e))?;
+        rfs::futimens(file, &mtime_only(self.entry.mtime_ns))
             .map_err(|e| io_err(what("set mtime of"), e))?;
         self.done = true;
-        let (dir, file) = (self.dir.try_clone(), self.file.try_clone());
-        let (dir, file) = match (dir, file) {
-            (Ok(d), Ok(f)) => (d, f),
-            (Err(e), _) | (_, Err(e)) => {
-                self.done = false;
-                return Err(io_err(what("dup descriptors of"), e));
-            }
-        };
+        // The descriptors move on to the staged file (no dup).
         Ok(Staged {
-            dir,
-            file,
+            dir: self.dir.clone(),
+            file: self.file.take().expect("present until staged"),
             name: std::mem::take(&mut self.name),
             tmp: std::mem::take(&mut self.tmp),
             rel,
@@ -155,7 +205,7 @@ impl FileWriter {
 /// durable, [`Staged::publish`] renames it into place. Dropped before
 /// publishing, it removes the temporary file.
 pub struct Staged {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     file: File,
     name: Vec<u8>,
     tmp: Vec<u8>,
@@ -178,84 +228,117 @@ impl Staged {
         self.file.sync_all().map_err(|e| io_err(format!("fsync {}", show(&self.rel)), e))
     }
 
-    /// The device the file lives on (files on one device are made durable
-    /// together by one `syncfs`).
-    pub fn dev(&self) -> Result<u64, Error> {
-        rfs::fstat(&self.file).map(|st| st.st_dev).map_err(|e| io_err("fstat", e))
+    /// The directory the file is published in (on the file's file system).
+    pub fn dir(&self) -> &Arc<OwnedFd> {
+        &self.dir
     }
 
-    /// True when one `syncfs` may stand for this file's fsync: see
-    /// [`syncfs_is_reliable`].
-    pub fn syncfs_ok(&self) -> bool {
-        syncfs_is_reliable(&self.file)
-    }
-
-    /// Makes everything written to this file's file system durable
-    /// (`syncfs`): for a large batch, one flush instead of one per file.
-    pub fn sync_fs(&self) -> Result<(), Error> {
-        rfs::syncfs(&self.file).map_err(|e| io_err(format!("syncfs for {}", show(&self.rel)), e))
-    }
-
-    /// Renames the (synced) file over its target, restores the parent's
-    /// mtime, and returns the final `Meta` and the directory, which the
-    /// caller must fsync (once per directory for a whole batch) before it
-    /// reports the file as durably applied.
-    pub fn publish(mut self) -> Result<(Meta, OwnedFd), Error> {
+    /// Renames the (synced) file over its target (an empty directory there
+    /// is removed first) and returns the final `Meta` and the directory with
+    /// the mtime it must get: [`finish_dirs`] sets that and makes the
+    /// directory durable (once per directory for a whole batch) before the
+    /// file may be reported as durably applied.
+    pub fn publish(mut self) -> Result<(Meta, Touched), Error> {
         let rel = self.rel.clone();
         let what = |op: &str| format!("{op} {}", show(&rel));
-        if let Some(st) = lstat_at(&self.dir, &self.name, &rel)?
-            && kind_of(&st) == FileKind::Dir
-        {
-            rmdir_for_replace(&self.dir, &self.name, &rel)?;
+        let dir = &*self.dir;
+        match rfs::renameat(dir, &self.tmp, dir, &self.name) {
+            Ok(()) => {}
+            // A directory there (no lstat before every rename for this rare
+            // case): an empty one is replaced.
+            Err(Errno::ISDIR) => {
+                rmdir_for_replace(dir, &self.name, &rel)?;
+                rfs::renameat(dir, &self.tmp, dir, &self.name)
+                    .map_err(|e| io_err(what("rename to"), e))?;
+            }
+            Err(e) => return Err(io_err(what("rename to"), e)),
         }
-        rfs::renameat(&self.dir, &self.tmp, &self.dir, &self.name)
-            .map_err(|e| io_err(what("rename to"), e))?;
         self.published = true;
-        restore_mtime(&self.dir, self.parent_mtime);
         let st = rfs::fstat(&self.file).map_err(|e| io_err(what("fstat"), e))?;
         let mut meta = Meta::from_stat(&st);
         meta.hash = Some(self.hash);
-        let dir = self.dir.try_clone().map_err(|e| io_err(what("dup directory of"), e))?;
-        Ok((meta, dir))
+        Ok((meta, Touched { dir: self.dir.clone(), mtime: Some(self.parent_mtime) }))
     }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
         if !self.published {
-            let _ = rfs::unlinkat(&self.dir, &self.tmp, AtFlags::empty());
+            let _ = rfs::unlinkat(&*self.dir, &self.tmp, AtFlags::empty());
             restore_mtime(&self.dir, self.parent_mtime);
         }
     }
 }
 
-/// Fsyncs each directory once (the same directory may come many times from
-/// one batch, as separate descriptors).
+/// A directory an applied change touched: it gets `mtime` (the sender's,
+/// or the one it had before) and is made durable by [`finish_dirs`].
+#[derive(Debug)]
+pub struct Touched {
+    /// The directory.
+    pub dir: Arc<OwnedFd>,
+    /// The mtime it must have once the batch is done.
+    pub mtime: Option<i64>,
+}
+
+/// Gives each touched directory its mtime (once, the last one wanted:
+/// the parent's mtime is set once per directory, not once per entry), then
+/// makes each durable once (fsync, or one `syncfs` per file system for many
+/// directories). The same directory may come many times from one batch.
 ///
 /// # Errors
 /// The first fsync that fails.
-pub fn sync_dirs(dirs: Vec<OwnedFd>) -> Result<(), Error> {
-    let mut seen = std::collections::HashSet::new();
-    let mut unique = Vec::new();
-    for d in dirs {
-        let st = rfs::fstat(&d).map_err(|e| io_err("fstat directory", e))?;
-        if seen.insert((st.st_dev, st.st_ino)) {
-            unique.push((st.st_dev, d));
+pub fn finish_dirs(touched: Vec<Touched>) -> Result<(), Error> {
+    // Mostly the very same descriptor (the batch's directories are kept):
+    // by pointer first, then by inode for copies opened apart.
+    let mut by_ptr: Vec<Touched> = Vec::new();
+    let mut at: std::collections::HashMap<*const OwnedFd, usize> = Default::default();
+    for t in touched {
+        match at.get(&Arc::as_ptr(&t.dir)) {
+            Some(&i) => {
+                if t.mtime.is_some() {
+                    by_ptr[i].mtime = t.mtime;
+                }
+            }
+            None => {
+                at.insert(Arc::as_ptr(&t.dir), by_ptr.len());
+                by_ptr.push(t);
+            }
         }
     }
-    if unique.len() > SYNCFS_DIRS && unique.iter().all(|(_, d)| syncfs_is_reliable(d)) {
+    let mut seen: std::collections::HashMap<(u64, u64), usize> = Default::default();
+    let mut unique: Vec<(u64, Touched)> = Vec::new();
+    for t in by_ptr {
+        let st = rfs::fstat(&*t.dir).map_err(|e| io_err("fstat directory", e))?;
+        match seen.get(&(st.st_dev, st.st_ino)) {
+            Some(&i) => {
+                if t.mtime.is_some() {
+                    unique[i].1.mtime = t.mtime;
+                }
+            }
+            None => {
+                seen.insert((st.st_dev, st.st_ino), unique.len());
+                unique.push((st.st_dev, t));
+            }
+        }
+    }
+    for (_, t) in &unique {
+        if let Some(m) = t.mtime {
+            restore_mtime(&t.dir, m);
+        }
+    }
+    if unique.len() > SYNCFS_DIRS && unique.iter().all(|(_, t)| syncfs_is_reliable(&*t.dir)) {
         // Many directories: one syncfs per file system instead of a cache
         // flush per directory.
         let mut devs = std::collections::HashSet::new();
-        for (dev, d) in &unique {
+        for (dev, t) in &unique {
             if devs.insert(*dev) {
-                rfs::syncfs(d).map_err(|e| io_err("syncfs", e))?;
+                rfs::syncfs(&*t.dir).map_err(|e| io_err("syncfs", e))?;
             }
         }
         return Ok(());
     }
-    for (_, d) in unique {
-        rfs::fsync(&d).map_err(|e| io_err("fsync directory", e))?;
+    for (_, t) in unique {
+        rfs::fsync(&*t.dir).map_err(|e| io_err("fsync directory", e))?;
     }
     Ok(())
 }
@@ -289,7 +372,7 @@ pub const SYNCFS_DIRS: usize = 8;
 impl Drop for FileWriter {
     fn drop(&mut self) {
         if !self.done {
-            let _ = rfs::unlinkat(&self.dir, &self.tmp, AtFlags::empty());
+            let _ = rfs::unlinkat(&*self.dir, &self.tmp, AtFlags::empty());
             restore_mtime(&self.dir, self.parent_mtime);
         }
     }

@@ -32,13 +32,15 @@
 //! owners and modes. [`mod@file`]: file content (write, verify, stage, publish);
 //! [`entry`]: everything else (attributes, other kinds, deletes, kept copies).
 
+pub mod dirs;
 pub mod entry;
 pub mod file;
 
-pub use entry::{
-    delete, delete_unsynced, ensure_root, make, preserve, set_file_attrs, set_parent_mtime,
+pub use dirs::Dirs;
+pub use entry::{Deletion, delete, ensure_root, make, preserve, set_file_attrs, set_parent_mtime};
+pub use file::{
+    FileWriter, SYNCFS_DIRS, Staged, Touched, begin_file, finish_dirs, syncfs_is_reliable,
 };
-pub use file::{FileWriter, SYNCFS_DIRS, Staged, begin_file, sync_dirs, syncfs_is_reliable};
 
 use std::fs::File;
 use std::io;
@@ -163,32 +165,6 @@ fn open_root(root: &Path) -> Result<OwnedFd, Error> {
     })
 }
 
-/// Opens the directory containing `rel` (which must be checked and non-empty)
-/// one component at a time without following symlinks. Returns that
-/// directory and the last component.
-fn open_parent<'a>(root: &Path, rel: &'a [u8]) -> Result<(OwnedFd, &'a [u8]), Error> {
-    let (dir, name) = match rel.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&rel[..i], &rel[i + 1..]),
-        None => (&rel[..0], rel),
-    };
-    let mut fd = open_root(root)?;
-    if dir.is_empty() {
-        return Ok((fd, name));
-    }
-    let mut end = 0;
-    for comp in dir.split(|&b| b == b'/') {
-        end += comp.len();
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        fd = rfs::openat(&fd, comp, flags, Mode::empty()).map_err(|e| match e {
-            Errno::NOENT => Error::ParentMissing(show(&dir[..end])),
-            Errno::LOOP | Errno::NOTDIR => Error::Symlink(show(&dir[..end])),
-            e => io_err(format!("open {}", show(&dir[..end])), e),
-        })?;
-        end += 1;
-    }
-    Ok((fd, name))
-}
-
 /// `lstat` of `name` in `dir`: `None` if absent.
 fn lstat_at(dir: impl AsFd, name: &[u8], rel: &[u8]) -> Result<Option<rfs::Stat>, Error> {
     match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -206,7 +182,12 @@ fn kind_of(st: &rfs::Stat) -> FileKind {
 fn final_meta(dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<Meta, Error> {
     let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| io_err(format!("lstat {}", show(rel)), e))?;
-    let mut meta = Meta::from_stat(&st);
+    meta_of(dir, name, rel, &st)
+}
+
+/// The `Meta` of `name` in `dir` from its `lstat` (link target read).
+fn meta_of(dir: &OwnedFd, name: &[u8], rel: &[u8], st: &rfs::Stat) -> Result<Meta, Error> {
+    let mut meta = Meta::from_stat(st);
     if meta.kind == FileKind::Symlink {
         let t = rfs::readlinkat(dir, name, Vec::new())
             .map_err(|e| io_err(format!("readlink {}", show(rel)), e))?;
@@ -220,23 +201,46 @@ fn final_meta(dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<Meta, Error> {
 /// [`Error::ParentMissing`] if a parent is absent, [`Error::Symlink`] if a
 /// parent component is a symlink. The `Meta` has `hash: None` and, for
 /// symlinks, the target filled in. `rel == b""` stats the root itself
-/// (following symlinks to it).
+/// (following symlinks to it). One-off: a batch uses [`Dirs::stat`].
 pub fn stat(root: &Path, rel: &[u8]) -> Result<Option<Meta>, Error> {
-    check_rel(rel)?;
-    if rel.is_empty() {
-        return match rfs::stat(root) {
-            Ok(st) => Ok(Some(Meta::from_stat(&st))),
-            Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(io_err(format!("stat root {}", root.display()), e)),
+    Dirs::new().stat(root, rel)
+}
+
+impl Dirs {
+    /// [`stat`], through the batch's directories.
+    ///
+    /// # Errors
+    /// As [`stat`].
+    pub fn stat(&mut self, root: &Path, rel: &[u8]) -> Result<Option<Meta>, Error> {
+        check_rel(rel)?;
+        if rel.is_empty() {
+            return match rfs::stat(root) {
+                Ok(st) => Ok(Some(Meta::from_stat(&st))),
+                Err(Errno::NOENT) => Ok(None),
+                Err(e) => Err(io_err(format!("stat root {}", root.display()), e)),
+            };
+        }
+        let p = self.parent(root, rel)?;
+        let Some(st) = lstat_at(&*p.fd, p.name, rel)? else {
+            return Ok(None);
         };
+        match meta_of(&p.fd, p.name, rel, &st) {
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            r => r.map(Some),
+        }
     }
-    let (dir, name) = open_parent(root, rel)?;
-    if lstat_at(&dir, name, rel)?.is_none() {
-        return Ok(None);
-    }
-    match final_meta(&dir, name, rel) {
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
-        r => r.map(Some),
+
+    /// [`open_file`], through the batch's directories.
+    ///
+    /// # Errors
+    /// As [`open_file`].
+    pub fn open_file(&mut self, root: &Path, rel: &[u8]) -> Result<Option<File>, Error> {
+        check_rel(rel)?;
+        if rel.is_empty() {
+            return Ok(None);
+        }
+        let p = self.parent(root, rel)?;
+        open_regular(&p.fd, p.name, rel)
     }
 }
 
@@ -266,12 +270,7 @@ fn open_regular(dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<Option<File>, 
 /// Opens the current regular file at `root/rel` for reading (no symlink
 /// following anywhere below the root); `None` if absent or not a regular file.
 pub fn open_file(root: &Path, rel: &[u8]) -> Result<Option<File>, Error> {
-    check_rel(rel)?;
-    if rel.is_empty() {
-        return Ok(None);
-    }
-    let (dir, name) = open_parent(root, rel)?;
-    open_regular(&dir, name, rel)
+    Dirs::new().open_file(root, rel)
 }
 
 /// The temporary for a file's content: one fixed name per target, created
@@ -434,16 +433,15 @@ fn rmdir_for_replace(dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<(), Error
     }
 }
 
-/// Renames the temporary over the target, replacing an empty directory.
+/// Renames the temporary over the target, replacing an empty directory
+/// (the directory is made durable by the caller's [`finish_dirs`]).
 fn replace(dir: &OwnedFd, tmp: &[u8], name: &[u8], rel: &[u8]) -> Result<(), Error> {
     if let Some(st) = lstat_at(dir, name, rel)?
         && kind_of(&st) == FileKind::Dir
     {
         rmdir_for_replace(dir, name, rel)?;
     }
-    rfs::renameat(dir, tmp, dir, name)
-        .map_err(|e| io_err(format!("rename to {}", show(rel)), e))?;
-    rfs::fsync(dir).map_err(|e| io_err(format!("fsync parent of {}", show(rel)), e))
+    rfs::renameat(dir, tmp, dir, name).map_err(|e| io_err(format!("rename to {}", show(rel)), e))
 }
 
 #[cfg(test)]

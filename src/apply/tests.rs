@@ -587,3 +587,82 @@ fn anchors_follow_only_symlinks_nobody_else_controls() {
     ensure_root(&t.path().join("new/a/b")).unwrap();
     assert!(t.path().join("new/a/b").is_dir());
 }
+
+#[test]
+fn a_directory_kept_for_a_batch_is_the_one_walked_to_whatever_replaces_it() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("d")).unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let e = entry(FileKind::File, 0o644);
+    let mut dirs = Dirs::new();
+    assert!(dirs.stat(&root, b"d/one").unwrap().is_none());
+    // Mid-batch, a user moves `d` away and puts a symlink in its place.
+    let moved = t.path().join("moved");
+    std::fs::rename(root.join("d"), &moved).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("d")).unwrap();
+    let mut w =
+        dirs.begin_file(&root, b"d/one", &e, hash(b"1"), &Options::default(), None).unwrap();
+    w.write_all(b"1").unwrap();
+    let (_, touched) = w.stage().unwrap().publish().unwrap();
+    finish_dirs(vec![touched]).unwrap();
+    // The write went into the directory the safe walk reached, never
+    // through the symlink.
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    assert_eq!(std::fs::read(moved.join("one")).unwrap(), b"1");
+    // A new batch walks again: the symlink is refused.
+    dirs.clear();
+    let r = dirs.begin_file(&root, b"d/two", &e, hash(b"2"), &Options::default(), None);
+    assert!(matches!(r, Err(Error::Symlink(_))), "{r:?}");
+    // A kept directory removed meanwhile takes no new names: nothing is
+    // written anywhere else.
+    std::fs::remove_file(root.join("d")).unwrap();
+    std::fs::create_dir(root.join("d")).unwrap();
+    assert!(dirs.stat(&root, b"d/x").unwrap().is_none());
+    std::fs::rename(root.join("d"), t.path().join("gone")).unwrap();
+    std::fs::remove_dir(t.path().join("gone")).unwrap();
+    std::fs::create_dir(root.join("d")).unwrap();
+    let r = dirs.begin_file(&root, b"d/three", &e, hash(b"3"), &Options::default(), None);
+    assert!(r.is_err(), "{r:?}");
+    assert!(temps(&root).is_empty() && !root.join("d/three").exists());
+}
+
+#[test]
+fn a_batch_sets_each_directory_mtime_once_to_the_last_wanted() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    std::fs::create_dir(root.join("d")).unwrap();
+    let e = entry(FileKind::File, 0o644);
+    let mut dirs = Dirs::new();
+    let mut touched = Vec::new();
+    for (i, name) in [b"d/a", b"d/b"].iter().enumerate() {
+        let t = MTIME + i as i64;
+        let mut w = dirs.begin_file(root, *name, &e, hash(b"x"), &Options::default(), Some(t));
+        let w2 = w.as_mut().unwrap();
+        w2.write_all(b"x").unwrap();
+        touched.push(w.unwrap().stage().unwrap().publish().unwrap().1);
+    }
+    touched.extend(dirs.delete(root, b"d/a", Some(MTIME + 7), None).unwrap());
+    finish_dirs(touched).unwrap();
+    let md = std::fs::metadata(root.join("d")).unwrap();
+    assert_eq!(md.mtime() * 1_000_000_000 + md.mtime_nsec(), MTIME + 7);
+    assert!(!root.join("d/a").exists() && root.join("d/b").exists());
+}
+
+#[test]
+fn a_delete_whose_entry_changed_type_since_it_was_seen_still_removes_it() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    std::fs::write(root.join("was_dir"), b"x").unwrap();
+    std::fs::create_dir(root.join("was_file")).unwrap();
+    std::fs::create_dir(root.join("full")).unwrap();
+    std::fs::write(root.join("full/f"), b"x").unwrap();
+    let mut dirs = Dirs::new();
+    assert!(dirs.delete(root, b"was_dir", None, Some(FileKind::Dir)).unwrap().is_some());
+    assert!(dirs.delete(root, b"was_file", None, Some(FileKind::File)).unwrap().is_some());
+    assert!(!root.join("was_dir").exists() && !root.join("was_file").exists());
+    let r = dirs.delete(root, b"full", None, Some(FileKind::File));
+    assert!(matches!(r, Err(Error::NotEmpty(_))), "{r:?}");
+    assert!(dirs.delete(root, b"gone", None, Some(FileKind::File)).unwrap().is_none());
+}

@@ -422,6 +422,34 @@ impl Index {
         Ok(st.query_row([path], rows::file_from_row).optional().map_err(&sql)?.map(|f| f.meta))
     }
 
+    /// The entries of several paths (absent ones are `None`), and what
+    /// `peer` was last known to have at others ([`Index::peer_version`]),
+    /// read in one read transaction: the receiver looks up a whole batch of
+    /// requests at once instead of locking and unlocking the database once
+    /// per path and question.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn look_up(&self, files: &[&[u8]], peer: &str, versions: &[&[u8]]) -> Result<LookedUp> {
+        let sql = self.sql();
+        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
+        let mut out = LookedUp::default();
+        {
+            let mut st = tx
+                .prepare_cached(&format!("SELECT {} FROM file WHERE path = ?1", rows::FILE_COLS))
+                .map_err(&sql)?;
+            for p in files {
+                let m = st.query_row([p], rows::file_from_row).optional().map_err(&sql)?;
+                out.files.push((p.to_vec(), m.map(|f| f.meta)));
+            }
+        }
+        for p in versions {
+            out.versions.push((p.to_vec(), self.peer_version(p, peer)?));
+        }
+        tx.finish().map_err(&sql)?;
+        Ok(out)
+    }
+
     /// Stores a batch (upserts, removals, marks) in one transaction.
     ///
     /// # Errors
@@ -585,6 +613,18 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// What a peer was last known to have at a path ([`Index::peer_version`]).
+pub type PeerVersion = Option<Option<[u8; 32]>>;
+
+/// What [`Index::look_up`] found.
+#[derive(Debug, Default, PartialEq)]
+pub struct LookedUp {
+    /// Each path's entry (`None`: not indexed).
+    pub files: Vec<(Vec<u8>, Option<Meta>)>,
+    /// Each path's version at the peer, as [`Index::peer_version`] says.
+    pub versions: Vec<(Vec<u8>, PeerVersion)>,
 }
 
 #[cfg(test)]

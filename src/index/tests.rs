@@ -113,3 +113,23 @@ fn below_is_component_wise() {
     assert!(!is_below(b"/a", b"/a"));
     assert!(is_below(b"/a", b"/"));
 }
+
+#[test]
+fn several_paths_are_looked_up_together() {
+    let mut idx = Index::open_in_memory().unwrap();
+    idx.apply(&Batch { upserts: vec![file("/a", 1), file("/b", 2)], ..Batch::default() }).unwrap();
+    let seen =
+        Pushed { path: b"/a".to_vec(), peer: "p".into(), clear_gen: None, version: Some(None) };
+    idx.record_pushed(&[seen]).unwrap();
+    let got =
+        idx.look_up(&[b"/b".as_slice(), b"/none", b"/a"], "p", &[b"/a".as_slice(), b"/b"]).unwrap();
+    let files = vec![
+        (b"/b".to_vec(), Some(meta(2))),
+        (b"/none".to_vec(), None),
+        (b"/a".to_vec(), Some(meta(1))),
+    ];
+    assert_eq!(got.files, files);
+    assert_eq!(got.versions, vec![(b"/a".to_vec(), Some(None)), (b"/b".to_vec(), None)]);
+    // Outside any transaction afterwards: a write goes through.
+    idx.apply(&Batch { upserts: vec![file("/c", 3)], ..Batch::default() }).unwrap();
+}

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use tracing::warn;
 
@@ -20,9 +21,13 @@ pub(super) const BATCH: usize = 256;
 /// staged with it, the entry as now on disk)`.
 pub(super) type Published<P> = (u32, P, Result<Meta, apply::Error>);
 
+/// A delete run at the batch's durability point: `(request id, what the
+/// caller kept with it, whether it was made)`.
+pub(super) type Removed<D> = (u32, D, Result<(), apply::Error>);
+
 /// One session's batch; `P` is what the caller keeps with a staged file
-/// until it is published.
-pub(super) struct Batch<P> {
+/// until it is published, `D` with a delete until it is run.
+pub(super) struct Batch<P, D = ()> {
     /// The sender, as recorded with every entry.
     peer: String,
     /// Applied entries not yet committed to the index (one commit per batch).
@@ -35,12 +40,16 @@ pub(super) struct Batch<P> {
     /// Files written and checked under their temporary names, waiting for
     /// the batch's durability point.
     staged: Vec<(u32, P, apply::Staged)>,
-    /// Directories whose entries were deleted in this batch: fsynced once
-    /// each before the deletes are confirmed.
-    dirty_dirs: Vec<OwnedFd>,
+    /// Directories whose entries were deleted in this batch: given their
+    /// mtime and fsynced once each before the deletes are confirmed.
+    dirty_dirs: Vec<apply::Touched>,
+    /// Deletes walked to, run at the durability point: the files together
+    /// (each unlink may wait for the device to discard its blocks), then
+    /// the directories, in order.
+    deletions: Vec<(u32, D, apply::Deletion)>,
 }
 
-impl<P> Batch<P> {
+impl<P, D> Batch<P, D> {
     /// An empty batch of a session with `peer`.
     pub(super) fn new(peer: &str) -> Self {
         Batch {
@@ -50,12 +59,13 @@ impl<P> Batch<P> {
             acks: Vec::new(),
             staged: Vec::new(),
             dirty_dirs: Vec::new(),
+            deletions: Vec::new(),
         }
     }
 
     /// Entries waiting: the batch is committed when they reach [`BATCH`].
     pub(super) fn len(&self) -> usize {
-        self.pending.len() + self.staged.len()
+        self.pending.len() + self.staged.len() + self.deletions.len()
     }
 
     /// True when `path` is in the batch (its new state is not committed yet).
@@ -94,14 +104,25 @@ impl<P> Batch<P> {
         self.staged.push((id, keep, file));
     }
 
-    /// A delete left `dir` to be fsynced before it is confirmed.
-    pub(super) fn dirty_dir(&mut self, dir: Option<OwnedFd>) {
+    /// A delete of `path` to run at [`Batch::publish`].
+    pub(super) fn delete_later(&mut self, id: u32, path: &[u8], keep: D, d: apply::Deletion) {
+        self.paths.insert(path.to_vec());
+        self.deletions.push((id, keep, d));
+    }
+
+    /// True when deletes wait to be run.
+    pub(super) fn deleting(&self) -> bool {
+        !self.deletions.is_empty()
+    }
+
+    /// A change left `dir` to be fsynced before it is confirmed.
+    pub(super) fn dirty_dir(&mut self, dir: Option<apply::Touched>) {
         self.dirty_dirs.extend(dir);
     }
 
     /// True when staged files or deletes await their durability point.
     pub(super) fn unpublished(&self) -> bool {
-        !self.staged.is_empty() || !self.dirty_dirs.is_empty()
+        !self.staged.is_empty() || !self.dirty_dirs.is_empty() || !self.deletions.is_empty()
     }
 
     /// Sends an ack now, or holds it back while entries await their commit.
@@ -125,19 +146,25 @@ impl<P> Batch<P> {
     /// staged files, each with its entry on disk or why it failed; the
     /// caller records them and [`Batch::hold`]s their acks. The cost of a
     /// flush to disk is paid once per batch instead of twice per file.
-    pub(super) fn publish(&mut self) -> Vec<Published<P>> {
+    pub(super) fn publish(&mut self) -> (Vec<Published<P>>, Vec<Removed<D>>) {
         let staged = std::mem::take(&mut self.staged);
         let synced = sync_all(staged.iter().map(|(_, _, st)| st).collect());
         let mut dirs = std::mem::take(&mut self.dirty_dirs);
         let mut done = Vec::with_capacity(staged.len());
         for ((id, p, st), ok) in staged.into_iter().zip(synced) {
-            let r = ok.and_then(|()| st.publish()).map(|(meta, dir)| {
-                dirs.push(dir);
+            let r = ok.and_then(|()| st.publish()).map(|(meta, touched)| {
+                dirs.push(touched);
                 meta
             });
             done.push((id, p, r));
         }
-        if let Err(e) = apply::sync_dirs(dirs) {
+        let deletions = std::mem::take(&mut self.deletions);
+        let results = remove_all(deletions.iter().map(|(_, _, d)| d).collect());
+        let mut removed = Vec::with_capacity(deletions.len());
+        for ((id, k, _), r) in deletions.into_iter().zip(results) {
+            removed.push((id, k, r.map(|t| dirs.extend(t))));
+        }
+        if let Err(e) = apply::finish_dirs(dirs) {
             // The renames and deletes may not survive a crash: confirm none
             // of them (the deletes' acks are already held).
             warn!("making a batch's directories durable: {e}");
@@ -151,16 +178,22 @@ impl<P> Batch<P> {
                     };
                 }
             }
+            let failed = || apply::Error::Io {
+                what: "fsync of the directory".into(),
+                source: std::io::Error::other(e.to_string()),
+            };
             for (_, _, r) in &mut done {
                 if r.is_ok() {
-                    *r = Err(apply::Error::Io {
-                        what: "fsync of the directory".into(),
-                        source: std::io::Error::other(e.to_string()),
-                    });
+                    *r = Err(failed());
+                }
+            }
+            for (_, _, r) in &mut removed {
+                if r.is_ok() {
+                    *r = Err(failed());
                 }
             }
         }
-        done
+        (done, removed)
     }
 
     /// Commits the queued entries in one transaction, then sends the acks
@@ -197,6 +230,37 @@ impl<P> Batch<P> {
     }
 }
 
+/// Runs a batch's deletes: the files' in parallel (up to 16 at once; with
+/// `-o discard` each unlink waits for the device), then the directories'
+/// one by one in the order asked (deepest first, after their entries).
+fn remove_all(dels: Vec<&apply::Deletion>) -> Vec<Result<Option<apply::Touched>, apply::Error>> {
+    const THREADS: usize = 16;
+    let files: Vec<(usize, &apply::Deletion)> =
+        dels.iter().copied().enumerate().filter(|(_, d)| d.is_file()).collect();
+    let mut out: Vec<Option<Result<Option<apply::Touched>, apply::Error>>> =
+        dels.iter().map(|_| None).collect();
+    if files.len() > 1 {
+        let chunk = files.len().div_ceil(THREADS);
+        let done: Vec<(usize, Result<Option<apply::Touched>, apply::Error>)> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = files
+                    .chunks(chunk)
+                    .map(|part| {
+                        s.spawn(move || part.iter().map(|(i, d)| (*i, d.run())).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("unlink thread panicked"))
+                    .collect()
+            });
+        for (i, r) in done {
+            out[i] = Some(r);
+        }
+    }
+    dels.iter().zip(out).map(|(d, r)| r.unwrap_or_else(|| d.run())).collect()
+}
+
 /// Fsyncs every staged file, in parallel (up to 16 at once): concurrent
 /// fsyncs share the file system's journal commits, so a batch costs about
 /// one flush to disk instead of one per file.
@@ -205,25 +269,43 @@ fn sync_all(staged: Vec<&apply::Staged>) -> Vec<Result<(), apply::Error>> {
     // Many files: one `syncfs` per file system writes them all back with a
     // single cache flush, where each fsync would flush on its own.
     const SYNCFS_FILES: usize = 32;
-    if staged.len() >= SYNCFS_FILES && staged.iter().all(|st| st.syncfs_ok()) {
-        let mut by_dev: HashMap<u64, Result<(), String>> = HashMap::new();
-        let devs: Vec<Result<u64, String>> =
-            staged.iter().map(|st| st.dev().map_err(|e| e.to_string())).collect();
-        for (st, dev) in staged.iter().zip(&devs) {
-            if let Ok(d) = dev {
-                by_dev.entry(*d).or_insert_with(|| st.sync_fs().map_err(|e| e.to_string()));
-            }
-        }
-        return devs
-            .into_iter()
-            .map(|dev| {
-                let r = dev.and_then(|d| by_dev.get(&d).cloned().unwrap_or(Ok(())));
-                r.map_err(|e| apply::Error::Io {
-                    what: "syncfs".into(),
-                    source: std::io::Error::other(e),
+    if staged.len() >= SYNCFS_FILES {
+        // The file system of each directory (each file's), looked at once
+        // per directory, not once per file: `None` when `syncfs` may not
+        // stand for an fsync there.
+        let mut fs_of: HashMap<*const OwnedFd, Option<u64>> = HashMap::new();
+        let devs: Vec<Option<u64>> = staged
+            .iter()
+            .map(|st| {
+                let dir = st.dir();
+                *fs_of.entry(Arc::as_ptr(dir)).or_insert_with(|| {
+                    if apply::syncfs_is_reliable(&**dir) {
+                        rustix::fs::fstat(&**dir).ok().map(|s| s.st_dev)
+                    } else {
+                        None
+                    }
                 })
             })
             .collect();
+        if devs.iter().all(Option::is_some) {
+            let mut by_dev: HashMap<u64, Result<(), String>> = HashMap::new();
+            for (st, dev) in staged.iter().zip(&devs) {
+                let d = dev.expect("checked");
+                by_dev
+                    .entry(d)
+                    .or_insert_with(|| rustix::fs::syncfs(&**st.dir()).map_err(|e| e.to_string()));
+            }
+            return devs
+                .into_iter()
+                .map(|dev| {
+                    let r = dev.and_then(|d| by_dev.get(&d).cloned()).unwrap_or(Ok(()));
+                    r.map_err(|e| apply::Error::Io {
+                        what: "syncfs".into(),
+                        source: std::io::Error::other(e),
+                    })
+                })
+                .collect();
+        }
     }
     if staged.len() <= 1 {
         return staged.iter().map(|st| st.sync()).collect();
@@ -310,13 +392,48 @@ mod tests {
         b.stage(5, b"/srv/b", "b", staged(t.path(), "b", b"beta"));
         assert!(b.unpublished() && b.touches(b"/srv/a"));
         assert!(!t.path().join("a").exists(), "not visible before the durability point");
-        let done = b.publish();
+        let (done, _) = b.publish();
         assert!(!b.unpublished());
         let got: Vec<(u32, &str, u64)> =
             done.into_iter().map(|(id, k, r)| (id, k, r.unwrap().size)).collect();
         assert_eq!(got, vec![(4, "a", 5), (5, "b", 4)]);
         assert_eq!(std::fs::read(t.path().join("a")).unwrap(), b"alpha");
         assert_eq!(std::fs::read(t.path().join("b")).unwrap(), b"beta");
+    }
+
+    #[test]
+    fn deletes_run_at_the_durability_point_files_together_then_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for d in ["d", "d/e", "full"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        for f in ["d/a", "d/b", "d/e/c", "full/keep"] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let mut dirs = apply::Dirs::new();
+        let mut b: Batch<(), &str> = Batch::new("b");
+        let deepest_first = [
+            ("d/e/c", FileKind::File),
+            ("d/e", FileKind::Dir),
+            ("d/a", FileKind::File),
+            ("d/b", FileKind::File),
+            ("d", FileKind::Dir),
+            ("full", FileKind::Dir),
+        ];
+        for (i, (rel, kind)) in deepest_first.iter().enumerate() {
+            let d = dirs.prepare_delete(root, rel.as_bytes(), None, Some(*kind)).unwrap().unwrap();
+            b.delete_later(i as u32, rel.as_bytes(), rel, d);
+        }
+        assert!(b.unpublished() && b.touches(b"d/a"));
+        assert!(root.join("d/a").exists(), "nothing removed before the durability point");
+        let (published, removed) = b.publish();
+        assert!(published.is_empty());
+        let got: Vec<(&str, bool)> = removed.iter().map(|(_, k, r)| (*k, r.is_ok())).collect();
+        let want = [("d/e/c", true), ("d/e", true), ("d/a", true), ("d/b", true), ("d", true)];
+        assert_eq!(&got[..5], &want);
+        assert!(matches!(removed[5], (5, "full", Err(apply::Error::NotEmpty(_)))), "{removed:?}");
+        assert!(!root.join("d").exists() && root.join("full/keep").exists());
     }
 
     #[test]

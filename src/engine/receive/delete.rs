@@ -22,33 +22,33 @@ impl Receiver {
         base: Option<[u8; 32]>,
         force: bool,
         parent_mtime: Option<i64>,
-    ) -> Outcome {
+    ) -> Option<Outcome> {
         let (gi, root, rel) = match self.session.resolve(group, &path) {
             Ok(x) => x,
             Err((code, message)) => {
                 self.session.refused(&path, &format!("delete: {message}"));
-                return Outcome::Failed { code, message };
+                return Some(Outcome::Failed { code, message });
             }
         };
         let (cur, local_change) = match self.current(&root, &rel, &path) {
             Ok(c) => c,
             Err(apply::Error::ParentMissing(_)) => (None, Changes::default()),
-            Err(e) => return outcome_of(e),
+            Err(e) => return Some(outcome_of(e)),
         };
         if rel.is_empty() {
             self.session.refused(&path, "refusing to delete /");
-            return Outcome::Failed {
+            return Some(Outcome::Failed {
                 code: ErrorCode::PathRefused,
                 message: "refusing to delete /".into(),
-            };
+            });
         }
         if let Some(why) = self.session.roots().refusal(&root, &rel, cur.as_ref(), None) {
             self.session.refused(&path, &format!("delete: {why}"));
-            return Outcome::Failed { code: ErrorCode::PathRefused, message: why };
+            return Some(Outcome::Failed { code: ErrorCode::PathRefused, message: why });
         }
         let Some(cur) = cur else {
             self.batch.defer(None, Some(path.clone()), None, None, Vec::new());
-            return Outcome::InSync;
+            return Some(Outcome::InSync);
         };
         let cur_v = version(&cur, self.session.ignore);
         if !force && base != Some(cur_v) {
@@ -56,12 +56,11 @@ impl Receiver {
                 self.record_local(gi, &path, &real_of(&root, &rel), Some(&cur), local_change);
             }
             self.answered.insert(path.clone(), None);
-            return Outcome::Conflict(Some(self.wire_with_origin(&path, &cur)));
+            return Some(Outcome::Conflict(Some(self.wire_with_origin(&path, &cur))));
         }
         // As for a push: our own version the sender never had gives way
         // (forced, or after yielding a conflict), and is kept.
-        let never_had =
-            self.index.peer_version(&path, &self.session.peer).ok().flatten() != Some(Some(cur_v));
+        let never_had = self.peer_version(&path) != Some(Some(cur_v));
         let lost = if (force && base != Some(cur_v)) || (base == Some(cur_v) && never_had) {
             let peer = self.session.peer.clone();
             let at = At { root: &root, rel: &rel, path: &path };
@@ -82,30 +81,56 @@ impl Receiver {
             false,
         ) {
             Ok(ids) => ids,
-            Err(o) => return o,
+            Err(o) => return Some(o),
         };
         if cur.kind == FileKind::File {
             let backup = self.session.groups[gi].backup.as_ref();
             keep::back_up(backup, At { root: &root, rel: &rel, path: &path });
         }
-        match apply::delete_unsynced(&root, &rel, parent_mtime) {
-            Ok(dir) => {
-                // Durable with the batch, before the ack.
-                self.batch.dirty_dir(dir);
-                if let Some((why, kept)) = &lost {
+        let removal = Box::new(Removal { path, actions, lost, forward });
+        match self.dirs.prepare_delete(&root, &rel, parent_mtime, Some(cur.kind)) {
+            // Run with the batch's other deletes, durable with it, answered then.
+            Ok(Some(d)) => {
+                let path = removal.path.clone();
+                self.batch.delete_later(id, &path, removal, d);
+                None
+            }
+            // A parent gone meanwhile: nothing left to remove.
+            Ok(None) => Some(self.deleted(*removal, Ok(()))),
+            Err(e) => Some(self.deleted(*removal, Err(e))),
+        }
+    }
+
+    /// Records a delete run at the batch's durability point (or reports
+    /// why it failed).
+    pub(super) fn deleted(&mut self, d: Removal, r: Result<(), apply::Error>) -> Outcome {
+        match r {
+            Ok(()) => {
+                if let Some((why, kept)) = &d.lost {
                     let peer = &self.session.peer;
-                    keep::note_conflict(&mut self.index, peer, &path, why, kept.as_deref());
+                    keep::note_conflict(&mut self.index, peer, &d.path, why, kept.as_deref());
                 }
-                self.batch.defer(None, Some(path.clone()), None, None, actions);
-                self.batch.forward(forward);
+                self.batch.defer(None, Some(d.path), None, None, d.actions);
+                self.batch.forward(d.forward);
                 Outcome::Applied
             }
             Err(e) => {
-                self.owed.not_made(&actions);
+                self.owed.not_made(&d.actions);
                 outcome_of(e)
             }
         }
     }
+}
+
+/// A delete waiting for the batch's durability point.
+pub(super) struct Removal {
+    path: Vec<u8>,
+    /// Owed actions of this change (ready once it is recorded).
+    actions: Vec<i64>,
+    /// Our own version lost to this delete: the record to write once made.
+    lost: Option<(crate::index::Resolution, Option<std::path::PathBuf>)>,
+    /// Marks passing the delete on to the other peers.
+    forward: Vec<crate::index::OwnedMark>,
 }
 
 #[cfg(test)]
@@ -151,6 +176,52 @@ mod tests {
         let kept = std::path::PathBuf::from(String::from_utf8(kept).unwrap());
         assert!(kept.starts_with(n.dir.path().join("a.conflicts")), "{}", kept.display());
         assert_eq!(std::fs::read(kept).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn a_directory_emptied_and_replaced_in_one_batch_is_replaced() {
+        use crate::engine::receive::tests::file_entry;
+        use crate::proto::{Content, WireEntry};
+        use crate::types::FileKind;
+        let mut n = Node::new("");
+        let (d, f) = (n.path("d"), n.path("d/f"));
+        let push = |id: u32, path: &[u8], entry: WireEntry, base: Option<[u8; 32]>| Msg::Push {
+            id,
+            group: "g".into(),
+            path: path.to_vec(),
+            entry,
+            base,
+            force: false,
+            content: Content::None,
+            parent_mtime: None,
+        };
+        let dir = WireEntry { kind: FileKind::Dir.code(), size: 0, hash: None, ..file_entry(b"") };
+        assert_eq!(n.send(vec![push(1, &d, dir, None)]).len(), 1);
+        n.send(push_whole(2, &f, b"x"));
+        let v = |n: &Node, p: &[u8]| {
+            version(&n.rx.index.file(p).unwrap().unwrap(), IgnoreFields::default())
+        };
+        let (vf, vd) = (v(&n, &f), v(&n, &d));
+        let link = WireEntry {
+            kind: FileKind::Symlink.code(),
+            size: 0,
+            hash: None,
+            target: Some(b"/nonexistent".to_vec()),
+            ..file_entry(b"")
+        };
+        // The sender's order: the directory's entries deleted, then the
+        // symlink in its place, in one request batch.
+        let replies = n.send(vec![delete(3, &f, Some(vf), false), push(4, &d, link, Some(vd))]);
+        let mut ids: Vec<(u32, Outcome)> = replies
+            .into_iter()
+            .map(|m| match m {
+                Msg::Ack { id, outcome } => (id, outcome),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        ids.sort_by_key(|(id, _)| *id);
+        assert_eq!(ids, vec![(3, Outcome::Applied), (4, Outcome::Applied)]);
+        assert!(std::fs::symlink_metadata(n.srv.join("d")).unwrap().file_type().is_symlink());
     }
 
     #[test]

@@ -24,15 +24,20 @@ impl Receiver {
         rel: &[u8],
         path: &[u8],
     ) -> Result<(Option<Meta>, Changes), apply::Error> {
-        let Some(mut m) = apply::stat(root, rel)? else {
-            let known = self.index.file(path).ok().flatten().is_some();
+        // Read with the request batch ([`Receiver::prepare`]), once: a later
+        // request for the same path (after this one's commit) reads again.
+        let known = match self.known.remove(path) {
+            Some(k) => k,
+            None => self.index.file(path).ok().flatten(),
+        };
+        let Some(mut m) = self.dirs.stat(root, rel)? else {
+            let known = known.is_some();
             return Ok((None, if known { Changes::DELETE } else { Changes::default() }));
         };
-        let known = self.index.file(path).ok().flatten();
         if m.kind == FileKind::File {
             m.hash = match &known {
                 Some(k) if k.kind == FileKind::File && !m.content_may_differ(k) => k.hash,
-                _ => match apply::open_file(root, rel)? {
+                _ => match self.dirs.open_file(root, rel)? {
                     Some(mut f) => {
                         Some(crate::scan::hash_reader(&mut f).map_err(|e| apply::Error::Io {
                             what: format!("read {}", crate::paths::display(rel)),
@@ -160,7 +165,16 @@ impl Receiver {
     /// `report.yielded` of the push). Its fast-forward from our version
     /// then replaces a change of ours that other peers may have applied.
     pub(super) fn yielded_to(&self, path: &[u8], new: Option<[u8; 32]>) -> bool {
-        self.index.peer_version(path, &self.session.peer).ok().flatten() == Some(new)
+        self.peer_version(path) == Some(new)
+    }
+
+    /// What the peer was last known to have at `path` (`None`: unknown),
+    /// as read with the request batch when it was.
+    pub(super) fn peer_version(&self, path: &[u8]) -> Option<Option<[u8; 32]>> {
+        match self.peer_versions.get(path) {
+            Some(v) => *v,
+            None => self.index.peer_version(path, &self.session.peer).ok().flatten(),
+        }
     }
 
     /// Marks `path` for every other peer of group `gi`: the winner of a

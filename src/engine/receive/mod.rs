@@ -40,7 +40,7 @@ use crate::config::{Config, GroupKey};
 use crate::index::Index;
 use crate::net::server::{Authority, Handler};
 use crate::policy::GroupPolicy;
-use crate::proto::{Content, ErrorCode, Msg, Outcome};
+use crate::proto::{ErrorCode, Msg, Outcome};
 
 use batch::{BATCH, Batch};
 use owed::Owed;
@@ -153,10 +153,17 @@ pub struct Receiver {
     /// The actions this session's changes owe.
     owed: Owed,
     /// Applied entries on their way to being confirmed.
-    batch: Batch<Box<Pending>>,
+    batch: Batch<Box<Pending>, Box<delete::Removal>>,
     streams: HashMap<u32, Stream>,
-    /// `(group, path, parent mtime)` of pushes whose content is still coming.
-    parent_times: HashMap<u32, (String, Vec<u8>, Option<i64>)>,
+    /// The directories this batch writes into, opened once for the batch
+    /// (see [`apply::dirs`] for why that is as safe as a walk per step).
+    dirs: apply::Dirs,
+    /// Index rows of the paths of the request batch being handled, read
+    /// together before it (each taken by its request's look-up).
+    known: HashMap<Vec<u8>, Option<crate::types::Meta>>,
+    /// What the peer was last known to have at the paths of the request
+    /// batch's deletes and updates, read with `known`.
+    peer_versions: HashMap<Vec<u8>, crate::index::PeerVersion>,
     /// Versions the sender pushed and this session answered with a
     /// conflict (`None`: a delete): what a `Yield` for that path is based on.
     answered: HashMap<Vec<u8>, Option<[u8; 32]>>,
@@ -180,7 +187,9 @@ impl Receiver {
             owed: Owed::new(actions, gate, peer),
             batch: Batch::new(peer),
             streams: HashMap::new(),
-            parent_times: HashMap::new(),
+            dirs: apply::Dirs::new(),
+            known: HashMap::new(),
+            peer_versions: HashMap::new(),
             answered: HashMap::new(),
         }
     }
@@ -192,12 +201,22 @@ impl Receiver {
     fn flush(&mut self, reply: &mut dyn FnMut(Msg)) {
         self.owed.drop_stale(&mut self.index);
         if self.batch.unpublished() {
-            for (id, p, r) in self.batch.publish() {
+            let (published, removed) = self.batch.publish();
+            for (id, p, r) in published {
                 let outcome = self.finish(&p, r.map(Some));
+                self.batch.hold(id, outcome);
+            }
+            for (id, d, r) in removed {
+                let outcome = self.deleted(*d, r);
                 self.batch.hold(id, outcome);
             }
             crash_point("batch-durable");
         }
+        // The next batch walks to its directories afresh, and reads what
+        // this commit changes again.
+        self.dirs.clear();
+        self.known.clear();
+        self.peer_versions.clear();
         self.batch.commit(&mut self.index, reply);
     }
 
@@ -206,7 +225,7 @@ impl Receiver {
     fn after(&mut self, group: &str, path: &[u8], parent_mtime: Option<i64>, outcome: &Outcome) {
         let (Some(t), Outcome::Applied) = (parent_mtime, outcome) else { return };
         let Some((root, rel)) = self.session.parent_in_tree(group, path) else { return };
-        if let Err(e) = apply::set_parent_mtime(&root, &rel, t) {
+        if let Err(e) = self.dirs.set_parent_mtime(&root, &rel, t) {
             warn!("setting the directory mtime for {}: {e}", crate::paths::display(path));
         }
     }
@@ -226,7 +245,10 @@ impl Handler for Receiver {
         // Keep replies in order for requests that answer with data, and never
         // look at an entry whose new state is not committed yet.
         let touches_pending = match &msg {
-            Msg::Push { path, .. } | Msg::Delete { path, .. } => self.batch.touches(path),
+            // A push after deletes still to run could need them done (a
+            // directory's entries deleted, then a symlink in its place).
+            Msg::Push { path, .. } => self.batch.touches(path) || self.batch.deleting(),
+            Msg::Delete { path, .. } => self.batch.touches(path),
             Msg::Data { .. } | Msg::DataEnd { .. } => false,
             _ => true,
         };
@@ -241,6 +263,34 @@ impl Handler for Receiver {
     }
 
     fn prepare(&mut self, batch: &[Msg]) {
+        // The index rows every push and delete of the batch looks up, in
+        // one read transaction instead of a lock and unlock per request.
+        // (What the peer has matters to deletes and updates, not to new
+        // files: those are not asked about.)
+        self.known.clear();
+        self.peer_versions.clear();
+        let (mut paths, mut versions): (Vec<&[u8]>, Vec<&[u8]>) = (Vec::new(), Vec::new());
+        for m in batch {
+            match m {
+                Msg::Push { path, base, .. } => {
+                    paths.push(path);
+                    if base.is_some() {
+                        versions.push(path);
+                    }
+                }
+                Msg::Delete { path, .. } => {
+                    paths.push(path);
+                    versions.push(path);
+                }
+                _ => {}
+            }
+        }
+        if paths.len() > 1
+            && let Ok(rows) = self.index.look_up(&paths, &self.session.peer, &versions)
+        {
+            self.known.extend(rows.files);
+            self.peer_versions.extend(rows.versions);
+        }
         if self.owed.is_empty() {
             return;
         }
@@ -299,38 +349,17 @@ impl Receiver {
                     .map_or(0, |d| d.as_nanos() as i64),
             }),
             Msg::Push { id, group, path, entry, base, force, content, parent_mtime } => {
-                if content != Content::None {
-                    self.parent_times.insert(id, (group.clone(), path.clone(), parent_mtime));
-                }
-                match self.push(id, &group, path.clone(), entry, base, force, content) {
-                    Some(outcome) => {
-                        self.owed.settle(id);
-                        self.parent_times.remove(&id);
-                        self.after(&group, &path, parent_mtime, &outcome);
-                        self.batch.ack(id, outcome, reply);
-                    }
-                    None => {
-                        // Content follows: the writer gives the parent the
-                        // sender's mtime at commit (no second walk for it).
-                        if let Some(t) = parent_mtime
-                            && self.session.parent_in_tree(&group, &path).is_some()
-                        {
-                            let set = match self.streams.get_mut(&id) {
-                                Some(Stream::Whole(_, w)) => {
-                                    w.set_parent_mtime(t);
-                                    true
-                                }
-                                Some(Stream::Delta(_, d)) => {
-                                    d.get_mut().set_parent_mtime(t);
-                                    true
-                                }
-                                _ => false,
-                            };
-                            if set {
-                                self.parent_times.remove(&id);
-                            }
-                        }
-                    }
+                // The sender's mtime for the parent, when the parent is
+                // managed here: a streamed file gives it to the parent when
+                // it is published (no second walk for it).
+                let t =
+                    parent_mtime.filter(|_| self.session.parent_in_tree(&group, &path).is_some());
+                if let Some(outcome) =
+                    self.push(id, &group, path.clone(), entry, base, force, content, t)
+                {
+                    self.owed.settle(id);
+                    self.after(&group, &path, t, &outcome);
+                    self.batch.ack(id, outcome, reply);
                 }
             }
             Msg::Data { stream, bytes } => {
@@ -342,9 +371,6 @@ impl Receiver {
                 let outcome = self.data_end(stream);
                 self.owed.settle(stream);
                 if let Some(outcome) = outcome {
-                    if let Some((group, path, t)) = self.parent_times.remove(&stream) {
-                        self.after(&group, &path, t, &outcome);
-                    }
                     self.batch.ack(stream, outcome, reply);
                 }
             }
@@ -355,7 +381,10 @@ impl Receiver {
                     parent_mtime.filter(|_| self.session.parent_in_tree(&group, &path).is_some());
                 let outcome = self.delete(id, &group, path, base, force, t);
                 self.owed.settle(id);
-                self.batch.ack(id, outcome, reply);
+                // `None`: run and answered at the batch's durability point.
+                if let Some(outcome) = outcome {
+                    self.batch.ack(id, outcome, reply);
+                }
             }
             Msg::Sig { id, group, path } => reply(self.sig(id, &group, &path)),
             Msg::List { id, group } => self.list(id, &group, reply),
@@ -378,7 +407,7 @@ mod tests {
     //! Helpers the tests of every part share, and the session as a whole.
 
     use super::*;
-    use crate::proto::WireEntry;
+    use crate::proto::{Content, WireEntry};
     use crate::types::{FileKind, Meta};
 
     /// A config loaded for node `a`, with the key file `k` in `dir`.
@@ -504,6 +533,45 @@ mod tests {
         let row = n.rx.index.file(&p).unwrap().unwrap();
         assert_eq!(row.hash, Some(*blake3::hash(b"hello").as_bytes()));
         assert_eq!(n.rx.index.origin(&p).unwrap().as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_batch_never_redirects_a_write() {
+        let mut n = Node::new("");
+        std::fs::create_dir(n.srv.join("d")).unwrap();
+        let outside = n.dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let mut out = Vec::new();
+        let handle = |n: &mut Node, msgs: Vec<Msg>, out: &mut Vec<Msg>| {
+            n.rx.prepare(&msgs);
+            for m in msgs {
+                assert!(n.rx.handle(m, &mut |r| out.push(r)));
+            }
+        };
+        let (one, two, three) = (n.path("d/one"), n.path("d/two"), n.path("d/three"));
+        handle(&mut n, push_whole(1, &one, b"one"), &mut out);
+        // Mid-batch (the directory is kept open for it), a local user moves
+        // `d` away and puts a symlink to a directory outside in its place.
+        let moved = n.dir.path().join("moved");
+        std::fs::rename(n.srv.join("d"), &moved).unwrap();
+        std::os::unix::fs::symlink(&outside, n.srv.join("d")).unwrap();
+        handle(&mut n, push_whole(2, &two, b"two"), &mut out);
+        n.rx.idle(&mut |r| out.push(r));
+        assert_eq!(out.len(), 2, "{out:?}");
+        // Written where the safe walk led (the directory that was moved,
+        // as a write racing a walk would be), never through the symlink.
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert_eq!(std::fs::read(moved.join("two")).unwrap(), b"two");
+        // The next batch walks afresh and meets the symlink: refused.
+        let replies = n.send(push_whole(3, &three, b"three"));
+        assert!(
+            matches!(
+                &replies[..],
+                [Msg::Ack { id: 3, outcome: Outcome::Failed { code: ErrorCode::PathRefused, .. } }]
+            ),
+            "{replies:?}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]

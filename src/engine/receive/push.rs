@@ -54,7 +54,9 @@ pub(super) struct Pending {
 
 impl Receiver {
     /// A `Push`: authorize, compare with the state here, and apply it (or
-    /// start a stream for its content: `None` until the stream ends).
+    /// start a stream for its content: `None` until the stream ends). A
+    /// streamed file gives its parent `parent_t` (the sender's mtime, when
+    /// the parent is managed here) when it is published.
     // The fields of one `Push` message, as they arrive.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn push(
@@ -66,6 +68,7 @@ impl Receiver {
         base: Option<[u8; 32]>,
         force: bool,
         content: Content,
+        parent_t: Option<i64>,
     ) -> Option<Outcome> {
         let (gi, root, rel) = match self.session.resolve(group, &path) {
             Ok(x) => x,
@@ -145,8 +148,7 @@ impl Receiver {
         // Our own version, which the sender never had, gives way: forced by a
         // person, or (a fast-forward from the version the sender yielded
         // with) because the rule let the sender's version win. Kept either way.
-        let never_had =
-            || self.index.peer_version(&path, &self.session.peer).ok().flatten() != Some(cur_v);
+        let never_had = || self.peer_version(&path) != Some(cur_v);
         let lost = match &cur {
             Some(c) if !same && ((force && base != cur_v) || (base == cur_v && never_had())) => {
                 let origin = entry.origin.as_deref().unwrap_or(&self.session.peer).to_string();
@@ -199,14 +201,18 @@ impl Receiver {
                 return Some(Outcome::InSync);
             }
             let r = if new.kind == FileKind::File {
-                apply::set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
+                self.dirs.set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
                     m.map(|mut m| {
                         m.hash = new.hash;
                         m
                     })
                 })
             } else {
-                apply::make(&root, &rel, &ae, &self.session.ignore).map(Some)
+                self.dirs.make(&root, &rel, &ae, &self.session.ignore).map(|(m, dir)| {
+                    // Durable with the batch, before the ack.
+                    self.batch.dirty_dir(dir);
+                    Some(m)
+                })
             };
             return Some(self.finish(&pending, r));
         }
@@ -218,8 +224,12 @@ impl Receiver {
                     Err(o) => return Some(o),
                 };
             self.back_up(&pending);
-            let r = apply::make(&root, &rel, &ae, &self.session.ignore);
-            return Some(self.finish(&pending, r.map(Some)));
+            let r = self.dirs.make(&root, &rel, &ae, &self.session.ignore).map(|(m, dir)| {
+                // Durable with the batch, before the ack.
+                self.batch.dirty_dir(dir);
+                Some(m)
+            });
+            return Some(self.finish(&pending, r));
         }
         match content {
             Content::None => {
@@ -239,7 +249,7 @@ impl Receiver {
                     Ok(ids) => ids,
                     Err(o) => return Some(o),
                 };
-                let r = apply::set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
+                let r = self.dirs.set_file_attrs(&root, &rel, &ae, &self.session.ignore).map(|m| {
                     m.map(|mut m| {
                         m.hash = new.hash;
                         m
@@ -249,7 +259,7 @@ impl Receiver {
             }
             Content::Whole => {
                 let hash = new.hash.expect("checked above");
-                match apply::begin_file(&root, &rel, &ae, hash, &self.session.ignore) {
+                match self.dirs.begin_file(&root, &rel, &ae, hash, &self.session.ignore, parent_t) {
                     Ok(w) => {
                         self.streams.insert(id, Stream::Whole(pending, w));
                         None
@@ -262,7 +272,7 @@ impl Receiver {
             }
             Content::Delta => {
                 let hash = new.hash.expect("checked above");
-                let base_file = match apply::open_file(&root, &rel) {
+                let base_file = match self.dirs.open_file(&root, &rel) {
                     Ok(Some(f)) => f,
                     Ok(None) => {
                         self.streams.insert(id, Stream::Discard);
@@ -287,7 +297,9 @@ impl Receiver {
                         message: "base file too large for a delta".into(),
                     });
                 };
-                match apply::begin_file(&root, &rel, &ae, hash, &self.session.ignore)
+                match self
+                    .dirs
+                    .begin_file(&root, &rel, &ae, hash, &self.session.ignore, parent_t)
                     .map_err(outcome_of)
                     .and_then(|w| {
                         blockdelta::Decoder::new(base_file, bs, entry.size, w).map_err(|e| {

@@ -61,7 +61,15 @@ impl Receiver {
             Err(e) => return reply(Msg::Ack { id, outcome: outcome_of(e) }),
         };
         let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
+        // Sized to the file (one byte more, to see its end in one read): a
+        // first contact fetches thousands of small files, each of which
+        // would otherwise zero a 256 KiB buffer of its own.
+        let size = f.metadata().map_or(u64::MAX, |m| m.len());
+        let mut buf =
+            vec![
+                0u8;
+                usize::try_from(size.saturating_add(1)).unwrap_or(usize::MAX).min(256 * 1024)
+            ];
         loop {
             match f.read(&mut buf) {
                 Ok(0) => break,
