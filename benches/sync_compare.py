@@ -181,6 +181,33 @@ def empty_dir(d):
     os.makedirs(d)
 
 
+def forget_deleted_inodes(source):
+    """After a tree was deleted on a journal-less ext4 (this machine's disk),
+    every file created in the next minutes pays for it: the inode allocator
+    skips each free inode whose inode-table block is still cached and that was
+    freed less than 60 s ago (5 min if the block is dirty), scanning past all
+    of them on every create (`recently_deleted()` in fs/ext4/ialloc.c: 75 %
+    of a receiver's CPU in profiles). Fresh servers do not carry that, and it
+    fell on whichever tool's trees happened to share block groups with the
+    trees just deleted. So, as root: write everything back, drop the clean
+    cache (the allocator then treats those inodes as written out), and read
+    the source tree back in so that every tool starts from a warm source, as
+    in the other rows. A no-op on tmpfs and without root."""
+    if os.geteuid() != 0 or fs_info(source)["type"] in ("tmpfs", "ramfs"):
+        return
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("1")
+    except OSError:
+        return
+    for dirpath, _, files in os.walk(source):
+        for f in files:
+            with open(os.path.join(dirpath, f), "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+
+
 # ---------------------------------------------------------------- clusters
 
 class Cluster:
@@ -225,6 +252,7 @@ class Cluster:
         for n in self.peers:
             empty_dir(self.trees[n])
         self.forget_state()
+        forget_deleted_inodes(self.trees[1])
         self.start_daemons()
 
     def forget_state(self):
@@ -544,24 +572,43 @@ class Bench:
         if d:
             raise RuntimeError(f"{cl.tool}: untimed sync left trees different: {d}")
 
-    # -- the main suite for one tool
-    def suite(self, cl, names):
+    # -- the main suite: every workload for every tool, the tools alternating
+    def suite(self, clusters, names):
+        """Each workload runs for every tool in turn, run by run (the order flips
+        every run, as in `interleaved`), so that a busy spell of the shared
+        machine, or the file system's state, falls on every tool alike. (One
+        tool's whole suite after the other's let the first tool's initial syncs
+        meet a disk full of inodes freed moments before by the tree it had just
+        deleted, which this ext4 is slow to allocate around.)"""
         a = self.a
-        cl.start_daemons()
-        tool = cl.tool
+        runs = a.runs
+        for cl in clusters:
+            cl.start_daemons()
+
+        def each(wl, prepare, verbose=False, rss_for=()):
+            ms = {cl.tool: [] for cl in clusters}
+            for i in range(runs):
+                order = clusters if i % 2 == 0 else clusters[::-1]
+                for cl in order:
+                    prepare(cl, i)
+                    ms[cl.tool].append(self.measure(cl, wl, i, verbose=verbose,
+                                                    time_rss=cl.tool in rss_for))
+            for cl in clusters:
+                self.summarize(cl, wl, ms[cl.tool], verbose=verbose, time_rss=cl.tool in rss_for)
 
         # 1. initial
-        self.timed_runs(cl, "initial", lambda i: cl.reset_empty())
-        if "median_s" not in self.results["initial"][tool]:
-            # leave a synced state for the rest anyway
-            cl.reset_empty()
-            self.untimed_sync(cl)
+        each("initial", lambda cl, i: cl.reset_empty())
+        for cl in clusters:
+            if "median_s" not in self.results["initial"][cl.tool]:
+                # leave a synced state for the rest anyway
+                cl.reset_empty()
+                self.untimed_sync(cl)
 
         # 2. no change
-        self.timed_runs(cl, "nochange", lambda i: None)
+        each("nochange", lambda cl, i: None)
 
         # 3. one changed file
-        def prep_one(i):
+        def prep_one(cl, i):
             p = os.path.join(cl.trees[1], self.rnd.choice(names))
             old = os.path.getsize(p)
             size = self.rnd.choice([s for s in range(1024, 4097, 7) if s != old])
@@ -569,53 +616,59 @@ class Bench:
                 fh.write(self.rnd.randbytes(size))
             t = self.next_mtime()
             os.utime(p, (t, t))
-        self.timed_runs(cl, "one_changed", prep_one)
+        each("one_changed", prep_one)
 
         # 4. deletes
         ndel = a.files // 10
-        stash = os.path.join(self.base, f"stash-{tool}")
 
-        def prep_del(i):
+        def stash(cl):
+            return os.path.join(self.base, f"stash-{cl.tool}")
+
+        def prep_del(cl, i):
             if i > 0:  # put the deleted files back and sync them (untimed)
-                subprocess.run(["cp", "-a", stash + "/.", cl.trees[1]], check=True)
+                subprocess.run(["cp", "-a", stash(cl) + "/.", cl.trees[1]], check=True)
                 self.untimed_sync(cl)
-            empty_dir(stash)
+            empty_dir(stash(cl))
             victims = self.rnd.sample(names, ndel)
             for rel in victims:
-                os.makedirs(os.path.dirname(os.path.join(stash, rel)), exist_ok=True)
-                os.rename(os.path.join(cl.trees[1], rel), os.path.join(stash, rel))
-        self.timed_runs(cl, "deletes", prep_del)
-        subprocess.run(["cp", "-a", stash + "/.", cl.trees[1]], check=True)
-        shutil.rmtree(stash)
-        self.untimed_sync(cl)
+                os.makedirs(os.path.dirname(os.path.join(stash(cl), rel)), exist_ok=True)
+                os.rename(os.path.join(cl.trees[1], rel), os.path.join(stash(cl), rel))
+        each("deletes", prep_del)
+        for cl in clusters:
+            subprocess.run(["cp", "-a", stash(cl) + "/.", cl.trees[1]], check=True)
+            shutil.rmtree(stash(cl))
+            self.untimed_sync(cl)
 
         # 5. a new big file
-        big = os.path.join(cl.trees[1], "big.bin")
+        def big(cl):
+            return os.path.join(cl.trees[1], "big.bin")
 
-        def prep_big(i):
-            if os.path.exists(big):
-                os.unlink(big)
+        def prep_big(cl, i):
+            if os.path.exists(big(cl)):
+                os.unlink(big(cl))
                 self.untimed_sync(cl)
-            shutil.copy2(self.big_src, big)
-        self.timed_runs(cl, "new_big", prep_big, verbose=True, time_rss=(tool == "csync"))
+            shutil.copy2(self.big_src, big(cl))
+        each("new_big", prep_big, verbose=True, rss_for=("csync",))
 
         # 6. 1 MiB changed in the middle of it
-        size = os.path.getsize(big)
-
-        def prep_mid(i):
-            with open(big, "r+b") as fh:
+        def prep_mid(cl, i):
+            size = os.path.getsize(big(cl))
+            with open(big(cl), "r+b") as fh:
                 fh.seek(size // 2)
                 fh.write(self.rnd.randbytes(1 << 20))
             t = self.next_mtime()
-            os.utime(big, (t, t))
-        self.timed_runs(cl, "big_1mib", prep_mid, verbose=True)
-        os.unlink(big)
-        self.untimed_sync(cl)
+            os.utime(big(cl), (t, t))
+        each("big_1mib", prep_mid, verbose=True)
+        for cl in clusters:
+            os.unlink(big(cl))
+            self.untimed_sync(cl)
 
         # silent peer in place of the last peer
         if not a.skip_silent:
-            self.silent(cl, names)
-        cl.stop()
+            for cl in clusters:
+                self.silent(cl, names)
+        for cl in clusters:
+            cl.stop()
 
     def silent(self, cl, names):
         last = cl.peers[-1]
@@ -695,11 +748,14 @@ def run_main(a, b, base, bins, classes, tools, port, fs, clusters):
         rnd = random.Random(5)
         for _ in range(a.big_mib):
             fh.write(rnd.randbytes(1 << 20))
+    mine = []
     for k, t in enumerate(tools):
-        log(f"== {t}")
         cl = classes[t](os.path.join(base, t), bins[t], port + k, src, peers=a.peers)
         clusters.append(cl)
-        b.suite(cl, names)
+        mine.append(cl)
+    log("== " + ", ".join(tools) + " (alternating run by run)")
+    b.suite(mine, names)
+    for cl in mine:
         cl.stop()
         shutil.rmtree(cl.base, ignore_errors=True)
     shutil.rmtree(src, ignore_errors=True)
