@@ -312,6 +312,27 @@ pub fn classify(old: &Meta, new: &Meta, ignore: IgnoreFields) -> Changes {
 }
 
 #[cfg(test)]
+impl Meta {
+    /// A one-byte regular file owned by root, hashed: the row the index and
+    /// planner tests store when only its presence matters.
+    pub(crate) fn test_file() -> Meta {
+        Meta {
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 1,
+            mtime_ns: 1,
+            ino: 1,
+            ctime_ns: 1,
+            rdev: 0,
+            target: None,
+            hash: Some([7; 32]),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

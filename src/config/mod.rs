@@ -51,6 +51,16 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, Vec<Diagnostic>> 
     }
 }
 
+/// For tests: `text` loaded as node `a`'s config, with the group key file
+/// `k` written into `dir` (the system directory).
+#[cfg(test)]
+pub(crate) fn load_for_test(dir: &std::path::Path, text: &str) -> Config {
+    let key = "Qm9vdHN0cmFwS2V5Rm9yVGVzdHMuT25seS5Ob3RBU2VjcmV0LkFiY2RlZmdoaWpr";
+    std::fs::write(dir.join("k"), key).unwrap();
+    let opts = LoadOptions { myname: "a".into(), sysdir: dir.to_path_buf(), active_groups: None };
+    load_str("t.cfg", text, &opts).unwrap()
+}
+
 /// Same as [`load`], from a string; `name` is what spans show as the file, and
 /// relative includes are resolved against its directory.
 ///

@@ -305,15 +305,8 @@ mod tests {
     fn node(dir: &std::path::Path) -> (Node, PathBuf) {
         let srv = dir.join("srv");
         std::fs::create_dir_all(&srv).unwrap();
-        let key = "Qm9vdHN0cmFwS2V5Rm9yVGVzdHMuT25seS5Ob3RBU2VjcmV0LkFiY2RlZmdoaWpr";
-        std::fs::write(dir.join("k"), key).unwrap();
-        let opts = crate::config::LoadOptions {
-            myname: "a".into(),
-            sysdir: dir.to_path_buf(),
-            active_groups: None,
-        };
         let text = format!("group g {{ host a b c; key k; include {}; }}", srv.display());
-        let config = crate::config::load_str("t.cfg", &text, &opts).unwrap();
+        let config = crate::config::load_for_test(dir, &text);
         (Node::new(config, Index::open_in_memory().unwrap()).unwrap(), srv)
     }
 

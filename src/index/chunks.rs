@@ -330,22 +330,10 @@ mod tests {
 
     use super::*;
     use crate::index::{Batch, IndexedFile, Mark};
-    use crate::types::{Base, FileKind};
+    use crate::types::Base;
 
     fn meta() -> Meta {
-        Meta {
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 1,
-            mtime_ns: 1,
-            ino: 1,
-            ctime_ns: 1,
-            rdev: 0,
-            target: None,
-            hash: Some([7; 32]),
-        }
+        Meta::test_file()
     }
 
     #[test]

@@ -410,22 +410,10 @@ pub struct PeerContact {
 mod tests {
     use super::*;
     use crate::index::{Batch, Mark, OwnedMark};
-    use crate::types::{Changes, FileKind, Meta};
+    use crate::types::{Changes, Meta};
 
     fn meta() -> Meta {
-        Meta {
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 1,
-            mtime_ns: 1,
-            ino: 1,
-            ctime_ns: 1,
-            rdev: 0,
-            target: None,
-            hash: Some([7; 32]),
-        }
+        Meta::test_file()
     }
 
     /// Every dirty column but `marked_at` (the two indexes may be a second apart).

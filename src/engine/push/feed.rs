@@ -313,34 +313,14 @@ impl Feed {
 mod tests {
     use super::*;
     use crate::index::{Batch, IndexedFile, OwnedMark};
-    use crate::types::{Base, Changes, FileKind, Meta};
+    use crate::types::{Base, Changes, Meta};
 
     fn config(dir: &std::path::Path) -> Config {
-        let key = "Qm9vdHN0cmFwS2V5Rm9yVGVzdHMuT25seS5Ob3RBU2VjcmV0LkFiY2RlZmdoaWpr";
-        std::fs::write(dir.join("k"), key).unwrap();
-        let opts = crate::config::LoadOptions {
-            myname: "a".into(),
-            sysdir: dir.to_path_buf(),
-            active_groups: None,
-        };
-        crate::config::load_str("t.cfg", "group g { host a b c; key k; include /srv; }", &opts)
-            .unwrap()
+        crate::config::load_for_test(dir, "group g { host a b c; key k; include /srv; }")
     }
 
     fn meta() -> Meta {
-        Meta {
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 1,
-            mtime_ns: 1,
-            ino: 1,
-            ctime_ns: 1,
-            rdev: 0,
-            target: None,
-            hash: Some([7; 32]),
-        }
+        Meta::test_file()
     }
 
     /// Every peer gets each of its rows once, in push order, whether it keeps

@@ -412,14 +412,7 @@ mod tests {
 
     /// A config loaded for node `a`, with the key file `k` in `dir`.
     pub(super) fn config_for(dir: &Path, text: &str) -> Config {
-        let key = "Qm9vdHN0cmFwS2V5Rm9yVGVzdHMuT25seS5Ob3RBU2VjcmV0LkFiY2RlZmdoaWpr";
-        std::fs::write(dir.join("k"), key).unwrap();
-        let opts = crate::config::LoadOptions {
-            myname: "a".into(),
-            sysdir: dir.to_path_buf(),
-            active_groups: None,
-        };
-        crate::config::load_str("t.cfg", text, &opts).unwrap()
+        crate::config::load_for_test(dir, text)
     }
 
     /// An entry of `kind` with plain attributes.
