@@ -40,7 +40,10 @@ impl Index {
     /// # Errors
     /// When SQLite fails.
     pub fn begin_parts(&mut self) -> Result<()> {
-        self.conn.execute_batch("BEGIN").map_err(self.sql())
+        // Immediate: the write lock is waited for here (busy timeout), never
+        // asked for by a read snapshot that a concurrent writer has moved
+        // past, which SQLite refuses at once ("database is locked").
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.sql())
     }
 
     /// Writes one part of a batch inside the transaction [`Index::begin_parts`]

@@ -46,7 +46,15 @@ impl Index {
         }
         let path = self.path.clone();
         let sql = |source| Error::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(sql)?;
+        // Immediate: the transaction reads (is a conflict open?) before it
+        // writes, and a read snapshot that a concurrent writer (the daemon
+        // receiving) has moved past cannot be upgraded to a write: SQLite
+        // then says "database is locked" at once instead of waiting its
+        // busy timeout. Taking the write lock first waits like every write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
         {
             let mut clear = tx
                 .prepare_cached("DELETE FROM dirty WHERE path = ?1 AND peer = ?2 AND gen = ?3")
