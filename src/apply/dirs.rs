@@ -19,8 +19,11 @@
 //!   attacker could have put the same bytes anyway, never in a place only
 //!   root controls (`/etc`). The walk of today has the same window between
 //!   its last `openat` and the write; keeping the descriptor lengthens the
-//!   window (to at most one batch, [`TTL`]), it does not open a new kind of
-//!   hole. The anchor cache ([`crate::confined::open_dir`]) already rests on
+//!   window (lookups reuse a kept directory for at most [`TTL`]; a staged
+//!   file or a delete holds its own directory until the batch's durability
+//!   point, which a long transfer in the same batch can delay), it does not
+//!   open a new kind of hole. A delete unlinks only the inode it judged
+//!   ([`super::Deletion::expecting`]). The anchor cache ([`crate::confined::open_dir`]) already rests on
 //!   this for 2 s.
 //! - A directory removed meanwhile stays removed: creating a name in it
 //!   fails (`ENOENT`), nothing is written anywhere else.
@@ -46,8 +49,10 @@ use super::{Error, io_err, open_root, show};
 pub const TTL: Duration = Duration::from_secs(2);
 
 /// Most directories kept at once: beyond that the cache starts over (the
-/// batch's staged files keep their own directories alive).
-const MAX_KEPT: usize = 512;
+/// batch's staged files keep their own directories alive). Entries arrive
+/// in path order, so a few cover a batch; each one is a descriptor a peer's
+/// session holds, next to the batch's staged files (128 sessions at once).
+const MAX_KEPT: usize = 64;
 
 /// One kept directory.
 struct Kept {

@@ -397,6 +397,7 @@ impl Dirs {
             rel: rel.to_vec(),
             seen,
             mtime,
+            stamp: None,
         }))
     }
 }
@@ -409,9 +410,25 @@ pub struct Deletion {
     rel: Vec<u8>,
     seen: Option<FileKind>,
     mtime: i64,
+    /// `(st_ino, st_ctime in ns)` of the non-directory the request was
+    /// judged against ([`Deletion::expecting`]).
+    stamp: Option<(u64, i64)>,
 }
 
 impl Deletion {
+    /// Removes the entry only if it is still the inode that was judged, with
+    /// the same ctime. The removal runs at the batch's durability point,
+    /// which may be a long transfer later: what a local user wrote there, or
+    /// another session published, meanwhile is not what the peer asked to
+    /// delete, and is kept (the delete fails and is retried, judged anew).
+    /// Directories are not stamped: their ctime moves with the batch's own
+    /// removals below them, and `rmdir` refuses one that is not empty.
+    #[must_use]
+    pub fn expecting(mut self, ino: u64, ctime_ns: i64) -> Self {
+        self.stamp = Some((ino, ctime_ns));
+        self
+    }
+
     /// True when the entry was seen as a non-directory (its removal cannot
     /// depend on another's: a batch runs these together, directories after).
     pub fn is_file(&self) -> bool {
@@ -429,6 +446,16 @@ impl Deletion {
         let lstat_dir = || -> Result<Option<bool>, Error> {
             Ok(lstat_at(dir, name, rel)?.map(|st| kind_of(&st) == FileKind::Dir))
         };
+        if let (Some((ino, ctime_ns)), false) = (self.stamp, self.seen == Some(FileKind::Dir)) {
+            let Some(st) = lstat_at(dir, name, rel)? else { return Ok(None) };
+            let ctime = st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64;
+            if st.st_ino != ino || ctime != ctime_ns {
+                return Err(io_err(
+                    format!("delete {}", show(rel)),
+                    io::Error::other("changed here since the delete was asked; kept"),
+                ));
+            }
+        }
         // What the caller has just seen there saves an lstat; should it have
         // changed type meanwhile, the unlink says so and an lstat decides.
         let is_dir = match self.seen {

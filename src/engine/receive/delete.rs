@@ -89,8 +89,10 @@ impl Receiver {
         }
         let removal = Box::new(Removal { path, actions, lost, forward });
         match self.dirs.prepare_delete(&root, &rel, parent_mtime, Some(cur.kind)) {
-            // Run with the batch's other deletes, durable with it, answered then.
+            // Run with the batch's other deletes, durable with it, answered
+            // then; only if it is still what was judged here.
             Ok(Some(d)) => {
+                let d = d.expecting(cur.ino, cur.ctime_ns);
                 let path = removal.path.clone();
                 self.batch.delete_later(id, &path, removal, d);
                 None
@@ -158,6 +160,36 @@ mod tests {
         // Already gone: in sync.
         let again = n.send(vec![delete(3, &p, Some(base), false)]);
         assert_eq!(again, vec![Msg::Ack { id: 3, outcome: Outcome::InSync }]);
+    }
+
+    /// The unlink waits for the batch's durability point: a file rewritten
+    /// here in between (by a local user, or another session) is kept, and
+    /// the delete fails instead of removing what nobody judged.
+    #[test]
+    fn a_file_changed_between_the_delete_and_its_durability_point_is_kept() {
+        use crate::net::server::Handler;
+        let mut n = Node::new("");
+        let p = n.path("f");
+        n.send(push_whole(1, &p, b"x"));
+        let ours = n.rx.index.file(&p).unwrap().unwrap();
+        let base = version(&ours, IgnoreFields::default());
+        let msgs = vec![delete(2, &p, Some(base), false)];
+        let mut out = Vec::new();
+        n.rx.prepare(&msgs);
+        for m in msgs {
+            assert!(n.rx.handle(m, &mut |r| out.push(r)));
+        }
+        assert!(out.is_empty(), "answered only at the durability point: {out:?}");
+        // Replaced by a new file (another inode), as an editor saves.
+        std::fs::write(n.srv.join("g.tmp"), b"written meanwhile").unwrap();
+        std::fs::rename(n.srv.join("g.tmp"), n.srv.join("f")).unwrap();
+        n.rx.idle(&mut |r| out.push(r));
+        assert!(
+            matches!(&out[..], [Msg::Ack { id: 2, outcome: Outcome::Failed { .. } }]),
+            "{out:?}"
+        );
+        assert_eq!(std::fs::read(n.srv.join("f")).unwrap(), b"written meanwhile");
+        assert!(n.rx.index.file(&p).unwrap().is_some(), "the row stays until judged again");
     }
 
     #[test]
