@@ -335,24 +335,28 @@ mod tests {
     use crate::index::{Batch, IndexedFile, Mark};
     use crate::types::Base;
 
-    fn meta() -> Meta {
-        Meta::test_file()
+    const PRESENT: [&str; 4] = ["/r/a", "/r/a/b", "/r/c", "/r/d"];
+    const GONE: [&str; 3] = ["/r/x", "/r/x/y", "/r/x/y/z"];
+
+    /// An index in `dir` holding [`PRESENT`] (and not [`GONE`], which the
+    /// tests mark as deletes).
+    fn indexed(dir: &std::path::Path) -> (Index, [&'static str; 4], [&'static str; 3]) {
+        let mut idx = Index::open(&dir.join("i.db"), Duration::from_secs(1)).unwrap();
+        let batch = Batch {
+            upserts: PRESENT
+                .iter()
+                .map(|p| IndexedFile { path: p.as_bytes().to_vec(), meta: Meta::test_file() })
+                .collect(),
+            ..Batch::default()
+        };
+        idx.apply(&batch).unwrap();
+        (idx, PRESENT, GONE)
     }
 
     #[test]
     fn chunks_give_deletes_deepest_first_then_the_rest_parents_first() {
         let dir = tempfile::tempdir().unwrap();
-        let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(1)).unwrap();
-        let present = ["/r/a", "/r/a/b", "/r/c", "/r/d"];
-        let batch = Batch {
-            upserts: present
-                .iter()
-                .map(|p| IndexedFile { path: p.as_bytes().to_vec(), meta: meta() })
-                .collect(),
-            ..Batch::default()
-        };
-        idx.apply(&batch).unwrap();
-        let gone = ["/r/x", "/r/x/y", "/r/x/y/z"];
+        let (mut idx, present, gone) = indexed(dir.path());
         let mark = |p: &'static str, peer: &'static str| Mark {
             path: p.as_bytes(),
             peer,
@@ -388,17 +392,7 @@ mod tests {
     #[test]
     fn shared_chunks_hold_whole_paths_and_each_peer_its_own_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(1)).unwrap();
-        let present = ["/r/a", "/r/a/b", "/r/c", "/r/d"];
-        let batch = Batch {
-            upserts: present
-                .iter()
-                .map(|p| IndexedFile { path: p.as_bytes().to_vec(), meta: meta() })
-                .collect(),
-            ..Batch::default()
-        };
-        idx.apply(&batch).unwrap();
-        let gone = ["/r/x", "/r/x/y", "/r/x/y/z"];
+        let (mut idx, present, gone) = indexed(dir.path());
         let mut marks = Vec::new();
         for p in present.iter().chain(&gone) {
             for peer in ["b", "c", "d"] {
@@ -454,7 +448,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = Index::open(&dir.path().join("i.db"), Duration::from_secs(1)).unwrap();
         let part = |p: &str| Batch {
-            upserts: vec![IndexedFile { path: p.as_bytes().to_vec(), meta: meta() }],
+            upserts: vec![IndexedFile { path: p.as_bytes().to_vec(), meta: Meta::test_file() }],
             ..Batch::default()
         };
         idx.begin_parts().unwrap();
