@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 
-use super::{Expected, Observed, Root, ScanError, Walk, hash_reader, open_checked};
+use super::{Expected, Observed, Root, ScanError, Walk, hash_file, open_checked};
 use crate::types::{Changes, FileKind, IgnoreFields, Meta, classify};
 
 /// What the comparison found for one path.
@@ -231,7 +231,7 @@ fn hash_all(
                     part.iter()
                         .map(|(i, root, rel, expect)| {
                             let h = open_checked(root, rel, *expect)
-                                .and_then(|mut f| hash_reader(&mut f));
+                                .and_then(|mut f| hash_file(&mut f));
                             (*i, h)
                         })
                         .collect::<Vec<_>>()

@@ -9,7 +9,7 @@ mod compare;
 mod read;
 
 pub use compare::{Comparison, Delta, Known, compare};
-pub use read::{Expected, hash_reader, meta_of, open_checked};
+pub use read::{Expected, hash_file, hash_reader, meta_of, open_checked};
 
 use std::collections::HashSet;
 use std::ffi::OsStr;

@@ -90,6 +90,126 @@ pub fn hash_reader(f: &mut impl Read) -> io::Result<[u8; 32]> {
 /// Read size of [`hash_reader`].
 const HASH_CHUNK: usize = 64 * 1024;
 
+/// Files at least this large are hashed in parallel pieces by [`hash_file`].
+const PARALLEL_ABOVE: u64 = 32 << 20;
+
+/// BLAKE3 of an open file's content, like [`hash_reader`], but a large file
+/// is hashed as several BLAKE3 subtrees read in parallel (`pread`, one thread
+/// each), then joined: the same hash, in about half the time on two cores. A
+/// new 200 MiB file was hashed by one core while the other idled before the
+/// push could start.
+///
+/// A file that grows or shrinks while its pieces are read is hashed again
+/// from the start, in one pass, exactly as [`hash_reader`] would.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn hash_file(f: &mut std::fs::File) -> io::Result<[u8; 32]> {
+    let len = f.metadata()?.len();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) as u64;
+    if len >= PARALLEL_ABOVE
+        && threads > 1
+        && let Some(h) = parallel_hash(f, len, threads, len.div_ceil(2 * threads).max(4 << 20))?
+    {
+        return Ok(h);
+    }
+    io::Seek::seek(f, io::SeekFrom::Start(0))?;
+    hash_reader(f)
+}
+
+/// The parallel pass of [`hash_file`], on `threads` threads, in pieces of at
+/// most `most` bytes (less than `len`, at least a BLAKE3 chunk); `None` when
+/// the file's length moved.
+fn parallel_hash(
+    f: &std::fs::File,
+    len: u64,
+    threads: u64,
+    most: u64,
+) -> io::Result<Option<[u8; 32]>> {
+    use blake3::hazmat::{self, HasherExt, Mode};
+    use std::os::unix::fs::FileExt;
+
+    debug_assert!(most < len && most >= blake3::CHUNK_LEN as u64);
+    // The pieces are subtrees of BLAKE3's tree (its left subtrees hold a
+    // power of two of chunks), small enough to share out evenly.
+    let mut pieces = Vec::new();
+    split(0, len, most, &mut pieces);
+    let piece_cv = |&(at, n): &(u64, u64)| -> io::Result<Option<hazmat::ChainingValue>> {
+        let mut h = blake3::Hasher::new();
+        h.set_input_offset(at);
+        let mut buf = vec![0u8; HASH_CHUNK];
+        let mut done = 0;
+        while done < n {
+            let want = (n - done).min(HASH_CHUNK as u64) as usize;
+            let got = match f.read_at(&mut buf[..want], at + done) {
+                Ok(0) => return Ok(None),
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            h.update(&buf[..got]);
+            done += got as u64;
+        }
+        Ok(Some(h.finalize_non_root()))
+    };
+    let per = pieces.len().div_ceil(threads as usize);
+    let cvs: Vec<io::Result<Option<hazmat::ChainingValue>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = pieces
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(piece_cv).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("hash thread panicked")).collect()
+    });
+    let mut leaves = Vec::with_capacity(cvs.len());
+    for cv in cvs {
+        match cv? {
+            Some(cv) => leaves.push(cv),
+            None => return Ok(None),
+        }
+    }
+    // Grown since: one pass from the start sees what is there now.
+    if f.read_at(&mut [0u8; 1], len)? != 0 {
+        return Ok(None);
+    }
+    let mut leaves = leaves.into_iter();
+    let (left, right) = join(0, len, most, &mut leaves);
+    Ok(Some(*hazmat::merge_subtrees_root(&left, &right, Mode::Hash).as_bytes()))
+}
+
+/// Splits the subtree `[at, at + len)` into pieces of at most `most` bytes,
+/// along BLAKE3's own tree.
+fn split(at: u64, len: u64, most: u64, out: &mut Vec<(u64, u64)>) {
+    if len <= most {
+        out.push((at, len));
+    } else {
+        let left = blake3::hazmat::left_subtree_len(len);
+        split(at, left, most, out);
+        split(at + left, len - left, most, out);
+    }
+}
+
+/// The chaining values of the two halves of the subtree `[at, at + len)`
+/// (larger than `most`), from the pieces' values in [`split`]'s order.
+fn join(
+    at: u64,
+    len: u64,
+    most: u64,
+    leaves: &mut impl Iterator<Item = blake3::hazmat::ChainingValue>,
+) -> (blake3::hazmat::ChainingValue, blake3::hazmat::ChainingValue) {
+    let left = blake3::hazmat::left_subtree_len(len);
+    let mut side = |at: u64, len: u64| {
+        if len <= most {
+            leaves.next().expect("one value per piece")
+        } else {
+            let (l, r) = join(at, len, most, leaves);
+            blake3::hazmat::merge_subtrees_non_root(&l, &r, blake3::hazmat::Mode::Hash)
+        }
+    };
+    let l = side(at, left);
+    let r = side(at + left, len - left);
+    (l, r)
+}
+
 /// The file a walk (or the index) saw at a path: content is read only from
 /// that inode. `dev: None` when only the inode number is known (the index
 /// does not keep device numbers).
@@ -297,4 +417,47 @@ pub(super) fn open_parent_below<'a>(
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "unclean path"));
     }
     Ok((dir, name))
+}
+
+#[cfg(test)]
+mod parallel_tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file_of(bytes: &[u8]) -> std::fs::File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    #[test]
+    fn pieces_joined_along_the_tree_give_blake3s_hash() {
+        let data: Vec<u8> =
+            (0..3_200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for len in [1025, 2048, 2049, 5000, 65_536, 1_048_577, 3_200_000] {
+            for most in [1024, 4096, 10_000, 1 << 20] {
+                if most >= len {
+                    continue;
+                }
+                let f = file_of(&data[..len as usize]);
+                for threads in [2, 3] {
+                    let got = parallel_hash(&f, len, threads, most).unwrap();
+                    assert_eq!(
+                        got,
+                        Some(*blake3::hash(&data[..len as usize]).as_bytes()),
+                        "len {len} most {most} threads {threads}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_longer_or_shorter_than_its_length_is_not_hashed_in_pieces() {
+        let f = file_of(&[7u8; 10_000]);
+        assert_eq!(parallel_hash(&f, 9_000, 2, 2048).unwrap(), None, "grew");
+        assert_eq!(parallel_hash(&f, 12_000, 2, 2048).unwrap(), None, "shrank");
+        let mut f = file_of(&[7u8; 10_000]);
+        assert_eq!(hash_file(&mut f).unwrap(), *blake3::hash(&[7u8; 10_000]).as_bytes());
+    }
 }
