@@ -214,12 +214,12 @@ fn hash_all(
     let threads = threads.min(which.len().div_ceil(64)).max(1);
     // Each file is opened from its root, component by component, and must be
     // the inode the walk saw: see `open_checked`.
-    let jobs: Vec<(usize, &Path, Vec<u8>, Expected)> = which
+    let jobs: Vec<(usize, &Path, Vec<u8>, Expected, u64)> = which
         .iter()
         .map(|&i| {
             let o = &observed[i];
             let (base, rel) = roots[o.root].trusted_of(&o.path);
-            (i, base, rel, Expected { dev: Some(o.dev), ino: o.meta.ino })
+            (i, base, rel, Expected { dev: Some(o.dev), ino: o.meta.ino }, o.meta.size)
         })
         .collect();
     let chunk = jobs.len().div_ceil(threads);
@@ -229,9 +229,9 @@ fn hash_all(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(i, root, rel, expect)| {
+                        .map(|(i, root, rel, expect, size)| {
                             let h = open_checked(root, rel, *expect)
-                                .and_then(|mut f| hash_file(&mut f));
+                                .and_then(|mut f| hash_file(&mut f, *size));
                             (*i, h)
                         })
                         .collect::<Vec<_>>()
