@@ -9,15 +9,18 @@
 //! (parents first), as the index hands the rows out ([`DirtyCursor`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::plan::{self, Filter, IndexLookup, Item, Preloaded};
+use super::shared;
 use crate::config::Config;
 use crate::index::Pushed;
 use crate::index::{DirtyCursor, Index};
 use crate::policy::GroupPolicy;
 use crate::scan::Root;
+use crate::types::FileKind;
 
 /// Dirty rows read (and planned) at a time per peer.
 pub(super) const CHUNK: usize = 2048;
@@ -257,6 +260,7 @@ impl<'a> Feeder<'a> {
                 chunks[i].push(it);
             }
         }
+        share_small_files(&mut chunks);
         for (s, chunk) in self.slots.iter_mut().zip(chunks) {
             if !chunk.is_empty() {
                 s.queue.push_back(chunk);
@@ -267,6 +271,38 @@ impl<'a> Feeder<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// Gives the items of one small file planned for several peers one
+/// [`shared::Slot`]: the first session to send it reads it for all.
+fn share_small_files(chunks: &mut [Vec<Item>]) {
+    if chunks.iter().filter(|c| !c.is_empty()).count() < 2 {
+        return;
+    }
+    let small = |it: &Item| {
+        it.local
+            .as_ref()
+            .is_some_and(|m| m.kind == FileKind::File && m.size > 0 && m.size <= shared::UP_TO)
+    };
+    let mut seen: HashMap<&[u8], usize> = HashMap::new();
+    for it in chunks.iter().flatten().filter(|it| small(it)) {
+        *seen.entry(&it.path).or_default() += 1;
+    }
+    let slots: HashMap<Vec<u8>, Arc<shared::Slot>> = seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(p, _)| (p.to_vec(), shared::Slot::new()))
+        .collect();
+    if slots.is_empty() {
+        return;
+    }
+    for it in chunks.iter_mut().flatten() {
+        if small(it)
+            && let Some(slot) = slots.get(&it.path)
+        {
+            it.shared = Some(slot.clone());
+        }
     }
 }
 
@@ -389,5 +425,42 @@ mod tests {
         want.extend((0..n).map(path));
         assert_eq!(got[0], want);
         assert_eq!(got[1], want[2..]);
+    }
+
+    #[test]
+    fn a_small_file_planned_for_several_peers_is_read_once_for_all() {
+        use crate::config::AutoMethod;
+        let item = |path: &[u8], kind: FileKind, size: u64| {
+            let mut it = crate::engine::push::replies::tests::item(AutoMethod::None);
+            it.path = path.to_vec();
+            it.local.as_mut().unwrap().kind = kind;
+            it.local.as_mut().unwrap().size = size;
+            it
+        };
+        let mut chunks = vec![
+            vec![
+                item(b"/srv/a", FileKind::File, 10),
+                item(b"/srv/big", FileKind::File, shared::UP_TO + 1),
+                item(b"/srv/d", FileKind::Dir, 0),
+                item(b"/srv/only-here", FileKind::File, 10),
+            ],
+            vec![
+                item(b"/srv/a", FileKind::File, 10),
+                item(b"/srv/big", FileKind::File, shared::UP_TO + 1),
+                item(b"/srv/d", FileKind::Dir, 0),
+            ],
+            Vec::new(),
+        ];
+        share_small_files(&mut chunks);
+        let (one, two) = (&chunks[0], &chunks[1]);
+        let a = (one[0].shared.as_ref().unwrap(), two[0].shared.as_ref().unwrap());
+        assert!(Arc::ptr_eq(a.0, a.1), "one slot for both peers");
+        assert!(one[1].shared.is_none() && two[1].shared.is_none(), "too large");
+        assert!(one[2].shared.is_none() && two[2].shared.is_none(), "not a file");
+        assert!(one[3].shared.is_none(), "one peer only");
+
+        let mut alone = vec![vec![item(b"/srv/a", FileKind::File, 10)], Vec::new()];
+        share_small_files(&mut alone);
+        assert!(alone[0][0].shared.is_none(), "a single peer reads for itself");
     }
 }

@@ -20,6 +20,7 @@ pub mod insync;
 mod plan;
 pub mod replies;
 mod session;
+mod shared;
 
 use std::sync::Arc;
 

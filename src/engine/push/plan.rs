@@ -51,6 +51,9 @@ pub(super) struct Item {
     pub(super) root_len: usize,
     /// This push is a conflict's winner by the rule (recorded once applied).
     pub(super) won: Option<String>,
+    /// The path's content, read once for all the peers planned together
+    /// (small files only); `None`: the session reads it itself.
+    pub(super) shared: Option<Arc<super::shared::Slot>>,
 }
 
 /// The per-peer plan: peers in name order, each with its items in push order.
@@ -296,6 +299,7 @@ fn row_item(
         peer_receive_only: g.is_receive_only(&row.peer),
         root_len: g.root_len(&row.path),
         won: None,
+        shared: None,
     }))
 }
 

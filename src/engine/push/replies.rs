@@ -283,6 +283,7 @@ fn ancestors(it: &Item) -> Vec<Item> {
             generation: 0,
             changes: Changes::NEW,
             won: None,
+            shared: None,
             ..it.clone()
         });
         if p.first() == Some(&b'%') && !p.contains(&b'/') {
@@ -341,6 +342,7 @@ pub(super) mod tests {
             peer_receive_only: false,
             root_len: 4,
             won: None,
+            shared: None,
         }
     }
 

@@ -338,6 +338,26 @@ fn open_content(it: &Item) -> Result<std::fs::File, String> {
     })
 }
 
+/// What goes out after a request.
+enum Body {
+    /// No content (metadata, a delete, a delta asked for later).
+    Nothing,
+    /// Read from the file as it is sent.
+    File(std::fs::File),
+    /// A small file's content, read once for every peer (see [`super::shared`]).
+    Shared(std::sync::Arc<super::shared::Held>),
+}
+
+/// A small file's whole content, read through [`open_content`]; fewer bytes
+/// than the check saw if it shrank since (every receiver then refuses it by
+/// hash, as when it is read while sent).
+fn read_small(it: &Item) -> Result<Vec<u8>, String> {
+    let size = it.local.as_ref().map_or(0, |m| m.size);
+    let mut out = Vec::with_capacity(size as usize);
+    open_content(it)?.take(size).read_to_end(&mut out).map_err(|e| format!("cannot read: {e}"))?;
+    Ok(out)
+}
+
 /// Files up to this size are read straight into the connection's write
 /// queue ([`Conn::queue_data_from`]): no buffer of their own, and the
 /// `Push`, `Data` and `DataEnd` of many go out in one write.
@@ -477,7 +497,7 @@ where
                     }
                 }
             };
-            let Some(it) = next else { break };
+            let Some(mut it) = next else { break };
             let permit = match permits.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
@@ -490,9 +510,14 @@ where
             id += 1;
             let id = id - 1;
             let (msg, content) = request(&it, id);
-            let file = if content == Content::Whole {
-                match open_content(&it) {
-                    Ok(f) => Some(f),
+            // Let go of the shared content once it is queued: an item in
+            // flight holds no bytes.
+            let slot = it.shared.take();
+            let body = if content != Content::Whole {
+                Body::Nothing
+            } else if let Some(slot) = slot {
+                match slot.content(|| read_small(&it)) {
+                    Ok(held) => Body::Shared(held),
                     Err(why) => {
                         // Fails only once the reader gave up (it reports why).
                         let _ = reg_tx.send((id, it, Some(why), None));
@@ -500,12 +525,28 @@ where
                     }
                 }
             } else {
-                None
+                match open_content(&it) {
+                    Ok(f) => Body::File(f),
+                    Err(why) => {
+                        // Fails only once the reader gave up (it reports why).
+                        let _ = reg_tx.send((id, it, Some(why), None));
+                        continue;
+                    }
+                }
             };
             wr.queue(&msg)?;
-            if let Some(f) = file {
-                let size = it.local.as_ref().map_or(0, |m| m.size);
-                bytes += send_file(wr, id, f, size, declared_hash(&it), &mut buf).await?;
+            match body {
+                Body::File(f) => {
+                    let size = it.local.as_ref().map_or(0, |m| m.size);
+                    bytes += send_file(wr, id, f, size, declared_hash(&it), &mut buf).await?;
+                }
+                Body::Shared(held) => {
+                    let (n, _) = wr.queue_data_from(id, &mut held.bytes(), held.bytes().len());
+                    wr.queue(&Msg::DataEnd { stream: id, hash: declared_hash(&it) })?;
+                    crate::progress::sent(n);
+                    bytes += n as u64;
+                }
+                Body::Nothing => {}
             }
             // Fails only once the reader gave up (it reports why).
             let _ = reg_tx.send((id, it, None, Some(permit)));
