@@ -348,13 +348,18 @@ enum Body {
     Shared(std::sync::Arc<super::shared::Held>),
 }
 
-/// A small file's whole content, read through [`open_content`]; fewer bytes
-/// than the check saw if it shrank since (every receiver then refuses it by
-/// hash, as when it is read while sent).
+/// A small file's whole content, read through [`open_content`]. A file
+/// shorter than the check saw changed since: it is not sent (every receiver
+/// would refuse it by hash), and the next check sees it.
 fn read_small(it: &Item) -> Result<Vec<u8>, String> {
     let size = it.local.as_ref().map_or(0, |m| m.size);
     let mut out = Vec::with_capacity(size as usize);
     open_content(it)?.take(size).read_to_end(&mut out).map_err(|e| format!("cannot read: {e}"))?;
+    if out.len() as u64 != size {
+        return Err(
+            "changed since it was checked (size); not sent, checked again on the next run".into()
+        );
+    }
     Ok(out)
 }
 
@@ -514,6 +519,8 @@ where
             // flight holds no bytes.
             let slot = it.shared.take();
             let body = if content != Content::Whole {
+                // Nothing to send: others need not keep the bytes for us.
+                drop(slot);
                 Body::Nothing
             } else if let Some(slot) = slot {
                 match slot.content(|| read_small(&it)) {

@@ -17,14 +17,21 @@
 //!
 //! The bytes are what the first reader read. Every receiver checks them
 //! against the hash the check declared, so a file that changed since the
-//! check is refused by all of them alike, and its mark stays.
+//! check is refused by all of them alike, and its mark stays. They are
+//! reused for at most [`FRESH_FOR`] after that read: a session further
+//! behind reads the file again, so a file removed or replaced since is not
+//! sent to it from memory (its read then fails as it did before sharing).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Files up to this size are shared (the session's small-file size: such a
 /// file goes out in one frame).
 pub(super) const UP_TO: u64 = 64 * 1024;
+
+/// How long after its read kept content is sent to another peer.
+pub(super) const FRESH_FOR: Duration = Duration::from_secs(2);
 
 /// Bytes that all slots together may hold.
 pub(super) const BUDGET: usize = 8 << 20;
@@ -42,6 +49,7 @@ pub(super) struct Slot(Mutex<Option<Arc<Held>>>);
 pub(super) struct Held {
     bytes: Vec<u8>,
     counted: usize,
+    read_at: Instant,
 }
 
 impl Held {
@@ -77,8 +85,11 @@ impl Slot {
         read: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Arc<Held>, String> {
         let mut kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(h) = kept.as_ref() {
-            return Ok(h.clone());
+        match kept.as_ref() {
+            Some(h) if h.read_at.elapsed() < FRESH_FOR => return Ok(h.clone()),
+            // Too old to send from memory: read again (and keep that).
+            Some(_) => *kept = None,
+            None => {}
         }
         let bytes = read()?;
         let len = bytes.len();
@@ -90,7 +101,8 @@ impl Slot {
                     (h + len <= BUDGET).then_some(h + len)
                 })
                 .is_ok();
-        let held = Arc::new(Held { bytes, counted: if keep { len } else { 0 } });
+        let held =
+            Arc::new(Held { bytes, counted: if keep { len } else { 0 }, read_at: Instant::now() });
         if keep {
             *kept = Some(held.clone());
         }
@@ -141,5 +153,17 @@ mod tests {
         assert!(big.0.lock().unwrap().is_none(), "over the budget: not kept");
         assert_eq!(held_big.counted, 0);
         assert_eq!(big.content(|| Ok(vec![1; 2])).unwrap().bytes(), [1, 1], "read again");
+    }
+
+    #[test]
+    fn content_read_too_long_ago_is_read_again() {
+        let a = Slot::new();
+        let _b = a.clone();
+        a.content(|| Ok(b"old".to_vec())).unwrap();
+        if let Some(h) = a.0.lock().unwrap().as_mut() {
+            Arc::get_mut(h).expect("only the slot holds it").read_at -= FRESH_FOR;
+        }
+        assert_eq!(a.content(|| Ok(b"new".to_vec())).unwrap().bytes(), b"new");
+        assert_eq!(a.content(|| panic!("fresh again")).unwrap().bytes(), b"new");
     }
 }
