@@ -47,6 +47,8 @@ pub(super) struct Batch<P, D = ()> {
     /// (each unlink may wait for the device to discard its blocks), then
     /// the directories, in order.
     deletions: Vec<(u32, D, apply::Deletion)>,
+    /// Starts the staged files' write-back while more are written.
+    writeback: super::writeback::Writeback,
 }
 
 impl<P, D> Batch<P, D> {
@@ -60,6 +62,7 @@ impl<P, D> Batch<P, D> {
             staged: Vec::new(),
             dirty_dirs: Vec::new(),
             deletions: Vec::new(),
+            writeback: Default::default(),
         }
     }
 
@@ -101,6 +104,11 @@ impl<P, D> Batch<P, D> {
     /// durable and visible at [`Batch::publish`].
     pub(super) fn stage(&mut self, id: u32, path: &[u8], keep: P, file: apply::Staged) {
         self.paths.insert(path.to_vec());
+        // Not at the batch's end: its durability point follows at once.
+        let n = self.staged.len() + 1;
+        if n.is_multiple_of(super::writeback::KICK_EVERY) && n < BATCH {
+            self.writeback.kick(&**file.dir());
+        }
         self.staged.push((id, keep, file));
     }
 

@@ -26,6 +26,7 @@ mod push;
 mod requests;
 mod roots;
 mod session;
+mod writeback;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
