@@ -249,36 +249,7 @@ impl Index {
         lo: &[u8],
         hi: &[u8],
     ) -> Result<(HashMap<Vec<u8>, Meta>, HashMap<Vec<u8>, String>)> {
-        let sql = self.sql();
-        let mut files = HashMap::new();
-        let mut st = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {} FROM file WHERE path IN \
-                 (SELECT path FROM dirty WHERE path BETWEEN ?1 AND ?2)",
-                rows::FILE_COLS
-            ))
-            .map_err(&sql)?;
-        for f in st.query_map(params![lo, hi], rows::file_from_row).map_err(&sql)? {
-            let f = f.map_err(&sql)?;
-            files.insert(f.path, f.meta);
-        }
-        let mut origins = HashMap::new();
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT path, node FROM origin WHERE path IN \
-                 (SELECT path FROM dirty WHERE path BETWEEN ?1 AND ?2)",
-            )
-            .map_err(&sql)?;
-        let it = st
-            .query_map(params![lo, hi], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
-            .map_err(&sql)?;
-        for o in it {
-            let (p, n) = o.map_err(&sql)?;
-            origins.insert(p, n);
-        }
-        Ok((files, origins))
+        self.states_of_dirty("SELECT path FROM dirty WHERE path BETWEEN ?1 AND ?2", params![lo, hi])
     }
 
     /// The file states and origins of `peer`'s dirty rows with paths from
@@ -294,31 +265,39 @@ impl Index {
         lo: &[u8],
         hi: &[u8],
     ) -> Result<(HashMap<Vec<u8>, Meta>, HashMap<Vec<u8>, String>)> {
+        self.states_of_dirty(
+            "SELECT path FROM dirty WHERE peer = ?1 AND path BETWEEN ?2 AND ?3",
+            params![peer, lo, hi],
+        )
+    }
+
+    /// The file states and origins of the paths `dirty` (a `SELECT path
+    /// FROM dirty ...` taking `args`) selects: two queries for a chunk.
+    #[allow(clippy::type_complexity)]
+    fn states_of_dirty(
+        &self,
+        dirty: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<(HashMap<Vec<u8>, Meta>, HashMap<Vec<u8>, String>)> {
         let sql = self.sql();
         let mut files = HashMap::new();
         let mut st = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {} FROM file WHERE path IN \
-                 (SELECT path FROM dirty WHERE peer = ?1 AND path BETWEEN ?2 AND ?3)",
+                "SELECT {} FROM file WHERE path IN ({dirty})",
                 rows::FILE_COLS
             ))
             .map_err(&sql)?;
-        for f in st.query_map(params![peer, lo, hi], rows::file_from_row).map_err(&sql)? {
+        for f in st.query_map(args, rows::file_from_row).map_err(&sql)? {
             let f = f.map_err(&sql)?;
             files.insert(f.path, f.meta);
         }
         let mut origins = HashMap::new();
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT path, node FROM origin WHERE path IN \
-                 (SELECT path FROM dirty WHERE peer = ?1 AND path BETWEEN ?2 AND ?3)",
-            )
+            .prepare_cached(&format!("SELECT path, node FROM origin WHERE path IN ({dirty})"))
             .map_err(&sql)?;
-        let it = st
-            .query_map(params![peer, lo, hi], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))
-            .map_err(&sql)?;
+        let it = st.query_map(args, |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?))).map_err(&sql)?;
         for o in it {
             let (p, n) = o.map_err(&sql)?;
             origins.insert(p, n);
