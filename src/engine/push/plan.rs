@@ -387,7 +387,6 @@ pub(super) fn describe(plan: &Plan) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::FileKind;
 
     #[derive(Default)]
     struct Fake {
@@ -444,19 +443,7 @@ mod tests {
     }
 
     fn file() -> Meta {
-        Meta {
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 1,
-            mtime_ns: 0,
-            ino: 1,
-            ctime_ns: 0,
-            rdev: 0,
-            target: None,
-            hash: Some([1; 32]),
-        }
+        Meta { mtime_ns: 0, ctime_ns: 0, hash: Some([1; 32]), ..Meta::test_file() }
     }
 
     fn roots() -> Vec<Root> {
