@@ -217,15 +217,8 @@ mod tests {
         use crate::types::FileKind;
         let mut n = Node::new("");
         let (d, f) = (n.path("d"), n.path("d/f"));
-        let push = |id: u32, path: &[u8], entry: WireEntry, base: Option<[u8; 32]>| Msg::Push {
-            id,
-            group: "g".into(),
-            path: path.to_vec(),
-            entry,
-            base,
-            force: false,
-            content: Content::None,
-            parent_mtime: None,
+        let push = |id: u32, path: &[u8], entry: WireEntry, base: Option<[u8; 32]>| {
+            crate::engine::receive::tests::push_msg(id, path, entry, base, Content::None)
         };
         let dir = WireEntry { kind: FileKind::Dir.code(), size: 0, hash: None, ..file_entry(b"") };
         assert_eq!(n.send(vec![push(1, &d, dir, None)]).len(), 1);

@@ -493,18 +493,29 @@ mod tests {
     }
 
     /// A new file pushed whole: the `Push`, one `Data` and the `DataEnd`.
+    /// A `Push` of `entry` at `path` in group `g`.
+    pub(super) fn push_msg(
+        id: u32,
+        path: &[u8],
+        entry: WireEntry,
+        base: Option<[u8; 32]>,
+        content: Content,
+    ) -> Msg {
+        Msg::Push {
+            id,
+            group: "g".into(),
+            path: path.to_vec(),
+            entry,
+            base,
+            force: false,
+            content,
+            parent_mtime: None,
+        }
+    }
+
     pub(super) fn push_whole(id: u32, path: &[u8], body: &[u8]) -> Vec<Msg> {
         vec![
-            Msg::Push {
-                id,
-                group: "g".into(),
-                path: path.to_vec(),
-                entry: file_entry(body),
-                base: None,
-                force: false,
-                content: Content::Whole,
-                parent_mtime: None,
-            },
+            push_msg(id, path, file_entry(body), None, Content::Whole),
             Msg::Data { stream: id, bytes: body.to_vec() },
             Msg::DataEnd { stream: id, hash: *blake3::hash(body).as_bytes() },
         ]

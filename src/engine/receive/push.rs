@@ -450,27 +450,8 @@ pub(super) fn outcome_of(e: apply::Error) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::receive::tests::{Node, file_entry, push_whole};
+    use crate::engine::receive::tests::{Node, file_entry, push_msg as push, push_whole};
     use crate::proto::Msg;
-
-    fn push(
-        id: u32,
-        path: &[u8],
-        entry: WireEntry,
-        base: Option<[u8; 32]>,
-        content: Content,
-    ) -> Msg {
-        Msg::Push {
-            id,
-            group: "g".into(),
-            path: path.to_vec(),
-            entry,
-            base,
-            force: false,
-            content,
-            parent_mtime: None,
-        }
-    }
 
     fn failed(m: &Msg) -> (u32, ErrorCode, &str) {
         match m {
